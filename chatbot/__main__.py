@@ -1,0 +1,41 @@
+"""``python -m chatbot COMMAND``: train, evaluate, classify, bench, sweep, chat, detect."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from chatbot import cli, commands
+from chatbot.data import DataError
+from chatbot.model import ModelLoadError
+from chatbot.train import TrainArgs
+
+
+def command_table():
+    """name → (argument dataclass, function, positional fields, one-line help)."""
+    return {
+        "train": (TrainArgs, commands.run_train, (), "LoRA-tune a classifier on intent data"),
+        "evaluate": (commands.EvaluateArgs, commands.run_evaluate, (), "score a model folder on labelled data"),
+        "classify": (commands.ClassifyArgs, commands.run_classify, ("text",), "classify messages (JSON lines)"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    table = command_table()
+    parser = argparse.ArgumentParser(prog="python -m chatbot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (cls, _, positional, help_text) in table.items():
+        cli.add_arguments(sub.add_parser(name, help=help_text, description=help_text), cls, positional)
+    namespace = parser.parse_args(argv)
+    cls, run, _, _ = table[namespace.command]
+    try:
+        args = cli.build(cls, namespace)
+        run(args)
+    except (ModelLoadError, DataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

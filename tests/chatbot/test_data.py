@@ -1,0 +1,84 @@
+import json
+from collections import Counter
+
+import pytest
+
+from chatbot.data import DataError, Example, assign_splits, limit_per_intent, load_dataset
+
+
+def write(tmp_path, name, content, mode="w"):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def rows_csv(n=3, intents=("a", "b")):
+    lines = ["text,intent,lang"]
+    for intent in intents:
+        lines += [f"message {intent} {i},{intent},en" for i in range(n)]
+    return "\n".join(lines) + "\n"
+
+
+def test_reads_csv_and_jsonl_alike(tmp_path):
+    csv_path = write(tmp_path, "d.csv", rows_csv())
+    jsonl = "\n".join(json.dumps({"text": f"message {i} {k}", "intent": i, "lang": "en"})
+                      for i in ("a", "b") for k in range(3))
+    jsonl_path = write(tmp_path, "d.jsonl", jsonl)
+    a, b = load_dataset(csv_path), load_dataset(jsonl_path)
+    assert a.intents == b.intents == ["a", "b"]
+    assert len(a.examples) == len(b.examples) == 6
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty file"),
+    ("text,label\nhello,x\n", "missing column(s) intent"),
+    (b"\x00\x01\x02binary", "binary"),
+    (b"text,intent\ncaf\xe9,x\n", "unknown text encoding"),
+])
+def test_clear_errors(tmp_path, content, message):
+    path = write(tmp_path, "bad.csv", content)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_dataset(path)
+
+
+def test_missing_file_and_too_few_examples(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_dataset(tmp_path / "nope.csv")
+    path = write(tmp_path, "few.csv", "text,intent\nx one,a\nx two,a\nx three,a\ny,b\n")
+    with pytest.raises(DataError, match=r"b \(1\)"):
+        load_dataset(path)
+
+
+def test_bad_jsonl_line_names_the_line(tmp_path):
+    path = write(tmp_path, "d.jsonl", '{"text": "a", "intent": "x"}\n{oops\n')
+    with pytest.raises(DataError, match=":2:"):
+        load_dataset(path)
+
+
+def test_duplicates_blanks_and_conflicts_are_dropped_and_reported(tmp_path):
+    content = rows_csv() + "message a 0,a,en\n  MESSAGE   a 0 ,a,en\n,a,en\nmessage b 1,a,en\n"
+    data = load_dataset(write(tmp_path, "d.csv", content))
+    assert data.dropped == {"duplicate": 2, "blank": 1, "conflicting_label": 1}
+    assert len(data.examples) == 6
+
+
+def test_split_is_stratified_deterministic_and_respects_given_splits():
+    examples = [Example(f"t{i}{lang}", intent, lang) for intent in "ab" for lang in ("en", "fr") for i in range(20)]
+    first, second = assign_splits(examples, seed=1), assign_splits(examples, seed=1)
+    assert first == second
+    counts = Counter((e.intent, e.lang, e.split) for e in first)
+    for intent in "ab":
+        for lang in ("en", "fr"):
+            assert counts[(intent, lang, "dev")] == 3 and counts[(intent, lang, "test")] == 3
+    given = [Example("x", "a", "en", "test")] * 3
+    assert all(e.split == "test" for e in assign_splits(given))
+
+
+def test_limit_per_intent_keeps_k_per_intent_and_language():
+    examples = [Example(f"t{i}", intent, lang) for intent in "ab" for lang in ("en", "fr") for i in range(10)]
+    limited = limit_per_intent(examples, 4)
+    assert Counter((e.intent, e.lang) for e in limited) == {k: 4 for k in
+                                                         [("a", "en"), ("a", "fr"), ("b", "en"), ("b", "fr")]}

@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny random Llama (with its own word-level tokenizer) saved as a model folder."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+WORDS = {
+    "cancel_order": ["cancel", "order", "stop", "annuler", "commande"],
+    "track_order": ["where", "track", "parcel", "status", "colis"],
+    "get_refund": ["refund", "money", "back", "remboursement", "argent"],
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: uses the real embedded default model (slower)")
+    config.addinivalue_line("markers", "browser: drives the app in headless Chromium")
+
+
+def make_tiny_base(folder: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A random LlamaForCausalLM with 4 heads (2 KV heads) and a word-level tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3}
+    for words in WORDS.values():
+        for w in words:
+            vocab.setdefault(w, len(vocab))
+    for i in range(10):
+        vocab.setdefault(str(i), len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                        bos_token="<s>", eos_token="</s>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    model = LlamaForCausalLM(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_data(path: Path, per_intent_lang: int = 12, seed: int = 0) -> Path:
+    """A separable toy data set: each intent's messages use its own words, in en and fr."""
+    rng = random.Random(seed)
+    rows = []
+    for intent, words in WORDS.items():
+        for lang in ("en", "fr"):
+            seen = set()
+            while len(seen) < per_intent_lang:
+                seen.add(" ".join(rng.choice(words) for _ in range(rng.randint(2, 5))) + f" {rng.randint(0, 9)}")
+            rows += [{"text": t, "intent": intent, "lang": lang} for t in sorted(seen)]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "intent", "lang"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    return make_tiny_base(tmp_path_factory.mktemp("tiny_base"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_tiny_data(tmp_path_factory.mktemp("data") / "toy.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_base, tiny_data) -> Path:
+    """A model folder LoRA-tuned on the toy data (a few seconds on a CPU)."""
+    from chatbot.train import TrainArgs, train
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    train(TrainArgs(data=[str(tiny_data)], out=str(out), base=str(tiny_base), epochs=8, lr=5e-3,
+                    batch_size=8, lora_r=4, precision="fp32", patience=8))
+    return out
