@@ -84,11 +84,7 @@ class IntentClassifier:
              merge: bool = True) -> "IntentClassifier":
         folder = Path(folder)
         settings = read_settings(folder)
-        model, tokenizer = load_base(settings["base"], num_labels=len(settings["labels"]))
-        if settings.get("compression"):
-            from compression.svd import apply_recipe
-
-            apply_recipe(model, settings["compression"])
+        model, tokenizer = load_base(settings["base"], len(settings["labels"]), compression=settings.get("compression"))
         model = load_adapter_checked(model, folder / "adapter")
         if merge:
             model = model.merge_and_unload()

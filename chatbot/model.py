@@ -165,19 +165,51 @@ def load_tokenizer(base: str):
     """The tokenizer of a base, with a padding token set."""
     from transformers import AutoTokenizer
 
-    location = resolve_base(base)
+    from compression.compress import read_recipe
+
+    info = read_recipe(base) if Path(base).is_dir() else None
+    location = resolve_base(info["base"]) if info else resolve_base(base)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load tokenizer of {base!r}: {str(err).splitlines()[0]}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    tokenizer.padding_side = "right"  # positions stay exact; the head reads the last non-pad token
     return tokenizer
 
 
-def load_base(base: str, num_labels: int, dtype: torch.dtype = torch.float32):
-    """A base with a fresh classification head of ``num_labels`` outputs, and its tokenizer."""
+def describe_base(base: str) -> dict:
+    """What a trained model folder records about its base: the base name, plus the compression
+    recipe when ``base`` is a compressed model folder (loading re-applies it to that base)."""
+    from compression.compress import read_recipe
+
+    info = read_recipe(base) if Path(base).is_dir() else None
+    if info:
+        return {"base": info["base"], "compression": info["recipe"]}
+    return {"base": base, "compression": None}
+
+
+def load_base(base: str, num_labels: int, dtype: torch.dtype = torch.float32, compression: dict | None = None):
+    """A base with a fresh classification head of ``num_labels`` outputs, and its tokenizer.
+
+    ``base`` may be a compressed model folder (from ``python -m compression``); ``compression`` is a
+    recipe to apply to the base (from a trained model folder; cached after the first time).
+    """
+    from compression.compress import apply_recipe, load_compressed_weights, read_recipe
+
+    info = read_recipe(base) if Path(base).is_dir() else None
+    if info:
+        model, tokenizer = load_base(info["base"], num_labels, dtype)
+        load_compressed_weights(model, base, info["recipe"])
+        return model, tokenizer
+    model, tokenizer = _load_plain(base, num_labels, dtype)
+    if compression:
+        apply_recipe(model, tokenizer, base, compression, cache_dir() / "compressed")
+    return model, tokenizer
+
+
+def _load_plain(base: str, num_labels: int, dtype: torch.dtype):
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from chatbot.data import Dataset, Example, limit_per_intent, load_dataset
-from chatbot.model import DEFAULT_BASE, cpu_has_native_bf16, load_base
+from chatbot.model import DEFAULT_BASE, cpu_has_native_bf16, describe_base, load_base
 
 MODEL_FORMAT = 1
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -81,13 +81,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def lora_target_names(model, targets: list[str]) -> list[str]:
+    """Full names of the Linear layers LoRA adapts: each layer named in ``targets``, or, where SVD
+    compression replaced it by a :class:`LowRankLinear`, both of its factors (as SVD-LLM heals)."""
+    from compression.svd import LowRankLinear
+
+    names = []
+    for full, module in model.named_modules():
+        if full.rsplit(".", 1)[-1] not in targets:
+            continue
+        if isinstance(module, LowRankLinear):
+            names += [f"{full}.down", f"{full}.up"]
+        elif isinstance(module, torch.nn.Linear):
+            names.append(full)
+    if not names:
+        raise ValueError(f"no layers named {', '.join(targets)} to adapt")
+    return names
+
+
 def apply_lora(model, r: int, alpha: int, dropout: float, targets: list[str]):
     """Wrap ``model`` so that exactly the LoRA adapters on ``targets`` and the score head train."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    config = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets)
-    )
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=lora_target_names(model, targets))
     return get_peft_model(model, config)  # SEQ_CLS adds the score head to modules_to_save
 
 
@@ -103,8 +120,35 @@ def make_batches(tokenizer, examples: list[Example], label_ids: dict[str, int], 
         enc["labels"] = torch.tensor([label_ids[e.intent] for e in batch])
         return enc
 
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(examples, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
+    if not shuffle:
+        return DataLoader(examples, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    lengths = [len(tokenizer(e.text, truncation=True, max_length=max_length)["input_ids"]) for e in examples]
+    return DataLoader(examples, batch_sampler=LengthBuckets(lengths, batch_size, seed), collate_fn=collate)
+
+
+class LengthBuckets(torch.utils.data.Sampler):
+    """Shuffled batches of similar length: less padding, so far fewer wasted FLOPs on a CPU.
+
+    Each epoch shuffles all examples, cuts them into pools of 50 batches, sorts each pool by length,
+    forms batches and shuffles the batch order.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, pool: int = 50):
+        self.lengths, self.batch_size, self.pool = lengths, batch_size, pool * batch_size
+        self.rng = random.Random(seed)
+
+    def __iter__(self):
+        order = list(range(len(self.lengths)))
+        self.rng.shuffle(order)
+        batches = []
+        for start in range(0, len(order), self.pool):
+            chunk = sorted(order[start:start + self.pool], key=self.lengths.__getitem__)
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        self.rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self):
+        return -(-len(self.lengths) // self.batch_size)
 
 
 def resolve_precision(precision: str) -> str:
@@ -142,6 +186,7 @@ def setup(args: TrainArgs, dataset: Dataset, model=None, tokenizer=None, base_in
     label_ids = {name: i for i, name in enumerate(labels)}
     if model is None:
         model, tokenizer = load_base(args.base, num_labels=len(labels))
+        base_info = describe_base(args.base)
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = label_ids
     model = apply_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.targets)

@@ -1,0 +1,279 @@
+"""Compressing a whole model: choose layers and ranks, calibrate, factorise, account, save and load.
+
+A compression is fully described by a *recipe* (method, targets, rank rule, skip list, damping and
+the calibration messages' fingerprint) plus the ranks it chose. A trained model folder stores the
+recipe; loading re-applies it to the base, using a cache of the factorised weights keyed by the
+recipe, so a compressed classifier ships as a few MB of adapter rather than a full model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compression.calibration import collect_grams, read_texts
+from compression.svd import (METHODS, LowRankLinear, break_even_rank, find_linears, low_rank_skeleton,
+                             output_error, replace_module, saves_parameters)
+
+TARGET_GROUPS = {
+    "attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "mlp": ("gate_proj", "up_proj", "down_proj"),
+}
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CALIB = [f"assets/data/{lang}.csv" for lang in ("en", "fr", "de", "nl", "es", "it", "pt")]
+"""Our own intent training messages; relative paths are read from the repository root."""
+RECIPE_FILE = "compression.json"
+WEIGHTS_FILE = "low_rank.safetensors"
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else ROOT / p
+
+
+@dataclass
+class CompressArgs:
+    method: str = "whitened"
+    """plain (truncated SVD of W) or whitened (activation-aware, SVD-LLM)."""
+    targets: str = "attn"
+    """Layers to factorise: attn (q/k/v/o), mlp (gate/up/down) or attn+mlp."""
+    rank_ratio: float | None = 0.25
+    """Rank as a share of min(m, n) of each matrix (the research used 0.25)."""
+    rank: int | None = None
+    """Absolute rank for every matrix (overrides --rank-ratio)."""
+    param_share: float | None = None
+    """Keep this share of each matrix's parameters: r = share·mn/(m+n) (overrides the others)."""
+    skip: list[str] = field(default_factory=list)
+    """Leave layers dense whose name contains any of these (e.g. layers.0.,layers.17.)."""
+    calib: list[str] = field(default_factory=lambda: list(DEFAULT_CALIB))
+    """Calibration text files (text column); default: our intent training messages."""
+    calib_size: int = 256
+    """Number of calibration messages (a seeded sample)."""
+    damping: float = 1e-2
+    """Whitening damping λ as a share of the Gram matrix's mean diagonal."""
+    seed: int = 0
+    """Seed for sampling the calibration messages."""
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}")
+        parts = self.targets.split("+")
+        if not parts or any(p not in TARGET_GROUPS for p in parts):
+            raise ValueError("targets must be attn, mlp or attn+mlp")
+        if self.rank_ratio is not None and not 0 < self.rank_ratio <= 1:
+            raise ValueError("rank ratio must be in (0, 1]")
+        if self.param_share is not None and not 0 < self.param_share <= 1:
+            raise ValueError("param share must be in (0, 1]")
+        if self.rank is not None and self.rank < 1:
+            raise ValueError("rank must be ≥ 1")
+        if self.rank_ratio is None and self.rank is None and self.param_share is None:
+            raise ValueError("give --rank-ratio, --rank or --param-share")
+        if self.calib_size < 1:
+            raise ValueError("calib size must be ≥ 1")
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(n for part in self.targets.split("+") for n in TARGET_GROUPS[part])
+
+    def rank_for(self, m: int, n: int) -> int:
+        """The rank this rule gives an m×n matrix (before the no-saving check)."""
+        if self.param_share is not None:
+            return max(1, int(self.param_share * m * n / (m + n)))
+        if self.rank is not None:
+            return min(self.rank, min(m, n))
+        return max(1, round(self.rank_ratio * min(m, n)))
+
+
+def calibration_texts(args: CompressArgs) -> tuple[list[str], str]:
+    """A seeded sample of calibration messages and a fingerprint of exactly what was read."""
+    texts = sorted({t for path in args.calib for t in read_texts(_resolve(path))})
+    random.Random(args.seed).shuffle(texts)
+    texts = texts[: args.calib_size]
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    return texts, digest
+
+
+def _module_type(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=None) -> dict:
+    """Factorise ``model`` in place; returns the recipe and the accounting report."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    layers = find_linears(model, args.layer_names, tuple(args.skip))
+    if not layers:
+        raise ValueError(f"no layers named {', '.join(args.layer_names)} in this model")
+    texts, fingerprint = calibration_texts(args)
+    grams = collect_grams(model, tokenizer, texts, layers,
+                          progress=(lambda f: progress(0.2 * f, "calibrating")) if progress else None)
+    calib_time = time.perf_counter() - started
+    rows, ranks = [], {}
+    for i, (name, linear) in enumerate(tqdm(layers, desc=f"{args.method} SVD", leave=False)):
+        m, n = linear.out_features, linear.in_features
+        rank = args.rank_for(m, n)
+        row = {"name": name, "type": _module_type(name), "shape": [m, n], "rank": rank,
+               "params_before": m * n, "dtype_bytes": linear.weight.element_size()}
+        if not saves_parameters(m, n, rank):
+            row.update(params_after=m * n, dense=True, error=0.0,
+                       note=f"left dense: rank {rank} ≥ break-even {break_even_rank(m, n) + 1}")
+        else:
+            new = LowRankLinear.from_linear(linear, rank, args.method, grams[name], args.damping)
+            row.update(params_after=rank * (m + n), dense=False,
+                       error=output_error(linear.weight, new.dense_weight(), grams[name]))
+            replace_module(model, name, new)
+            ranks[name] = rank
+        rows.append(row)
+        if progress:
+            progress(0.2 + 0.8 * (i + 1) / len(layers), "factorising")
+    recipe = {**asdict(args), "calib_fingerprint": fingerprint, "ranks": ranks}
+    return {"recipe": recipe, "report": accounting(model, rows, time.perf_counter() - started, calib_time)}
+
+
+def accounting(model: nn.Module, rows: list[dict], seconds: float, calib_seconds: float) -> dict:
+    """Parameters and bytes before/after per module type and in total, errors, time."""
+    by_type: dict[str, dict] = {}
+    for r in rows:
+        t = by_type.setdefault(r["type"], {"params_before": 0, "params_after": 0, "bytes_before": 0,
+                                           "bytes_after": 0, "layers": 0, "dense": 0, "errors": []})
+        t["params_before"] += r["params_before"]
+        t["params_after"] += r["params_after"]
+        t["bytes_before"] += r["params_before"] * r["dtype_bytes"]
+        t["bytes_after"] += r["params_after"] * r["dtype_bytes"]
+        t["layers"] += 1
+        t["dense"] += int(r["dense"])
+        t["errors"].append(r["error"])
+    for t in by_type.values():
+        errors = t.pop("errors")
+        t["mean_error"] = sum(errors) / len(errors)
+        t["max_error"] = max(errors)
+    total_after = sum(p.numel() for p in model.parameters())
+    saved = sum(r["params_before"] - r["params_after"] for r in rows)
+    bytes_per = next(model.parameters()).element_size()
+    return {
+        "layers": rows,
+        "by_type": by_type,
+        "model_params_before": total_after + saved,
+        "model_params_after": total_after,
+        "model_bytes_before": (total_after + saved) * bytes_per,
+        "model_bytes_after": total_after * bytes_per,
+        "dense_layers_left": [r["name"] for r in rows if r["dense"]],
+        "seconds": seconds,
+        "calibration_seconds": calib_seconds,
+    }
+
+
+def format_accounting(report: dict) -> str:
+    lines = [f"{'module':<12}{'layers':>7}{'dense':>7}{'params before':>15}{'params after':>14}"
+             f"{'MB before':>11}{'MB after':>10}{'mean err':>10}{'max err':>9}"]
+    for name, t in report["by_type"].items():
+        lines.append(f"{name:<12}{t['layers']:>7}{t['dense']:>7}{t['params_before']:>15,}{t['params_after']:>14,}"
+                     f"{t['bytes_before'] / 1e6:>11.1f}{t['bytes_after'] / 1e6:>10.1f}"
+                     f"{t['mean_error']:>10.4f}{t['max_error']:>9.4f}")
+    lines.append(f"{'model':<12}{'':>14}{report['model_params_before']:>15,}{report['model_params_after']:>14,}"
+                 f"{report['model_bytes_before'] / 1e6:>11.1f}{report['model_bytes_after'] / 1e6:>10.1f}")
+    lines.append(f"time {report['seconds']:.1f} s (calibration {report['calibration_seconds']:.1f} s)")
+    if report["dense_layers_left"]:
+        lines.append(f"{len(report['dense_layers_left'])} layer(s) left dense: that rank would not save parameters")
+    return "\n".join(lines)
+
+
+# --- saving, loading and re-applying -------------------------------------------------------------
+
+def recipe_key(base: str, recipe: dict) -> str:
+    payload = json.dumps({"base": base, **{k: v for k, v in recipe.items() if k != "calib"}}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def low_rank_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v.detach().cpu().contiguous() for name, module in model.named_modules()
+            if isinstance(module, LowRankLinear) for k, v in module.state_dict().items()}
+
+
+def load_low_rank_state(model: nn.Module, ranks: dict[str, int], state: dict[str, torch.Tensor]) -> None:
+    """Build the low-rank skeleton and load its weights; every key must match."""
+    low_rank_skeleton(model, ranks)
+    expected = set(low_rank_state(model))
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise ValueError(f"compressed weights do not fit: missing {sorted(missing)[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+
+
+def cached_path(cache: Path, base: str, recipe: dict) -> Path:
+    return Path(cache) / f"{recipe_key(base, recipe)}.safetensors"
+
+
+def store_in_cache(model: nn.Module, cache: Path, base: str, recipe: dict) -> Path:
+    """Save the factorised layers of ``model`` under the recipe's key (atomically)."""
+    from safetensors.torch import save_file
+
+    path = cached_path(cache, base, recipe)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    save_file(low_rank_state(model), str(tmp))
+    tmp.rename(path)
+    return path
+
+
+def apply_recipe(model: nn.Module, tokenizer, base: str, recipe: dict, cache: Path) -> None:
+    """Compress ``model`` as ``recipe`` says, from the cache when this recipe was computed before."""
+    from safetensors.torch import load_file
+
+    path = cached_path(cache, base, recipe)
+    if path.exists():
+        load_low_rank_state(model, recipe["ranks"], load_file(str(path)))
+        return
+    args = CompressArgs(**{k: v for k, v in recipe.items() if k in CompressArgs.__dataclass_fields__})
+    result = compress_model(model, tokenizer, args)
+    if result["recipe"]["calib_fingerprint"] != recipe["calib_fingerprint"]:
+        raise ValueError("the calibration data changed since this model was compressed; "
+                         "recompress it or restore the calibration files")
+    if result["recipe"]["ranks"] != recipe["ranks"]:
+        raise ValueError("re-applying the compression gave other ranks than recorded")
+    store_in_cache(model, cache, base, recipe)
+
+
+def save_compressed(model: nn.Module, tokenizer, out: str | Path, base: str, result: dict) -> Path:
+    """A compressed model folder: the factorised layers, the tokenizer and ``compression.json``
+    (base, recipe, accounting). The rest of the weights are the base's, which loading reuses."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(low_rank_state(model), str(out / WEIGHTS_FILE))
+    tokenizer.save_pretrained(out)
+    (out / RECIPE_FILE).write_text(json.dumps({"base": base, "recipe": result["recipe"],
+                                               "report": result["report"]}, indent=2))
+    return out
+
+
+def read_recipe(folder: str | Path) -> dict | None:
+    """``compression.json`` of a compressed model folder, or None for any other base."""
+    path = Path(folder) / RECIPE_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        info["base"], info["recipe"]["ranks"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is damaged ({err})") from None
+    return info
+
+
+def load_compressed_weights(model: nn.Module, folder: str | Path, recipe: dict) -> None:
+    from safetensors.torch import load_file
+
+    load_low_rank_state(model, recipe["ranks"], load_file(str(Path(folder) / WEIGHTS_FILE)))

@@ -1,0 +1,148 @@
+"""Low-rank factorisation of linear layers by truncated SVD.
+
+A linear layer y = W x + b with W ∈ ℝ^{m×n} (m = out_features, n = in_features) is replaced by
+
+    W ≈ U_r S_r V_rᵀ = (U_r S_r^½)(S_r^½ V_rᵀ) = B A,   A ∈ ℝ^{r×n} ("down"), B ∈ ℝ^{m×r} ("up"),
+
+stored as two plain ``nn.Linear`` layers, so y = B (A x) + b. It keeps r(m+n) parameters instead of
+mn, which saves only when r < mn/(m+n) (for a square matrix: r < n/2).
+
+* ``plain`` truncates the SVD of W itself: the best rank-r W in Frobenius norm, blind to the inputs.
+* ``whitened`` (activation-aware, as in SVD-LLM) minimises the error on the layer's *outputs* over
+  calibration inputs X: with the Gram matrix XᵀX + λI = L Lᵀ (Cholesky; λ = damping × mean
+  diagonal keeps it positive definite), truncate the SVD of W L = U S Vᵀ and un-whiten:
+  W' = U_r S_r V_rᵀ L⁻¹. Then ‖(W − W')Xᵀ‖_F is minimal among rank-r matrices.
+
+The relative output error ‖(W − W')Xᵀ‖_F / ‖W Xᵀ‖_F is computed from the Gram matrix G = XᵀX as
+√(tr(Δ G Δᵀ) / tr(W G Wᵀ)), so X itself never has to be kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+METHODS = ("plain", "whitened")
+
+
+class LowRankLinear(nn.Module):
+    """Drop-in replacement for ``nn.Linear``: ``up(down(x))``, two plain Linear children."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
+                 device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: int, method: str = "plain", gram: torch.Tensor | None = None,
+                    damping: float = 1e-2) -> "LowRankLinear":
+        """Factorise ``linear`` at ``rank``; ``whitened`` needs the Gram matrix of its inputs."""
+        down, up = factorise(linear.weight.detach(), rank, method, gram, damping)
+        new = cls(linear.in_features, linear.out_features, rank, linear.bias is not None,
+                  device=linear.weight.device, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            new.down.weight.copy_(down)
+            new.up.weight.copy_(up)
+            if linear.bias is not None:
+                new.up.bias.copy_(linear.bias)
+        return new
+
+    def dense_weight(self) -> torch.Tensor:
+        return self.up.weight @ self.down.weight
+
+
+def saves_parameters(m: int, n: int, rank: int) -> bool:
+    """True when a rank-``rank`` factor of an m×n matrix has fewer parameters than the matrix."""
+    return rank * (m + n) < m * n
+
+
+def break_even_rank(m: int, n: int) -> int:
+    """The largest rank that still saves parameters: ⌈mn/(m+n)⌉ − 1."""
+    return math.ceil(m * n / (m + n)) - 1
+
+
+def _cholesky(gram: torch.Tensor, damping: float) -> torch.Tensor:
+    """Lower-triangular L with L Lᵀ = G + λI; λ grows tenfold until the factorisation succeeds."""
+    scale = float(gram.diagonal().mean()) or 1.0
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    for attempt in range(8):
+        lam = damping * scale * (10 ** attempt)
+        L, info = torch.linalg.cholesky_ex(gram + lam * eye)
+        if int(info) == 0:
+            return L
+    raise RuntimeError("Gram matrix could not be made positive definite")
+
+
+def factorise(weight: torch.Tensor, rank: int, method: str = "plain", gram: torch.Tensor | None = None,
+              damping: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B) with B A ≈ W, A: r×n ("down"), B: m×r ("up"); computed in float64, returned in W's dtype."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    m, n = weight.shape
+    if not 1 <= rank <= min(m, n):
+        raise ValueError(f"rank {rank} out of range 1..{min(m, n)} for a {m}×{n} matrix")
+    W = weight.detach().to(torch.float64).cpu()
+    if method == "plain":
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        right = Vh[:rank]
+    else:
+        if gram is None:
+            raise ValueError("whitened SVD needs the Gram matrix of the layer's inputs (calibration)")
+        L = _cholesky(gram.to(torch.float64).cpu(), damping)
+        U, S, Vh = torch.linalg.svd(W @ L, full_matrices=False)
+        # right = V_rᵀ L⁻¹, i.e. solve Lᵀ Z = V_r for Z and transpose.
+        right = torch.linalg.solve_triangular(L.T, Vh[:rank].T, upper=True).T
+    root = S[:rank].sqrt()
+    down = root[:, None] * right
+    up = U[:, :rank] * root[None, :]
+    return down.to(weight.dtype).to(weight.device), up.to(weight.dtype).to(weight.device)
+
+
+def output_error(weight: torch.Tensor, approx: torch.Tensor, gram: torch.Tensor) -> float:
+    """Relative error of the layer's outputs on the calibration inputs: √(tr(ΔGΔᵀ)/tr(WGWᵀ))."""
+    W = weight.detach().to(torch.float64).cpu()
+    D = W - approx.detach().to(torch.float64).cpu()
+    G = gram.to(torch.float64).cpu()
+    num = torch.einsum("ij,jk,ik->", D, G, D)
+    den = torch.einsum("ij,jk,ik->", W, G, W)
+    return float((num / den).clamp(min=0).sqrt()) if den > 0 else 0.0
+
+
+def find_linears(model: nn.Module, names: tuple[str, ...], skip: tuple[str, ...] = ()) -> list[tuple[str, nn.Linear]]:
+    """Every ``nn.Linear`` whose last name component is in ``names`` and whose full name contains
+    none of ``skip``; listed first, replaced afterwards (model surgery the peft way)."""
+    found = []
+    for full, module in model.named_modules():
+        leaf = full.rsplit(".", 1)[-1]
+        if leaf in names and isinstance(module, nn.Linear) and not any(s in full for s in skip):
+            found.append((full, module))
+    return found
+
+
+def replace_module(model: nn.Module, full_name: str, new: nn.Module) -> None:
+    """``setattr`` on the parent; shapes must match the module being replaced."""
+    parent_name, _, leaf = full_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, leaf)
+    assert (old.in_features, old.out_features) == (new.in_features, new.out_features), full_name
+    setattr(parent, leaf, new)
+
+
+def low_rank_skeleton(model: nn.Module, ranks: dict[str, int]) -> None:
+    """Replace the named Linear layers by empty :class:`LowRankLinear` of the given ranks
+    (before loading a saved compressed state dict)."""
+    for full, rank in ranks.items():
+        old = model.get_submodule(full)
+        new = LowRankLinear(old.in_features, old.out_features, rank, old.bias is not None,
+                            device=old.weight.device, dtype=old.weight.dtype)
+        replace_module(model, full, new)

@@ -1,0 +1,97 @@
+import json
+
+import pytest
+import torch
+
+from chatbot.model import load_base
+from compression.compress import (CompressArgs, apply_recipe, compress_model, save_compressed)
+from compression.svd import LowRankLinear
+
+
+def compressed_tiny(tiny_base, tiny_data, **kw):
+    model, tokenizer = load_base(str(tiny_base), num_labels=3)
+    args = CompressArgs(calib=[str(tiny_data)], calib_size=40, **kw)
+    return model, tokenizer, compress_model(model, tokenizer, args)
+
+
+def test_accounting_and_ranks(tiny_base, tiny_data):
+    model, _, result = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn", rank_ratio=0.25)
+    report, ranks = result["report"], result["recipe"]["ranks"]
+    # hidden 32, 2 KV heads of 8: q/o are 32×32 (rank 8), k/v are 16×32 (rank 4); 2 layers.
+    assert len(ranks) == 8 and set(ranks.values()) == {8, 4}
+    q = report["by_type"]["q_proj"]
+    assert q["params_before"] == 2 * 32 * 32 and q["params_after"] == 2 * 8 * 64
+    saved = sum(t["params_before"] - t["params_after"] for t in report["by_type"].values())
+    assert report["model_params_before"] - report["model_params_after"] == saved
+    assert all(0 <= r["error"] < 1 for r in report["layers"])
+    assert sum(isinstance(m, LowRankLinear) for m in model.modules()) == 8
+
+
+def test_rank_that_saves_nothing_stays_dense(tiny_base, tiny_data):
+    model, _, result = compressed_tiny(tiny_base, tiny_data, method="plain", targets="attn", rank_ratio=0.5)
+    dense = result["report"]["dense_layers_left"]
+    assert any("q_proj" in n for n in dense)  # 16 ≥ 32·32/64: no saving, left dense
+    assert not any("k_proj" in n for n in dense)  # 8·48 < 16·32 saves
+    assert all(not isinstance(model.get_submodule(n), LowRankLinear) for n in dense)
+
+
+def test_whitened_error_is_lower_than_plain(tiny_base, tiny_data):
+    _, _, plain = compressed_tiny(tiny_base, tiny_data, method="plain", targets="attn+mlp", rank_ratio=0.25)
+    _, _, white = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn+mlp", rank_ratio=0.25)
+    for p, w in zip(plain["report"]["layers"], white["report"]["layers"]):
+        assert w["error"] <= p["error"] + 1e-6, p["name"]
+
+
+def test_saved_folder_and_recipe_reload_to_identical_logits(tiny_base, tiny_data, tmp_path):
+    model, tokenizer, result = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn+mlp",
+                                               rank_ratio=0.25, skip=["layers.1.mlp"])
+    folder = save_compressed(model, tokenizer, tmp_path / "c", str(tiny_base), result)
+    reloaded, _ = load_base(str(folder), num_labels=3)
+    reloaded.score.load_state_dict(model.score.state_dict())
+    batch = tokenizer(["cancel order 1", "refund money back 2"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
+    # Re-applying the recipe from scratch (empty cache) gives the same factors.
+    fresh, _ = load_base(str(tiny_base), num_labels=3)
+    apply_recipe(fresh, tokenizer, str(tiny_base), result["recipe"], tmp_path / "cache")
+    fresh.score.load_state_dict(model.score.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, fresh(**batch).logits, atol=1e-5)
+    assert list((tmp_path / "cache").glob("*.safetensors"))
+    assert not isinstance(fresh.get_submodule("model.layers.1.mlp.up_proj"), LowRankLinear)
+
+
+def test_lora_on_compressed_model_trains_only_adapters(tiny_base, tiny_data):
+    from chatbot.train import apply_lora, trainable_parameters
+
+    model, _, result = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn", rank_ratio=0.25)
+    peft_model = apply_lora(model, r=2, alpha=4, dropout=0.0, targets=["q_proj", "k_proj", "v_proj", "o_proj"])
+    # LoRA on both factors: down n→k and up k→m, each r·(in+out); q/o: k=8, k/v: k=4 (m=16).
+    per_layer = 2 * ((32 + 8) + (8 + 32)) * 2 + 2 * ((32 + 4) + (4 + 16)) * 2
+    assert trainable_parameters(peft_model) == per_layer * 2 + 32 * 3
+    assert all("lora_" in n or "score" in n for n, p in peft_model.named_parameters() if p.requires_grad)
+
+
+def test_classifier_trained_on_a_compressed_folder_records_the_recipe(tiny_base, tiny_data, tmp_path):
+    from chatbot.classifier import IntentClassifier
+    from chatbot.train import TrainArgs, train
+
+    model, tokenizer, result = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn",
+                                               rank_ratio=0.25)
+    folder = save_compressed(model, tokenizer, tmp_path / "c", str(tiny_base), result)
+    out = train(TrainArgs(data=[str(tiny_data)], out=str(tmp_path / "m"), base=str(folder), epochs=2,
+                          lr=5e-3, batch_size=8, lora_r=2, precision="fp32"))
+    settings = json.loads((out / "model.json").read_text())
+    assert settings["base"] == str(tiny_base) and settings["compression"]["ranks"] == result["recipe"]["ranks"]
+    clf = IntentClassifier.load(out, device="cpu", dtype=torch.float32)
+    assert sum(isinstance(m, LowRankLinear) for m in clf.model.modules()) == 8
+    assert len(clf.predict(["cancel order"])) == 1
+
+
+def test_args_validation():
+    with pytest.raises(ValueError):
+        CompressArgs(targets="everything")
+    with pytest.raises(ValueError):
+        CompressArgs(rank_ratio=None)
+    assert CompressArgs(param_share=0.5).rank_for(32, 32) == 8
+    assert CompressArgs(rank=100).rank_for(16, 32) == 16
