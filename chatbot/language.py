@@ -1,0 +1,228 @@
+"""Language detection for short chat messages: langdetect, made deterministic, restricted and primed.
+
+Chat messages are short ("remboursement?", "order 5512"), where any n-gram detector guesses. The
+detector here:
+
+* is deterministic: langdetect's sampling is seeded for every call;
+* scores only the supported languages, mixing three detectors restricted to them: langdetect (its
+  own prior map), lingua-language-detector (far better on short text) and a character n-gram model
+  fitted on our own customer messages;
+* strips what carries no language (numbers, e-mail addresses, URLs, order ids, emoji) first, and
+  never decides anything from a message that has no words left;
+* falls back on priors when the text is short or the scores are close: the language already
+  established in the conversation, then the browser's Accept-Language, then a configured default;
+* says ``unsupported`` when the unrestricted langdetect is confident the text is another language.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+SUPPORTED = ("en", "fr", "de", "nl", "es", "it", "pt")
+ASSETS_DATA = Path(__file__).resolve().parent.parent / "assets" / "data"
+_NO_LANGUAGE = re.compile(
+    r"\S+@\S+|https?://\S+|www\.\S+|#?[A-Za-z]{0,3}[-#]?\d[\w\-/#.]*|[^\w\s]|_", re.UNICODE
+)
+_WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Detection:
+    lang: str
+    """The language to answer in (always a supported one)."""
+    confidence: float
+    """The detector's score of ``lang`` on this text (0 when a prior decided)."""
+    source: str
+    """detected, conversation, browser or default: what decided ``lang``."""
+    unsupported: str | None = None
+    """The language code when the text is confidently a language we do not support."""
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"lang": self.lang, "confidence": round(self.confidence, 4), "source": self.source,
+                "unsupported": self.unsupported}
+
+
+def parse_accept_language(header: str | None, supported: tuple[str, ...] = SUPPORTED) -> str | None:
+    """The first supported language of an Accept-Language header, by q-value ("fr-CH,fr;q=0.9,en;q=0.8")."""
+    if not header:
+        return None
+    ranked = []
+    for i, part in enumerate(header.split(",")):
+        pieces = part.strip().split(";")
+        code = pieces[0].strip().lower().split("-")[0]
+        q = 1.0
+        for p in pieces[1:]:
+            if p.strip().startswith("q="):
+                try:
+                    q = float(p.strip()[2:])
+                except ValueError:
+                    q = 0.0
+        ranked.append((-q, i, code))
+    for _, _, code in sorted(ranked):
+        if code in supported:
+            return code
+    return None
+
+
+def strip_non_language(text: str) -> str:
+    """The text without numbers, ids, e-mail addresses, URLs, punctuation and emoji."""
+    return " ".join(_NO_LANGUAGE.sub(" ", text).split())
+
+
+@dataclass
+class LanguageDetector:
+    supported: tuple[str, ...] = SUPPORTED
+    """Languages we answer in."""
+    default: str = "en"
+    """Language used when nothing else decides."""
+    confident: float = 0.80
+    """A detection at least this sure overrides the conversation's language."""
+    short_words: int = 3
+    """Messages with fewer words than this lean on the priors..."""
+    confident_short: float = 0.98
+    """...unless the detection is at least this sure."""
+    unsupported_confidence: float = 0.95
+    """Unrestricted langdetect must give unsupported languages this much probability to say so."""
+    unsupported_min_words: int = 4
+    """...and the message must have at least this many words."""
+    use_lingua: bool = True
+    """Combine with lingua-language-detector when it is installed."""
+    seed: int = 0
+    """langdetect's seed (it samples n-grams)."""
+
+    def __post_init__(self):
+        self.supported = tuple(self.supported)
+        if self.default not in self.supported:
+            raise ValueError(f"default language {self.default!r} is not among the supported ones")
+        if not 0 < self.confident <= 1:
+            raise ValueError("confident must be in (0, 1]")
+
+    # -- the underlying detectors ---------------------------------------------------------------
+    @cached_property
+    def _factory(self):
+        from langdetect.detector_factory import DetectorFactory, init_factory
+
+        init_factory()
+        from langdetect import detector_factory
+
+        return detector_factory._factory
+
+    def _langdetect(self, text: str, restricted: bool) -> dict[str, float]:
+        from langdetect.lang_detect_exception import LangDetectException
+
+        detector = self._factory.create()
+        detector.seed = self.seed  # deterministic
+        if restricted:
+            detector.set_prior_map({lang: (1.0 if lang in self.supported else 0.0)
+                                    for lang in self._factory.get_lang_list()})
+        detector.append(text)
+        try:
+            return {p.lang.split("-")[0]: p.prob for p in detector.get_probabilities()}
+        except LangDetectException:
+            return {}
+
+    @cached_property
+    def _lingua(self):
+        if not self.use_lingua:
+            return None
+        try:
+            from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+        except ImportError:
+            return None
+        languages = [Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())) for code in self.supported]
+        return LanguageDetectorBuilder.from_languages(*languages).with_preloaded_language_models().build()
+
+    def _lingua_scores(self, text: str) -> dict[str, float]:
+        if self._lingua is None:
+            return {}
+        return {c.language.iso_code_639_1.name.lower(): c.value
+                for c in self._lingua.compute_language_confidence_values(text)}
+
+    @cached_property
+    def _ngram(self):
+        """Character n-gram model (TF-IDF + logistic regression) fitted on our own messages in
+        ``assets/data``: it knows how customers write in each language (a few seconds to fit)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        from chatbot.data import load_dataset
+
+        examples = [e for e in load_dataset(sorted(ASSETS_DATA.glob("*.csv"))).examples if e.lang in self.supported]
+        if len({e.lang for e in examples}) < 2:
+            return None
+        model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True, min_df=2),
+                              LogisticRegression(C=10, max_iter=2000))
+        model.fit([strip_non_language(e.text).lower() for e in examples], [e.lang for e in examples])
+        return model
+
+    def _ngram_scores(self, text: str) -> dict[str, float]:
+        if self._ngram is None:
+            return {}
+        probs = self._ngram.predict_proba([text.lower()])[0]
+        return dict(zip(self._ngram.classes_, map(float, probs)))
+
+    def scores(self, text: str) -> dict[str, float]:
+        """Scores over the supported languages (summing to 1) for text already stripped of non-language.
+
+        A log-linear mix: lingua + 0.5 × our n-gram model + 0.1 × langdetect (restricted, smoothed:
+        its probabilities are near 0 or 1 on short text). Weights chosen on MASSIVE *train*; see
+        docs/benchmarks.md for the dev-split comparison.
+        """
+        parts = [(self._lingua_scores(text), 1.0, 1e-6), (self._ngram_scores(text), 0.5, 1e-3),
+                 (self._langdetect(text, restricted=True), 0.1, 0.2)]
+        parts = [(scores, weight, eps) for scores, weight, eps in parts if scores]
+        if not parts:
+            return {}
+        logits = {lang: sum(w * math.log(sc.get(lang, 0.0) + eps) for sc, w, eps in parts) for lang in self.supported}
+        top = max(logits.values())
+        exp = {lang: math.exp(v - top) for lang, v in logits.items()}
+        total = sum(exp.values())
+        # Rounded: lingua's multi-threaded sums differ in the last bits from call to call.
+        return {lang: round(v / total, 6) for lang, v in exp.items()}
+
+    # -- the decision ---------------------------------------------------------------------------
+    def detect(self, text: str, conversation: str | None = None, accept_language: str | None = None) -> Detection:
+        """The language to answer ``text`` in, given what is already known about the customer."""
+        prior, source = self._prior(conversation, accept_language)
+        clean = strip_non_language(text or "")
+        words = _WORD.findall(clean)
+        if not words:
+            return Detection(prior, 0.0, source)
+        scores = self.scores(clean)
+        if not scores:
+            return Detection(prior, 0.0, source)
+        best = max(scores, key=scores.get)
+        unsupported = self._unsupported(clean, len(words), scores[best])
+        if unsupported:
+            return Detection(prior, scores[best], source, unsupported=unsupported, scores=scores)
+        if source == "default":  # nothing known about the customer: the detection decides
+            return Detection(best, scores[best], "detected", scores=scores)
+        short = len(words) < self.short_words
+        if scores[best] >= (self.confident_short if short else self.confident):
+            return Detection(best, scores[best], "detected", scores=scores)
+        if not short and scores[best] > 2 * scores.get(prior, 0.0):
+            return Detection(best, scores[best], "detected", scores=scores)
+        return Detection(prior, scores.get(prior, 0.0), source, scores=scores)
+
+    def _prior(self, conversation: str | None, accept_language: str | None) -> tuple[str, str]:
+        if conversation in self.supported:
+            return conversation, "conversation"
+        browser = parse_accept_language(accept_language, self.supported)
+        if browser:
+            return browser, "browser"
+        return self.default, "default"
+
+    def _unsupported(self, clean: str, n_words: int, best_supported: float) -> str | None:
+        if n_words < self.unsupported_min_words or best_supported >= 0.9:
+            return None
+        full = self._langdetect(clean, restricted=False)
+        others = {lang: p for lang, p in full.items() if lang not in self.supported}
+        if others and sum(others.values()) >= self.unsupported_confidence:
+            return max(others, key=others.get)  # e.g. da 0.71 + no 0.29: confidently not ours
+        return None

@@ -1,0 +1,70 @@
+"""The dialogue policy: answer, ask, or hand off to a person, from calibrated confidences.
+
+* answer when the top intent is confident (≥ ``answer``) and clearly ahead of the second
+  (by ≥ ``gap``);
+* ask the customer to choose between the top two when the top intent is plausible (≥ ``fallback``)
+  but not confident, or too close to the second;
+* ask to rephrase below ``fallback`` (Rasa's and Dialogflow's usual fallback threshold is ~0.3);
+* hand off to a person for intents that need one (contact_human_agent, complaint), and after
+  ``max_failures`` consecutive turns the bot could not answer.
+
+Defaults were tuned on the dev split of our data (``python -m chatbot tune``; docs/benchmarks.md):
+``answer`` is the lowest threshold at which answered turns are at least 95% right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ACTIONS = ("answer", "clarify", "fallback", "handoff")
+
+
+@dataclass
+class PolicyConfig:
+    answer: float = 0.5
+    """Confidence at or above which the bot answers."""
+    fallback: float = 0.3
+    """Below this the bot asks the customer to rephrase."""
+    gap: float = 0.1
+    """The top intent must lead the second by this much to be answered without asking."""
+    max_failures: int = 3
+    """Consecutive clarifications/fallbacks before a person takes over."""
+    handoff_intents: list[str] = field(default_factory=lambda: ["contact_human_agent", "complaint"])
+    """Intents that always go to a person."""
+
+    def __post_init__(self):
+        if not 0 <= self.fallback <= self.answer <= 1:
+            raise ValueError("thresholds must satisfy 0 ≤ fallback ≤ answer ≤ 1")
+        if not 0 <= self.gap < 1 or self.max_failures < 1:
+            raise ValueError("gap must be in [0, 1) and max failures ≥ 1")
+
+
+def decide(config: PolicyConfig, top: list[tuple[str, float]], failures: int) -> str:
+    """The action for a message whose intents, best first, are ``top``; ``failures`` counts the
+    conversation's consecutive unanswered turns before this one."""
+    intent, confidence = top[0]
+    second = top[1][1] if len(top) > 1 else 0.0
+    if intent in config.handoff_intents and confidence >= config.fallback:
+        return "handoff"
+    if confidence >= config.answer and confidence - second >= config.gap:
+        return "answer"
+    if failures + 1 >= config.max_failures:
+        return "handoff"
+    return "clarify" if confidence >= config.fallback else "fallback"
+
+
+def tune_answer_threshold(confidences: np.ndarray, correct: np.ndarray, target: float = 0.95,
+                          floor: float = 0.3) -> dict:
+    """Lowest threshold ≥ ``floor`` whose answered turns are ≥ ``target`` accurate, with its coverage."""
+    order = np.argsort(-confidences)
+    conf, ok = confidences[order], correct[order].astype(float)
+    precision = np.cumsum(ok) / np.arange(1, len(ok) + 1)
+    best = {"threshold": 1.0, "coverage": 0.0, "precision": 1.0}
+    for i in range(len(conf)):
+        if conf[i] < floor:
+            break
+        if precision[i] >= target and (i + 1 == len(conf) or conf[i + 1] < conf[i]):
+            best = {"threshold": float(conf[i]), "coverage": (i + 1) / len(conf), "precision": float(precision[i])}
+    return best

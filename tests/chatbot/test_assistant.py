@@ -1,0 +1,132 @@
+"""The dialogue flow through Assistant.respond, with a scripted classifier so every branch is reached."""
+
+import pytest
+
+from chatbot.assistant import MAX_CHARS, Assistant, clean_text
+from chatbot.classifier import Prediction
+from chatbot.language import SUPPORTED
+from chatbot.replies import Catalogue
+from chatbot.store import Store
+
+# Messages per language: a confident intent, an ambiguous message, a request for a person.
+SCRIPT = {
+    "en": ("Where is my parcel? I ordered it last week", "I have a question about something", "I want to talk to a real person"),
+    "fr": ("Où est mon colis ? Je l'ai commandé la semaine dernière", "J'ai une question sur un truc", "Je veux parler à une vraie personne"),
+    "de": ("Wo ist mein Paket? Ich habe es letzte Woche bestellt", "Ich habe eine Frage zu etwas", "Ich möchte mit einem echten Menschen sprechen"),
+    "nl": ("Waar is mijn pakket? Ik heb het vorige week besteld", "Ik heb een vraag over iets", "Ik wil met een echt persoon praten"),
+    "es": ("¿Dónde está mi paquete? Lo pedí la semana pasada", "Tengo una pregunta sobre una cosa", "Quiero hablar con una persona de verdad"),
+    "it": ("Dov'è il mio pacco? L'ho ordinato la settimana scorsa", "Ho una domanda su una cosa", "Voglio parlare con una persona vera"),
+    "pt": ("Onde está a minha encomenda? Fiz o pedido na semana passada", "Tenho uma dúvida sobre uma coisa", "Quero falar com uma pessoa a sério"),
+}
+
+
+class ScriptedClassifier:
+    """Answers by the message's position in SCRIPT: confident, ambiguous, human."""
+
+    labels = ["track_order", "delivery_period", "contact_human_agent", "complaint", "review"]
+
+    def predict(self, texts, k=3):
+        out = []
+        for text in texts:
+            if any(text == s[0] for s in SCRIPT.values()):
+                top = [("track_order", 0.93), ("delivery_period", 0.04), ("review", 0.01)]
+            elif any(text == s[2] for s in SCRIPT.values()):
+                top = [("contact_human_agent", 0.88), ("complaint", 0.06), ("review", 0.01)]
+            elif "boom" in text:
+                raise RuntimeError("model crashed")
+            else:
+                top = [("track_order", 0.42), ("delivery_period", 0.38), ("review", 0.1)]
+            out.append(Prediction(top[0][0], top[0][1], top[:k]))
+        return out
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from chatbot.language import LanguageDetector
+
+    return LanguageDetector()
+
+
+@pytest.fixture()
+def assistant(tmp_path, detector):
+    return Assistant(ScriptedClassifier(), Store(f"sqlite:///{tmp_path / 'a.db'}"), detector=detector,
+                     version="test-v1")
+
+
+@pytest.mark.parametrize("lang", SUPPORTED)
+def test_scripted_conversation_in_each_language(assistant, lang):
+    catalogue = Catalogue.load()
+    confident, ambiguous, human = SCRIPT[lang]
+    greeting = assistant.greeting(lang)
+    assert greeting == catalogue.line("greeting", lang)
+
+    first = assistant.respond(None, confident)
+    assert (first.action, first.intent, first.lang) == ("answer", "track_order", lang)
+    assert first.reply == catalogue.reply("track_order", lang)
+    cid = first.conversation_id
+
+    second = assistant.respond(cid, ambiguous)
+    assert second.action == "clarify" and second.lang == lang
+    assert [c["intent"] for c in second.choices] == ["track_order", "delivery_period"]
+    assert catalogue.label("delivery_period", lang) in second.reply
+
+    picked = assistant.respond(cid, "", choice="delivery_period")
+    assert picked.action == "answer" and picked.reply == catalogue.reply("delivery_period", lang)
+
+    third = assistant.respond(cid, human)
+    assert third.action == "handoff" and third.status == "waiting" and third.lang == lang
+    assert third.reply == catalogue.reply("contact_human_agent", lang)
+
+    stored = assistant.store.messages(cid)
+    assert [m["role"] for m in stored] == ["customer", "bot"] * 4
+    assert stored[0]["intent"] == "track_order" and stored[0]["lang"] == lang
+    assert stored[0]["model_version"] == "test-v1"
+    assert [c["id"] for c in assistant.store.queue()] == [cid]
+
+
+def test_repeated_failures_hand_off(assistant):
+    cid = assistant.respond(None, "I have a question about something").conversation_id
+    assert assistant.respond(cid, "something else entirely, a question").action == "clarify"
+    turn = assistant.respond(cid, "still a question about a thing")
+    assert turn.action == "handoff" and turn.status == "waiting"
+    assert assistant.respond(cid, "hello? anyone?").action == "waiting"
+
+
+def test_agent_reply_reaches_the_customer_and_bot_stays_quiet(assistant):
+    cid = assistant.respond(None, SCRIPT["fr"][2]).conversation_id
+    assert assistant.suggested_reply(cid)["lang"] == "fr"
+    assistant.take_over(cid)
+    assistant.store.agent_message(cid, "Bonjour, je m'appelle Marie, je regarde votre commande.")
+    turn = assistant.respond(cid, "merci beaucoup")
+    assert turn.action == "agent" and turn.reply == ""
+    roles = [m["role"] for m in assistant.store.messages(cid)]
+    assert roles[-3:] == ["system", "agent", "customer"]
+    assistant.close(cid)
+    assert assistant.store.conversation(cid)["status"] == "closed"
+    assert assistant.respond(cid, SCRIPT["fr"][0]).action == "answer"  # a new question reopens it
+
+
+@pytest.mark.parametrize("text, action", [
+    ("", "empty"), ("   \x00\x01 ", "empty"), ("12345", "empty"), ("📦📦", "empty"),
+    ("x" * (MAX_CHARS + 1), "too_long"), (b"\xff\xfe binary \x00 junk", "clarify"),
+    ("Где мой заказ? Я жду уже две недели", "unsupported"),
+    ("boom this breaks the model", "error"),
+    ("<script>alert(1)</script>'; DROP TABLE messages; --", "clarify"),
+])
+def test_bad_input_gets_a_clear_reply_and_loses_nothing(assistant, text, action):
+    before = assistant.store.count_messages()
+    turn = assistant.respond(None, text)
+    assert turn.action == action and turn.reply
+    assert assistant.store.count_messages() == before + 2
+    if "DROP TABLE" in str(text):
+        assert "DROP TABLE" in assistant.store.messages(turn.conversation_id)[0]["text"]
+
+
+def test_card_numbers_are_masked_before_storing(assistant):
+    turn = assistant.respond(None, "my card 4111 1111 1111 1111 was charged twice")
+    assert "4111 1111" not in assistant.store.messages(turn.conversation_id)[0]["text"]
+
+
+def test_clean_text():
+    assert clean_text(b"caf\xc3\xa9 \x00ok") == "café ok"
+    assert clean_text(None) == ""

@@ -1,0 +1,64 @@
+import pytest
+
+from chatbot.language import LanguageDetector, parse_accept_language, strip_non_language
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return LanguageDetector()
+
+
+@pytest.mark.parametrize("text, lang", [
+    ("Bonjour, je voudrais annuler ma commande 48213 s'il vous plaît", "fr"),
+    ("Wo bleibt mein Paket? Ich warte seit einer Woche", "de"),
+    ("Ik wil mijn bestelling annuleren", "nl"),
+    ("quiero cancelar mi pedido", "es"),
+    ("voglio annullare l'ordine", "it"),
+    ("quero cancelar a encomenda", "pt"),
+    ("I would like to cancel my order please", "en"),
+])
+def test_detects_each_supported_language(detector, text, lang):
+    assert detector.detect(text).lang == lang
+
+
+def test_is_deterministic(detector):
+    results = {detector.detect("merci pour tout").scores["fr"] for _ in range(5)}
+    assert len(results) == 1
+
+
+@pytest.mark.parametrize("text", ["12345", "#A-55123", "jan@example.com", "😀📦", "", "   ", "?!"])
+def test_no_language_never_flips_the_conversation(detector, text):
+    result = detector.detect(text, conversation="nl")
+    assert result.lang == "nl" and result.source == "conversation"
+
+
+def test_priors_for_short_text(detector):
+    assert detector.detect("ok merci", conversation="fr").lang == "fr"
+    assert detector.detect("ok", accept_language="de-DE,de;q=0.9,en;q=0.5").lang == "de"
+    assert detector.detect("ok").source in ("detected", "default")
+    # A confident, longer message in another language does switch.
+    assert detector.detect("Können Sie mir bitte sagen, wo meine Bestellung ist?", conversation="fr").lang == "de"
+
+
+def test_unsupported_language(detector):
+    result = detector.detect("Где мой заказ? Я жду уже две недели", conversation="en")
+    assert result.unsupported == "ru" and result.lang == "en"
+    assert detector.detect("hvor er min ordre, jeg har ventet i to uger nu").unsupported in ("da", "no")
+    assert detector.detect("quiero cancelar mi pedido por favor").unsupported is None
+
+
+def test_accept_language_parsing():
+    assert parse_accept_language("de;q=0.5, xx, fr-CH;q=0.9") == "fr"
+    assert parse_accept_language("ja,zh") is None
+    assert parse_accept_language(None) is None
+
+
+def test_strip_non_language():
+    assert strip_non_language("order #A1234 and 5512, mail a@b.com 😀 ok") == "order and mail ok"
+
+
+def test_restricted_to_configured_languages():
+    detector = LanguageDetector(supported=("en", "fr"), default="en", use_lingua=False)
+    assert detector.detect("quiero cancelar mi pedido ahora mismo").lang in ("en", "fr")
+    with pytest.raises(ValueError):
+        LanguageDetector(supported=("en",), default="fr")
