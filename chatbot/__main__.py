@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from chatbot import cli, commands
+from chatbot.bench import BenchArgs, run_bench
+from chatbot.sweep import SweepArgs, run_sweep
 from chatbot.data import DataError
 from chatbot.model import ModelLoadError
 from chatbot.train import TrainArgs
@@ -17,6 +19,10 @@ def command_table():
         "train": (TrainArgs, commands.run_train, (), "LoRA-tune a classifier on intent data"),
         "evaluate": (commands.EvaluateArgs, commands.run_evaluate, (), "score a model folder on labelled data"),
         "classify": (commands.ClassifyArgs, commands.run_classify, ("text",), "classify messages (JSON lines)"),
+        "bench": (BenchArgs, run_bench, (), "LLM classifiers vs a TF-IDF baseline on the same splits"),
+        "sweep": (SweepArgs, run_sweep, (), "compress → heal → evaluate over rank ratios, methods and targets"),
+        "detect": (commands.DetectArgs, commands.run_detect, ("text",), "detect the language of messages or score a file"),
+        "chat": (commands.ChatArgs, commands.run_chat, (), "chat with the bot in the terminal"),
     }
 
 

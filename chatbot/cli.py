@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, positional: tuple[str, .
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = docs.get(f.name, "")
         if f.name in positional:
-            parser.add_argument(f.name, nargs="+" if origin is list else None, help=help_text)
+            nargs = ("*" if has_default else "+") if origin is list else ("?" if has_default else None)
+            parser.add_argument(f.name, nargs=nargs, default=default, help=help_text)
             continue
         flag = "--" + f.name.replace("_", "-")
         if hint is bool:

@@ -85,3 +85,92 @@ def run_train(args) -> None:
     metrics = json.loads((out / "model.json").read_text())["metrics"]
     print(f"model written to {out} (dev accuracy {metrics['dev_accuracy']:.4f}, "
           f"temperature {metrics['temperature']:.2f})", file=sys.stderr)
+
+
+@dataclass
+class DetectArgs:
+    text: list[str] | None = None
+    """Messages whose language to detect (one JSON line each)."""
+    data: str | None = None
+    """Score a file with text,lang columns instead."""
+    split: str | None = None
+    """Only rows of this split (e.g. dev for MASSIVE)."""
+    report: str | None = None
+    """Write the JSON report here (with --data)."""
+    compare: bool = False
+    """Also score raw langdetect, restricted langdetect and restricted lingua in the same run."""
+    limit: int | None = None
+    """Score at most this many rows (a seeded sample)."""
+
+    def __post_init__(self):
+        if not self.text and not self.data:
+            raise ValueError("give messages or --data FILE")
+
+
+def run_detect(args: DetectArgs) -> dict | None:
+    from chatbot.language import LanguageDetector
+
+    detector = LanguageDetector()
+    if args.text:
+        for text in args.text:
+            print(json.dumps({"text": text, **detector.detect(text).as_dict()}, ensure_ascii=False))
+        return None
+    from chatbot.language import score_detection
+
+    report = score_detection(detector, args.data, args.split, args.limit, args.compare)
+    print(f"accuracy {report['accuracy']:.4f}  n {report['n']}")
+    for lang, r in report["per_language"].items():
+        print(f"  {lang}: {r['accuracy']:.4f} (n {r['n']})")
+    for name, r in report.get("baselines", {}).items():
+        print(f"{name}: accuracy {r['accuracy']:.4f}")
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    return report
+
+
+@dataclass
+class ChatArgs:
+    model: str = str(DEFAULT_MODEL_DIR)
+    """Model folder."""
+    database: str | None = None
+    """Database URL (default: $CHATBOT_DATABASE_URL or a SQLite file in ~/.local/share/chatbot)."""
+    accept_language: str | None = None
+    """Browser-style language preference, e.g. fr-FR,fr;q=0.9."""
+
+
+def run_chat(args: ChatArgs) -> None:
+    """A terminal chat on Assistant.respond; shows language, intent and confidence per turn."""
+    from chatbot.assistant import Assistant
+    from chatbot.classifier import IntentClassifier
+    from chatbot.store import Store
+
+    assistant = Assistant(IntentClassifier.load(args.model), Store(args.database), version=Path(args.model).name)
+    print(assistant.greeting("en"))
+    print("(type /quit to leave, /new for a new conversation)")
+    conversation_id = None
+    while True:
+        try:
+            text = input("> ")
+        except EOFError:
+            break
+        if text.strip() == "/quit":
+            break
+        if text.strip() == "/new":
+            conversation_id = None
+            continue
+        turn = assistant.respond(conversation_id, text, accept_language=args.accept_language)
+        conversation_id = turn.conversation_id
+        print(turn.reply)
+        meta = f"[{turn.lang} · {turn.action}"
+        if turn.intent:
+            meta += f" · {turn.intent} {turn.confidence:.2f}"
+        print(meta + "]")
+        for i, choice in enumerate(turn.choices, 1):
+            print(f"  {i}. {choice['label']}  (type /{i})")
+        if turn.choices:
+            pick = input("> ").strip()
+            if pick in ("/1", "/2"):
+                turn = assistant.respond(conversation_id, "", choice=turn.choices[int(pick[1]) - 1]["intent"])
+                print(turn.reply)
+                print(f"[{turn.lang} · {turn.action} · {turn.intent}]")

@@ -226,3 +226,40 @@ class LanguageDetector:
         if others and sum(others.values()) >= self.unsupported_confidence:
             return max(others, key=others.get)  # e.g. da 0.71 + no 0.29: confidently not ours
         return None
+
+
+def score_detection(detector: LanguageDetector, path: str, split: str | None = None, limit: int | None = None,
+                    compare: bool = False) -> dict:
+    """Accuracy (overall and per language) of ``detector`` on a file with text,lang columns; with
+    ``compare``, of raw langdetect, restricted langdetect and restricted lingua on the same rows."""
+    import random
+    import time
+
+    from chatbot.data import read_rows
+
+    rows = [r for r in read_rows(path) if r.get("lang") and (not split or r.get("split") == split)]
+    if not rows:
+        raise ValueError(f"{path}: no rows with a lang column" + (f" in split {split}" if split else ""))
+    if limit and limit < len(rows):
+        rows = random.Random(0).sample(rows, limit)
+    systems = {"ours": lambda t: detector.detect(t).lang}
+    if compare:
+        top = lambda scores: max(scores, key=scores.get) if scores else detector.default  # noqa: E731
+        systems["langdetect"] = lambda t: top(detector._langdetect(t, restricted=False))
+        systems["langdetect_restricted"] = lambda t: top(detector._langdetect(t, restricted=True))
+        systems["lingua_restricted"] = lambda t: top(detector._lingua_scores(t))
+    results = {}
+    for name, fn in systems.items():
+        started = time.perf_counter()
+        preds = [fn(r["text"]) for r in rows]
+        per = {}
+        for lang in sorted({r["lang"] for r in rows}):
+            idx = [i for i, r in enumerate(rows) if r["lang"] == lang]
+            per[lang] = {"accuracy": sum(preds[i] == lang for i in idx) / len(idx), "n": len(idx)}
+        results[name] = {"accuracy": sum(p == r["lang"] for p, r in zip(preds, rows)) / len(rows), "n": len(rows),
+                         "per_language": per, "ms_per_message": 1000 * (time.perf_counter() - started) / len(rows)}
+    report = dict(results.pop("ours"))
+    report.update({"data": str(path), "split": split, "supported": list(detector.supported)})
+    if results:
+        report["baselines"] = results
+    return report

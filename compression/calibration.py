@@ -53,8 +53,9 @@ def collect_grams(model: nn.Module, tokenizer, texts: list[str], layers: list[tu
     return grams
 
 
-def read_texts(path: str | Path) -> list[str]:
-    """The ``text`` column of a CSV or JSONL file (blank texts skipped)."""
+def read_texts(path: str | Path, split: str | None = None) -> list[str]:
+    """The ``text`` column of a CSV or JSONL file (blank texts skipped); only rows of ``split`` when
+    given and the file has a split column (so test messages never calibrate)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: calibration file not found")
@@ -65,4 +66,6 @@ def read_texts(path: str | Path) -> list[str]:
             rows = list(csv.DictReader(f))
     if rows and "text" not in rows[0]:
         raise ValueError(f"{path}: calibration file needs a text column")
+    if split and rows and "split" in rows[0]:
+        rows = [r for r in rows if r.get("split") == split]
     return [" ".join(str(r.get("text") or "").split()) for r in rows if str(r.get("text") or "").strip()]

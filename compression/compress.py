@@ -54,6 +54,8 @@ class CompressArgs:
     """Leave layers dense whose name contains any of these (e.g. layers.0.,layers.17.)."""
     calib: list[str] = field(default_factory=lambda: list(DEFAULT_CALIB))
     """Calibration text files (text column); default: our intent training messages."""
+    calib_split: str | None = "train"
+    """Only calibrate on rows of this split, when the files have a split column."""
     calib_size: int = 256
     """Number of calibration messages (a seeded sample)."""
     damping: float = 1e-2
@@ -93,7 +95,7 @@ class CompressArgs:
 
 def calibration_texts(args: CompressArgs) -> tuple[list[str], str]:
     """A seeded sample of calibration messages and a fingerprint of exactly what was read."""
-    texts = sorted({t for path in args.calib for t in read_texts(_resolve(path))})
+    texts = sorted({t for path in args.calib for t in read_texts(_resolve(path), args.calib_split)})
     random.Random(args.seed).shuffle(texts)
     texts = texts[: args.calib_size]
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]

@@ -1,0 +1,276 @@
+"""``python -m chatbot bench``: LLM classifiers against a TF-IDF + linear SVM baseline, same splits, one run.
+
+Every system trains on the same rows and is scored on the same evaluation split. Each runs in its
+own process so its peak memory (max RSS) is its own. The early-stopping/calibration dev set of the
+LLMs is carved from the training rows (stratified per intent and language), so the evaluation split
+is never seen in training; the baseline trains on exactly the LLMs' training rows.
+
+Writes ``bench.json`` and ``bench.md`` (a Markdown table) to ``--report``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import platform
+import random
+import resource
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from chatbot.data import Example, limit_per_intent, load_dataset
+from chatbot.evaluate import latency_summary, score
+
+
+@dataclass
+class BenchArgs:
+    data: list[str]
+    """Data files (text,intent[,lang][,split])."""
+    report: str
+    """Folder for bench.json and bench.md."""
+    bases: list[str] = field(default_factory=lambda: ["gemma3-270m"])
+    """Embedded bases (or folders/hub ids) to train; tfidf-svm always runs."""
+    eval_split: str = "test"
+    """Split scored: test (Banking77, ours) or dev (MASSIVE)."""
+    shots: int | None = None
+    """Train on at most this many examples per intent and language (few-shot)."""
+    max_train: int | None = None
+    """Stratified subsample of the training rows to at most this many."""
+    dev_per_language: int = 300
+    """Rows carved from the training rows per language for early stopping and calibration."""
+    eval_limit: int | None = None
+    """Score at most this many evaluation rows (a seeded stratified sample)."""
+    epochs: int = 4
+    """LLM training epochs."""
+    lr: float = 1e-3
+    """LLM peak learning rate."""
+    lora_r: int = 8
+    """LoRA rank."""
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """LoRA target modules."""
+    batch_size: int = 16
+    """LLM training batch size."""
+    seed: int = 0
+    """Seed for sampling and training."""
+    name: str = ""
+    """A title for the table."""
+    keep_models: bool = False
+    """Keep the trained model folders under the report folder."""
+
+    def __post_init__(self):
+        if self.eval_split not in ("test", "dev"):
+            raise ValueError("eval split must be test or dev")
+
+
+def _stratified(examples: list[Example], n: int, seed: int) -> list[Example]:
+    if n >= len(examples):
+        return examples
+    groups = defaultdict(list)
+    for e in examples:
+        groups[(e.intent, e.lang)].append(e)
+    rng = random.Random(seed)
+    out = []
+    share = n / len(examples)
+    for key in sorted(groups):
+        g = list(groups[key])
+        rng.shuffle(g)
+        out.extend(g[: max(1, round(len(g) * share))])
+    return out
+
+
+def make_splits(args: BenchArgs) -> dict[str, list[Example]]:
+    """train / dev (carved from train) / eval rows, all as given by the arguments."""
+    dataset = load_dataset(args.data, seed=args.seed, min_examples=1)
+    pool = dataset.split("train")
+    evaluation = dataset.split(args.eval_split)
+    if not pool or not evaluation:
+        raise ValueError(f"the data needs a train split and a {args.eval_split} split")
+    rng = random.Random(args.seed)
+    by_lang = defaultdict(list)
+    for e in pool:
+        by_lang[e.lang].append(e)
+    dev, train = [], []
+    for lang in sorted(by_lang):
+        rows = list(by_lang[lang])
+        rng.shuffle(rows)
+        k = min(args.dev_per_language, len(rows) // 5)
+        dev += rows[:k]
+        train += rows[k:]
+    if args.shots:
+        train = limit_per_intent(train, args.shots, args.seed)
+    if args.max_train:
+        train = _stratified(train, args.max_train, args.seed)
+    if args.eval_limit:
+        evaluation = _stratified(evaluation, args.eval_limit, args.seed)
+    return {"train": train, "dev": dev, "eval": evaluation}
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _throughput(predict, texts: list[str], batch_size: int = 32) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(texts), batch_size):
+        predict(texts[i:i + batch_size])
+    return len(texts) / (time.perf_counter() - started)
+
+
+def _latencies(predict, texts: list[str], n: int = 50) -> list[float]:
+    sample = texts[:: max(1, len(texts) // n)][:n]
+    for t in sample[:3]:
+        predict([t])
+    times = []
+    for t in sample:
+        started = time.perf_counter()
+        predict([t])
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def run_tfidf(splits: dict, args: BenchArgs) -> dict:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.svm import LinearSVC
+
+    train = splits["train"]
+    started = time.perf_counter()
+    model = make_pipeline(
+        make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                   TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
+        LinearSVC(C=1.0),
+    )
+    model.fit([e.text for e in train], [e.intent for e in train])
+    train_time = time.perf_counter() - started
+    return _score_system(lambda texts: list(model.predict(texts)), splits, train_time, parameters=None)
+
+
+def run_llm(splits: dict, args: BenchArgs, base: str, workdir: Path) -> dict:
+    from chatbot.classifier import IntentClassifier
+    from chatbot.train import TrainArgs, train
+
+    folder = workdir / f"model-{base.replace('/', '_')}"
+    data = workdir / "bench_train.jsonl"
+    with data.open("w") as f:
+        for split, rows in (("train", splits["train"]), ("dev", splits["dev"])):
+            for e in rows:
+                f.write(json.dumps({"text": e.text, "intent": e.intent, "lang": e.lang, "split": split}) + "\n")
+    started = time.perf_counter()
+    train(TrainArgs(data=[str(data)], out=str(folder), base=base, epochs=args.epochs, lr=args.lr,
+                    lora_r=args.lora_r, targets=list(args.targets), batch_size=args.batch_size, seed=args.seed,
+                    patience=args.epochs))
+    train_time = time.perf_counter() - started
+    classifier = IntentClassifier.load(folder)
+    result = _score_system(lambda texts: [p.intent for p in classifier.predict(texts)], splits, train_time,
+                           parameters=classifier.parameter_count())
+    result["model_folder"] = str(folder) if args.keep_models else None
+    result["dev_accuracy"] = json.loads((folder / "model.json").read_text())["metrics"]["dev_accuracy"]
+    return result
+
+
+def _score_system(predict, splits: dict, train_time: float, parameters: int | None) -> dict:
+    rows = splits["eval"]
+    texts = [e.text for e in rows]
+    known = {e.intent for e in splits["train"]}
+    preds = []
+    for i in range(0, len(texts), 64):
+        preds += predict(texts[i:i + 64])
+    report = score([e.intent for e in rows], preds, [e.lang for e in rows])
+    report.pop("confusion")
+    report["unknown_eval_intents"] = sorted({e.intent for e in rows} - known)
+    report["train_time_s"] = train_time
+    report["latency_ms"] = latency_summary(_latencies(predict, texts))
+    report["messages_per_s_batched"] = _throughput(predict, texts[:512])
+    report["parameters"] = parameters
+    return report
+
+
+def _child(system: str, splits: dict, args: BenchArgs, workdir: str, queue) -> None:
+    try:
+        if system == "tfidf-svm":
+            result = run_tfidf(splits, args)
+        else:
+            result = run_llm(splits, args, system, Path(workdir))
+        result["peak_memory_mb"] = _peak_mb()
+        queue.put(("ok", result))
+    except Exception as err:  # noqa: BLE001 - reported in the table, the run goes on
+        queue.put(("error", f"{type(err).__name__}: {err}"))
+
+
+def run_bench(args: BenchArgs) -> dict:
+    splits = make_splits(args)
+    report_dir = Path(args.report)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    systems = ["tfidf-svm", *args.bases]
+    results = {}
+    ctx = mp.get_context("spawn")
+    for system in systems:
+        print(f"[bench] {system}: {len(splits['train'])} train / {len(splits['dev'])} dev / "
+              f"{len(splits['eval'])} {args.eval_split} rows", flush=True)
+        queue = ctx.Queue()
+        process = ctx.Process(target=_child, args=(system, splits, args, str(report_dir), queue))
+        process.start()
+        status, value = queue.get()
+        process.join()
+        results[system] = value if status == "ok" else {"error": value}
+        if status == "ok":
+            print(f"[bench] {system}: accuracy {value['accuracy']:.4f} macro-F1 {value['macro_f1']:.4f}", flush=True)
+        else:
+            print(f"[bench] {system} failed: {value}", flush=True)
+    report = {
+        "name": args.name,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_description(),
+        "args": asdict(args),
+        "rows": {k: len(v) for k, v in splits.items()},
+        "languages": sorted({e.lang for e in splits["eval"]}),
+        "results": results,
+    }
+    (report_dir / "bench.json").write_text(json.dumps(report, indent=2))
+    (report_dir / "bench.md").write_text(markdown_table(report))
+    print(markdown_table(report))
+    return report
+
+
+def machine_description() -> str:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {gpu}, torch {torch.__version__}"
+
+
+def markdown_table(report: dict) -> str:
+    langs = report["languages"]
+    show_langs = len(langs) > 1
+    head = ["system", "accuracy", "macro-F1"] + ([f"acc {lang}" for lang in langs] if show_langs else []) + \
+           ["train s", "p50 ms", "p95 ms", "msg/s batched", "peak MB", "parameters"]
+    lines = [f"### {report['name'] or 'bench'}", "",
+             f"{report['date']} · {report['machine']} · rows: " +
+             ", ".join(f"{k} {v}" for k, v in report["rows"].items()), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for system, r in report["results"].items():
+        if "error" in r:
+            lines.append(f"| {system} | failed: {r['error']} |")
+            continue
+        cells = [system, f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}"]
+        if show_langs:
+            cells += [f"{r['per_language'].get(lang, {}).get('accuracy', float('nan')):.3f}" for lang in langs]
+        cells += [f"{r['train_time_s']:.0f}", f"{r['latency_ms']['p50']:.1f}", f"{r['latency_ms']['p95']:.1f}",
+                  f"{r['messages_per_s_batched']:.0f}", f"{r['peak_memory_mb']:.0f}",
+                  f"{r['parameters']:,}" if r.get("parameters") else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

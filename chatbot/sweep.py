@@ -1,0 +1,191 @@
+"""Building model versions: compress → heal (LoRA) → evaluate, one point or a whole sweep.
+
+``build_version`` is what the admin tab runs for one rank; ``python -m chatbot sweep`` runs it over
+rank ratios × methods × targets (the uncompressed model first, in the same run) and writes
+``sweep.json``, ``sweep.md`` and ``sweep.png`` (accuracy against parameters).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from chatbot.data import load_dataset
+from chatbot.model import DEFAULT_BASE
+
+
+@dataclass
+class HealArgs:
+    epochs: int = 3
+    """LoRA healing epochs."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    lora_r: int = 8
+    """LoRA rank."""
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Modules LoRA adapts (compressed ones are adapted on both factors)."""
+    max_per_intent: int | None = None
+    """Heal on at most this many examples per intent and language (faster sweeps)."""
+    batch_size: int = 16
+    """Training batch size."""
+    seed: int = 0
+    """Seed."""
+
+
+def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, method: str = "whitened",
+                  targets: str = "attn", ratio: float = 1.0, heal: HealArgs | None = None,
+                  progress=None, eval_split: str = "test") -> dict:
+    """Compress ``base`` at ``ratio`` (1 = leave dense), LoRA-heal it on ``data``'s train split,
+    evaluate on ``eval_split``. Writes a model folder to ``out`` and returns its summary."""
+    from chatbot.classifier import IntentClassifier
+    from chatbot.evaluate import evaluate
+    from chatbot.model import cache_dir, load_base
+    from chatbot.train import TrainArgs, train
+    from compression.compress import CompressArgs, compress_model, store_in_cache
+
+    heal = heal or HealArgs()
+    step = progress or (lambda fraction, desc="": None)
+    started = time.perf_counter()
+    dataset = load_dataset(data, seed=heal.seed)
+    step(0.0, "loading base")
+    model, tokenizer = load_base(base, num_labels=len(dataset.intents))
+    base_info, compression = {"base": base, "compression": None}, None
+    if ratio < 1:
+        args = CompressArgs(method=method, targets=targets, rank_ratio=ratio, seed=heal.seed)
+        result = compress_model(model, tokenizer, args, progress=lambda f, d="": step(0.05 + 0.15 * f, f"compress: {d}"))
+        store_in_cache(model, cache_dir() / "compressed", base, result["recipe"])
+        base_info = {"base": base, "compression": result["recipe"]}
+        compression = {k: v for k, v in result["report"].items() if k != "layers"}
+    compress_s = time.perf_counter() - started
+    train_args = TrainArgs(data=list(data), out=str(out), base=base, epochs=heal.epochs, lr=heal.lr,
+                           lora_r=heal.lora_r, targets=list(heal.targets), max_per_intent=heal.max_per_intent,
+                           batch_size=heal.batch_size, seed=heal.seed, patience=heal.epochs)
+    folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), model=model,
+                   tokenizer=tokenizer, base_info=base_info)
+    del model
+    step(0.85, "evaluating")
+    classifier = IntentClassifier.load(folder)
+    report = evaluate(classifier, dataset.split(eval_split))
+    summary = {
+        "folder": str(folder), "base": base, "method": method if ratio < 1 else "none",
+        "targets": targets if ratio < 1 else "none", "ratio": ratio,
+        "parameters": report["parameters"],
+        "size_mb": report["parameters"] * next(classifier.model.parameters()).element_size() / 1e6,
+        "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+        "per_language": {k: v["accuracy"] for k, v in report.get("per_language", {}).items()},
+        "per_language_f1": {k: v["macro_f1"] for k, v in report.get("per_language", {}).items()},
+        "latency_ms": report["latency_ms"], "n": report["n"],
+        "compression": compression, "compress_s": compress_s, "total_s": time.perf_counter() - started,
+    }
+    (Path(folder) / "evaluation.json").write_text(json.dumps({"summary": summary, "report": report}, indent=2))
+    step(1.0, "done")
+    return summary
+
+
+@dataclass
+class SweepArgs:
+    data: list[str]
+    """Intent data (train split heals, test split scores)."""
+    report: str
+    """Folder for sweep.json, sweep.md, sweep.png and the model folders."""
+    base: str = DEFAULT_BASE
+    """Base model."""
+    ratios: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25, 0.125])
+    """Rank ratios (1 = uncompressed; run once, first)."""
+    methods: list[str] = field(default_factory=lambda: ["plain", "whitened"])
+    """Factorisation methods."""
+    targets: list[str] = field(default_factory=lambda: ["attn", "attn+mlp"])
+    """Layer groups to compress."""
+    epochs: int = 3
+    """Healing epochs per point."""
+    max_per_intent: int | None = None
+    """Heal on at most this many examples per intent and language."""
+    lora_r: int = 8
+    """LoRA rank."""
+    seed: int = 0
+    """Seed."""
+
+    def __post_init__(self):
+        if any(not 0 < r <= 1 for r in self.ratios):
+            raise ValueError("ratios must be in (0, 1]")
+
+
+def run_sweep(args: SweepArgs) -> dict:
+    from chatbot.bench import machine_description
+
+    out = Path(args.report)
+    out.mkdir(parents=True, exist_ok=True)
+    heal = HealArgs(epochs=args.epochs, lora_r=args.lora_r, max_per_intent=args.max_per_intent, seed=args.seed)
+    points = [(1.0, "none", "none")] if 1.0 in args.ratios else []
+    points += [(r, m, t) for t in args.targets for m in args.methods for r in args.ratios if r < 1]
+    rows = []
+    for ratio, method, targets in points:
+        name = "dense" if ratio == 1 else f"{method}-{targets.replace('+', '_')}-{ratio:g}"
+        print(f"[sweep] {name}", flush=True)
+        try:
+            rows.append(build_version(args.data, out / name, args.base, method, targets, ratio, heal))
+        except Exception as err:  # noqa: BLE001 - one failed point does not lose the others
+            rows.append({"ratio": ratio, "method": method, "targets": targets, "error": str(err)})
+        print(f"[sweep] {name}: " + (f"accuracy {rows[-1]['accuracy']:.4f}" if "accuracy" in rows[-1]
+                                    else rows[-1]["error"]), flush=True)
+        (out / "sweep.json").write_text(json.dumps({"args": asdict(args), "points": rows}, indent=2))
+    report = {"args": asdict(args), "machine": machine_description(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "points": rows}
+    (out / "sweep.json").write_text(json.dumps(report, indent=2))
+    (out / "sweep.md").write_text(markdown_table(report))
+    plot(rows, out / "sweep.png")
+    print(markdown_table(report))
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    rows = [r for r in report["points"] if "accuracy" in r]
+    langs = sorted({lang for r in rows for lang in r["per_language"]})
+    head = ["rank ratio", "method", "targets", "parameters", "size MB", "accuracy", "macro-F1"] + \
+           [f"acc {lang}" for lang in langs] + ["p50 ms"]
+    lines = [f"{report.get('date', '')} · {report.get('machine', '')}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report["points"]:
+        if "error" in r:
+            lines.append(f"| {r['ratio']} | {r['method']} | {r['targets']} | failed: {r['error']} |")
+            continue
+        lines.append("| " + " | ".join([f"{r['ratio']:g}", r["method"], r["targets"], f"{r['parameters']:,}",
+                                         f"{r['size_mb']:.0f}", f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}"]
+                                        + [f"{r['per_language'].get(lang, float('nan')):.3f}" for lang in langs]
+                                        + [f"{r['latency_ms']['p50']:.1f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, live: str | None = None, title: str = "Accuracy against parameters"):
+    """Accuracy against parameters (millions), one series per method × targets; ``live`` is ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        if "accuracy" in r:
+            series.setdefault(f"{r['method']} · {r['targets']}" if r["method"] != "none" else "uncompressed",
+                              []).append(r)
+    for label, points in sorted(series.items()):
+        points = sorted(points, key=lambda r: r["parameters"])
+        marker = "*" if label == "uncompressed" else "o"
+        ax.plot([p["parameters"] / 1e6 for p in points], [p["accuracy"] for p in points], marker=marker,
+                markersize=12 if marker == "*" else 6, label=label, linestyle="-" if len(points) > 1 else "none")
+    for r in rows:
+        if live and r.get("name", r.get("folder")) == live and "accuracy" in r:
+            ax.scatter([r["parameters"] / 1e6], [r["accuracy"]], s=260, facecolors="none", edgecolors="red",
+                       linewidths=2, label="live", zorder=5)
+    ax.set_xlabel("parameters (millions)")
+    ax.set_ylabel("accuracy (test split)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
