@@ -80,12 +80,14 @@ class Assistant:
         return {"lang": detection.as_dict(), **prediction.as_dict()}
 
     def respond(self, conversation_id: str | None, text, accept_language: str | None = None,
-                choice: str | None = None) -> Turn:
-        """Handle one customer message (or a clicked clarification ``choice``) and store the turn."""
+                choice: str | None = None, prediction=None) -> Turn:
+        """Handle one customer message (or a clicked clarification ``choice``) and store the turn.
+
+        ``prediction`` may be given when the message was already classified in a batch."""
         text = clean_text(text)
         with self.store.session() as s, s.begin():
             conversation = self.store.get_or_create(s, conversation_id)
-            turn = self._decide(conversation, text, accept_language, choice)
+            turn = self._decide(conversation, text, accept_language, choice, prediction)
             stored = text[:STORED_CHARS] if text else "(empty message)"
             self.store.add_message(s, conversation, "customer", stored, lang=turn.lang, intent=turn.intent,
                                    confidence=turn.confidence, top=turn.top or None, action=turn.action,
@@ -96,7 +98,22 @@ class Assistant:
             turn.conversation_id, turn.status = conversation.id, conversation.status
         return turn
 
-    def _decide(self, conversation, text: str, accept_language: str | None, choice: str | None) -> Turn:
+    def respond_batch(self, requests: list[dict]) -> list[Turn]:
+        """Several customers' messages at once (``{conversation_id, text, accept_language, choice}``):
+        one classifier forward pass for all of them, then each turn stored on its own."""
+        texts = [clean_text(r.get("text")) for r in requests]
+        todo = [i for i, t in enumerate(texts) if t and len(t) <= MAX_CHARS and not requests[i].get("choice")]
+        predictions = {}
+        if todo:
+            try:
+                predictions = dict(zip(todo, self.classifier.predict([texts[i] for i in todo], k=3)))
+            except Exception:  # noqa: BLE001 - each turn then retries alone and reports its own error
+                predictions = {}
+        return [self.respond(r.get("conversation_id"), texts[i], r.get("accept_language"), r.get("choice"),
+                             predictions.get(i)) for i, r in enumerate(requests)]
+
+    def _decide(self, conversation, text: str, accept_language: str | None, choice: str | None,
+                prediction=None) -> Turn:
         """The turn for ``text``; updates ``conversation`` (language, failures, status) in place."""
         detection = self.detector.detect(text, conversation.lang, accept_language)
         lang = detection.lang
@@ -120,7 +137,7 @@ class Assistant:
             return turn
         conversation.lang = lang
         try:
-            prediction = self.classifier.predict([text], k=3)[0]
+            prediction = prediction or self.classifier.predict([text], k=3)[0]
         except Exception as err:  # noqa: BLE001 - the customer gets an apology, the turn is kept
             turn.action, turn.reply = "error", self.catalogue.line("error", lang)
             turn.top = [{"error": f"{type(err).__name__}: {err}"[:300]}]

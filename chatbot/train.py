@@ -179,8 +179,13 @@ def setup(args: TrainArgs, dataset: Dataset, model=None, tokenizer=None, base_in
     ``model``/``tokenizer`` may be given (e.g. a compressed base); otherwise ``args.base`` is loaded.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     seed_everything(args.seed)
+    # One process may train several times (tests, the app's admin builds) with different precisions;
+    # accelerate keeps its state in a singleton, so start each run from a clean one (the process
+    # group of a distributed launch is kept).
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=resolve_precision(args.precision), cpu=not torch.cuda.is_available())
     labels = dataset.intents
     label_ids = {name: i for i, name in enumerate(labels)}

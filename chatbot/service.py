@@ -1,0 +1,161 @@
+"""What the app serves: the live assistant, the conversation store, model versions and admin jobs.
+
+One :class:`Service` per server process. Customers, agents and admins all go through it; the UI
+(``app.py``) only wires components to these methods. Promotion swaps the live classifier under a
+lock after the new one is fully loaded, so a customer turn sees either the old or the new model.
+A build runs in a background thread; if it fails or is cancelled, the live model is untouched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatbot.assistant import Assistant
+from chatbot.classifier import DEFAULT_MODEL_DIR, IntentClassifier
+from chatbot.language import LanguageDetector
+from chatbot.replies import Catalogue
+from chatbot.store import Store
+from chatbot.versions import Registry
+
+ADMIN_PASSWORD_ENV = "CHATBOT_ADMIN_PASSWORD"
+ASSETS_DATA = sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "assets" / "data").glob("*.csv"))
+
+
+def home() -> Path:
+    return Path(os.environ.get("CHATBOT_HOME", Path.home() / ".local" / "share" / "chatbot"))
+
+
+class AdminDenied(PermissionError):
+    """Wrong or missing admin password, or admin disabled."""
+
+
+def check_admin(password: str | None) -> None:
+    """Raise :class:`AdminDenied` unless ``password`` matches ``$CHATBOT_ADMIN_PASSWORD``."""
+    expected = os.environ.get(ADMIN_PASSWORD_ENV)
+    if not expected:
+        raise AdminDenied(f"Admin is disabled: set the {ADMIN_PASSWORD_ENV} environment variable and restart.")
+    if not hmac.compare_digest((password or "").encode(), expected.encode()):
+        raise AdminDenied("Wrong admin password.")
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    name: str
+    params: dict
+    status: str = "running"  # running, done, failed, cancelled
+    progress: float = 0.0
+    stage: str = "starting"
+    error: str | None = None
+    result: dict | None = None
+    started: float = field(default_factory=time.time)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "params": self.params, "status": self.status, "progress": self.progress,
+                "stage": self.stage, "error": self.error, "seconds": round(time.time() - self.started)}
+
+
+class Service:
+    def __init__(self, home_dir: str | Path | None = None, database_url: str | None = None,
+                 default_model: str | Path = DEFAULT_MODEL_DIR, data: list[str] | None = None):
+        self.home = Path(home_dir or home())
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(self.home, default_model)
+        self.store = Store(database_url or os.environ.get("CHATBOT_DATABASE_URL")
+                           or f"sqlite:///{self.home / 'conversations.db'}")
+        self.data = data or ASSETS_DATA
+        self._swap = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        live = self.registry.live
+        self.assistant = Assistant(IntentClassifier.load(self.registry.folder(live)), self.store,
+                                   Catalogue.load(), LanguageDetector(), version=live)
+
+    # -- customers -----------------------------------------------------------------------------
+    def respond_batch(self, requests: list[dict]):
+        with self._swap:
+            assistant = self.assistant
+        return assistant.respond_batch(requests)
+
+    # -- versions ------------------------------------------------------------------------------
+    def promote(self, name: str) -> None:
+        classifier = IntentClassifier.load(self.registry.folder(name))  # fully loaded before the swap
+        with self._swap:
+            self.registry.set_live(name)
+            self.assistant = Assistant(classifier, self.store, self.assistant.catalogue, self.assistant.detector,
+                                       self.assistant.policy, version=name)
+
+    def rollback(self) -> str:
+        previous = self.registry.previous
+        if not previous or previous == self.registry.live:
+            raise ValueError("there is no previous version to roll back to")
+        self.promote(previous)
+        return previous
+
+    def delete(self, name: str) -> None:
+        self.registry.delete(name)
+
+    # -- admin builds --------------------------------------------------------------------------
+    def start_build(self, ratio: float, method: str, targets: str, epochs: int = 2,
+                    max_per_intent: int | None = 12) -> Job:
+        from chatbot.sweep import HealArgs, build_version
+
+        if any(j.status == "running" for j in self._jobs.values()):
+            raise ValueError("a build is already running; wait for it or cancel it")
+        if not 0 < ratio <= 1:
+            raise ValueError("rank ratio must be in (0, 1]")
+        from chatbot.classifier import read_settings
+
+        base = read_settings(self.registry.folder(self.registry.live))["base"]  # the live model's base
+        name = self.registry.new_name(ratio, method, targets)
+        job = Job(name, {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
+                         "max_per_intent": max_per_intent})
+        self._jobs[name] = job
+        folder = self.registry.folder(name)
+        staging = folder.with_name(folder.name + ".building")
+
+        def progress(fraction, stage=""):
+            if job.cancel.is_set():
+                raise Cancelled()
+            job.progress, job.stage = float(fraction), stage or job.stage
+
+        def work():
+            try:
+                heal = HealArgs(epochs=epochs, max_per_intent=max_per_intent)
+                job.result = build_version(self.data, staging, base=base, method=method, targets=targets, ratio=ratio,
+                                           heal=heal, progress=progress)
+                staging.rename(folder)  # only a complete version ever appears in the registry
+                job.status, job.progress, job.stage = "done", 1.0, "done"
+            except Cancelled:
+                job.status, job.stage = "cancelled", "cancelled"
+            except Exception as err:  # noqa: BLE001 - shown to the admin; the live model is untouched
+                job.status, job.error = "failed", f"{type(err).__name__}: {err}"
+                traceback.print_exc()
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+
+        threading.Thread(target=work, name=f"build-{name}", daemon=True).start()
+        return job
+
+    def jobs(self) -> list[dict]:
+        return [j.as_dict() for j in sorted(self._jobs.values(), key=lambda j: j.started, reverse=True)]
+
+    def job(self, name: str) -> Job | None:
+        return self._jobs.get(name)
+
+    def cancel_jobs(self) -> int:
+        running = [j for j in self._jobs.values() if j.status == "running"]
+        for j in running:
+            j.cancel.set()
+        return len(running)

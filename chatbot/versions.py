@@ -1,0 +1,101 @@
+"""Model versions: every model folder the admin built, which one is live, promotion and rollback.
+
+Versions live in ``<home>/versions/<name>/`` (model folders with an ``evaluation.json``); the shipped
+default (``assets/model``) is the read-only version ``default``. ``live.json`` names the live
+version and the previous one; it is replaced atomically (write, fsync, rename), so a crash leaves
+either the old or the new pointer, never a broken one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_VERSION = "default"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Registry:
+    def __init__(self, home: str | Path, default_folder: str | Path):
+        self.root = Path(home) / "versions"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.default_folder = Path(default_folder)
+        self.pointer = self.root / "live.json"
+
+    def folder(self, name: str) -> Path:
+        if name == DEFAULT_VERSION:
+            return self.default_folder
+        if not _NAME.match(name or ""):
+            raise ValueError(f"invalid version name {name!r}")
+        return self.root / name
+
+    def names(self) -> list[str]:
+        built = sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / "model.json").exists())
+        return [DEFAULT_VERSION, *built]
+
+    def new_name(self, ratio: float, method: str, targets: str) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        kind = "dense" if ratio >= 1 else f"{method}-{targets.replace('+', '_')}-r{ratio:g}"
+        return f"v{stamp}-{kind}"
+
+    # -- the live pointer ----------------------------------------------------------------------
+    def _read_pointer(self) -> dict:
+        try:
+            return json.loads(self.pointer.read_text())
+        except (OSError, ValueError):
+            return {"live": DEFAULT_VERSION, "previous": None}
+
+    @property
+    def live(self) -> str:
+        name = self._read_pointer().get("live") or DEFAULT_VERSION
+        return name if (self.folder(name) / "model.json").exists() else DEFAULT_VERSION
+
+    @property
+    def previous(self) -> str | None:
+        return self._read_pointer().get("previous")
+
+    def set_live(self, name: str) -> None:
+        if not (self.folder(name) / "model.json").exists():
+            raise ValueError(f"no version {name!r}")
+        current = self.live
+        payload = {"live": name, "previous": current if current != name else self.previous,
+                   "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        tmp = self.pointer.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.pointer)
+
+    def delete(self, name: str) -> None:
+        if name == DEFAULT_VERSION:
+            raise ValueError("the shipped default version cannot be deleted")
+        if name == self.live:
+            raise ValueError("the live version cannot be deleted; promote another one first")
+        folder = self.folder(name)
+        if not folder.exists():
+            raise ValueError(f"no version {name!r}")
+        shutil.rmtree(folder)
+
+    # -- what the admin table and plot show ----------------------------------------------------
+    def summaries(self) -> list[dict]:
+        rows = []
+        live = self.live
+        for name in self.names():
+            folder = self.folder(name)
+            settings = _read_json(folder / "model.json")
+            evaluation = _read_json(folder / "evaluation.json").get("summary", {})
+            rows.append({"name": name, "live": name == live, "created": settings.get("created"),
+                         **{k: v for k, v in evaluation.items() if k not in ("folder",)}})
+        return rows
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

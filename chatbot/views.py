@@ -1,0 +1,94 @@
+"""What the screens show, as plain data: chat history, queue and transcript rows, the versions table.
+
+Pure functions of the store's and the registry's records, so they are tested without a browser and
+``app.py`` keeps to wiring.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from chatbot.language import SUPPORTED
+
+AGENT_PREFIX = "👤 "
+
+
+def chat_history(messages: list[dict], greeting: str, show_meta: bool = True, agent_label: str = "Agent") -> list[dict]:
+    """Gradio ``messages`` for the customer's chat: greeting, then the conversation; an info line
+    (language · intent · confidence) under bot answers when ``show_meta``."""
+    history = [{"role": "assistant", "content": greeting}]
+    last_customer = None
+    for m in messages:
+        if m["role"] == "customer":
+            last_customer = m
+            history.append({"role": "user", "content": m["text"]})
+        elif m["role"] == "bot":
+            content = m["text"]
+            if show_meta and last_customer is not None:
+                content += "\n\n" + meta_line(last_customer)
+            history.append({"role": "assistant", "content": content})
+        elif m["role"] == "agent":
+            history.append({"role": "assistant", "content": f"**{AGENT_PREFIX}{agent_label}:** {m['text']}"})
+        else:
+            history.append({"role": "assistant", "content": f"*{m['text']}*"})
+    return history
+
+
+def meta_line(message: dict) -> str:
+    parts = [message.get("lang") or "?"]
+    if message.get("intent"):
+        parts.append(message["intent"])
+    if message.get("confidence") is not None:
+        parts.append(f"{message['confidence']:.0%}")
+    if message.get("action"):
+        parts.append(message["action"])
+    return "<sub>" + " · ".join(parts) + "</sub>"
+
+
+def _time(iso: str | None) -> str:
+    if not iso:
+        return ""
+    try:
+        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return iso
+
+
+QUEUE_COLUMNS = ["conversation", "status", "language", "since", "reason", "last message"]
+
+
+def queue_rows(conversations: list[dict]) -> list[list]:
+    return [[c["id"], c["status"], c["lang"] or "", _time(c["handoff_at"] or c["updated_at"]),
+             c["handoff_reason"] or "", (c["last_customer_message"] or "")[:80]] for c in conversations]
+
+
+TRANSCRIPT_COLUMNS = ["#", "time", "from", "message", "language", "intent", "confidence"]
+
+
+def transcript_rows(messages: list[dict]) -> list[list]:
+    return [[m["id"], _time(m["created_at"]), m["role"], m["text"], m["lang"] or "", m["intent"] or "",
+             "" if m["confidence"] is None else f"{m['confidence']:.2f}"] for m in messages]
+
+
+def top_intents(message: dict | None) -> dict[str, float]:
+    """``{intent: confidence}`` of a stored customer message (for ``gr.Label``)."""
+    if not message or not message.get("top"):
+        return {}
+    return {t["intent"]: float(t["confidence"]) for t in message["top"] if "intent" in t}
+
+
+VERSION_COLUMNS = (["live", "version", "rank ratio", "method", "targets", "parameters (M)", "size MB", "accuracy",
+                    "macro-F1"] + [f"acc {lang}" for lang in SUPPORTED] + ["p50 ms"])
+
+
+def version_rows(summaries: list[dict]) -> list[list]:
+    rows = []
+    for s in summaries:
+        per = s.get("per_language", {})
+        number = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+        rows.append(["●" if s["live"] else "", s["name"], number(s.get("ratio"), "g"), s.get("method", ""),
+                     s.get("targets", ""), number(s["parameters"] / 1e6 if s.get("parameters") else None, ".1f"),
+                     number(s.get("size_mb"), ".0f"), number(s.get("accuracy"), ".4f"), number(s.get("macro_f1"), ".4f")]
+                    + [number(per.get(lang), ".3f") for lang in SUPPORTED]
+                    + [number(s.get("latency_ms", {}).get("p50"), ".1f")])
+    return rows
