@@ -22,6 +22,7 @@ def command_table():
         "bench": (BenchArgs, run_bench, (), "LLM classifiers vs a TF-IDF baseline on the same splits"),
         "sweep": (SweepArgs, run_sweep, (), "compress → heal → evaluate over rank ratios, methods and targets"),
         "detect": (commands.DetectArgs, commands.run_detect, ("text",), "detect the language of messages or score a file"),
+        "tune": (commands.TuneArgs, commands.run_tune, (), "tune the dialogue policy's thresholds on dev data"),
         "chat": (commands.ChatArgs, commands.run_chat, (), "chat with the bot in the terminal"),
     }
 

@@ -174,3 +174,49 @@ def run_chat(args: ChatArgs) -> None:
                 turn = assistant.respond(conversation_id, "", choice=turn.choices[int(pick[1]) - 1]["intent"])
                 print(turn.reply)
                 print(f"[{turn.lang} · {turn.action} · {turn.intent}]")
+
+
+@dataclass
+class TuneArgs:
+    data: list[str]
+    """Labelled data whose dev split tunes the thresholds."""
+    model: str = str(DEFAULT_MODEL_DIR)
+    """Model folder."""
+    target: float = 0.95
+    """Share of answered turns that must be right."""
+    split: str = "dev"
+    """Split to tune on."""
+    report: str | None = None
+    """Write the JSON result here."""
+
+
+def run_tune(args: TuneArgs) -> dict:
+    """Pick the policy's answer threshold on held-out data and show coverage at candidate values."""
+    import numpy as np
+
+    from chatbot.classifier import IntentClassifier
+    from chatbot.data import load_dataset
+    from chatbot.policy import PolicyConfig, tune_answer_threshold
+
+    rows = load_dataset(args.data, min_examples=1).split(args.split)
+    classifier = IntentClassifier.load(args.model)
+    rows = [e for e in rows if e.intent in classifier.labels]
+    predictions = classifier.predict([e.text for e in rows])
+    confidence = np.array([p.confidence for p in predictions])
+    correct = np.array([p.intent == e.intent for p, e in zip(predictions, rows)])
+    gap = np.array([p.top[0][1] - p.top[1][1] for p in predictions])
+    default = PolicyConfig()
+    table = []
+    for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        answered = (confidence >= t) & (gap >= default.gap)
+        table.append({"answer_threshold": t, "coverage": float(answered.mean()),
+                      "precision": float(correct[answered].mean()) if answered.any() else None})
+    result = {"n": len(rows), "accuracy": float(correct.mean()),
+              "tuned": tune_answer_threshold(confidence, correct, args.target, floor=default.fallback),
+              "below_fallback": float((confidence < default.fallback).mean()),
+              "wrong_below_fallback": float((~correct & (confidence < default.fallback)).sum() / max(1, (~correct).sum())),
+              "table": table}
+    print(json.dumps(result, indent=2))
+    if args.report:
+        Path(args.report).write_text(json.dumps(result, indent=2))
+    return result

@@ -88,7 +88,7 @@ class Registry:
         for name in self.names():
             folder = self.folder(name)
             settings = _read_json(folder / "model.json")
-            evaluation = _read_json(folder / "evaluation.json").get("summary", {})
+            evaluation = summary_of(_read_json(folder / "evaluation.json"))
             rows.append({"name": name, "live": name == live, "created": settings.get("created"),
                          **{k: v for k, v in evaluation.items() if k not in ("folder",)}})
         return rows
@@ -99,3 +99,16 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def summary_of(evaluation: dict) -> dict:
+    """The table row of a version: the ``summary`` a build writes, or one made from a plain
+    ``python -m chatbot evaluate`` report (as the shipped default has)."""
+    if "summary" in evaluation:
+        return evaluation["summary"]
+    if "accuracy" not in evaluation:
+        return {}
+    return {"ratio": 1.0, "method": "none", "targets": "none", "parameters": evaluation.get("parameters"),
+            "size_mb": (evaluation.get("parameters") or 0) * 2 / 1e6, "accuracy": evaluation["accuracy"],
+            "macro_f1": evaluation["macro_f1"], "latency_ms": evaluation.get("latency_ms", {}),
+            "per_language": {k: v["accuracy"] for k, v in evaluation.get("per_language", {}).items()}}

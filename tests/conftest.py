@@ -16,11 +16,6 @@ WORDS = {
 }
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "integration: uses the real embedded default model (slower)")
-    config.addinivalue_line("markers", "browser: drives the app in headless Chromium")
-
-
 def make_tiny_base(folder: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """A random LlamaForCausalLM with 4 heads (2 KV heads) and a word-level tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -1,0 +1,61 @@
+"""The shipped default model, for real (Gemma-3-270M + LoRA from assets/model)."""
+
+import pytest
+import torch
+
+from chatbot.classifier import DEFAULT_MODEL_DIR, IntentClassifier
+from chatbot.data import load_dataset
+from chatbot.language import ASSETS_DATA
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return IntentClassifier.load(DEFAULT_MODEL_DIR)
+
+
+@pytest.mark.parametrize("text, intent", [
+    ("Where is my parcel? Order 55123 still hasn't arrived", "track_order"),
+    ("Je voudrais annuler ma commande 4411", "cancel_order"),
+    ("Ich habe mein Passwort vergessen", "recover_password"),
+    ("Ik wil een klacht indienen over jullie service", "complaint"),
+    ("¿Qué métodos de pago aceptan?", "check_payment_methods"),
+    ("Vorrei parlare con un operatore umano", "contact_human_agent"),
+    ("Quero cancelar a subscrição da newsletter", "newsletter_subscription"),
+])
+def test_classifies_real_messages(classifier, text, intent):
+    prediction = classifier.predict([text])[0]
+    assert prediction.intent == intent, prediction
+
+
+def test_bfloat16_predictions_match_float32(classifier):
+    texts = [e.text for e in load_dataset(sorted(ASSETS_DATA.glob("*.csv"))).split("test")][::4]
+    fp32 = IntentClassifier.load(DEFAULT_MODEL_DIR, dtype=torch.float32)
+    bf16 = IntentClassifier.load(DEFAULT_MODEL_DIR, dtype=torch.bfloat16)
+    a = [p.intent for p in fp32.predict(texts)]
+    b = [p.intent for p in bf16.predict(texts)]
+    agreement = sum(x == y for x, y in zip(a, b)) / len(a)
+    assert agreement >= 0.98, agreement
+
+
+def test_real_conversation_per_language(classifier, tmp_path):
+    from chatbot.assistant import Assistant
+    from chatbot.replies import Catalogue
+    from chatbot.store import Store
+
+    assistant = Assistant(classifier, Store(f"sqlite:///{tmp_path / 'c.db'}"), version="default")
+    catalogue = Catalogue.load()
+    script = {
+        "fr": ("Bonjour, où en est ma commande 48213 ? Elle n'est toujours pas arrivée.", "Je veux parler à un conseiller humain"),
+        "de": ("Hallo, wo ist meine Bestellung 48213? Sie ist immer noch nicht da.", "Ich möchte mit einem echten Mitarbeiter sprechen"),
+        "es": ("Hola, ¿dónde está mi pedido 48213? Todavía no ha llegado.", "Quiero hablar con un agente humano"),
+    }
+    for lang, (question, human) in script.items():
+        first = assistant.respond(None, question)
+        assert (first.lang, first.intent, first.action) == (lang, "track_order", "answer"), first
+        assert first.reply == catalogue.reply("track_order", lang)
+        second = assistant.respond(first.conversation_id, human)
+        assert (second.lang, second.action, second.status) == (lang, "handoff", "waiting"), second
+        stored = assistant.store.messages(first.conversation_id)
+        assert [m["role"] for m in stored] == ["customer", "bot", "customer", "bot"]
