@@ -30,7 +30,7 @@ footer {display: none !important}
 
 def build_app(service: Service) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"## 🛍️ {TITLE}\nWrite in English, Français, Deutsch, Nederlands, Español, Italiano or Português.")
+        gr.Markdown(f"## {TITLE}\nWrite in English, Français, Deutsch, Nederlands, Español, Italiano or Português.")
         conversation = gr.BrowserState("", storage_key="chatbot-conversation-id",
                                        secret=os.environ.get("CHATBOT_BROWSER_SECRET", "chatbot-demo"))
         accept_language = gr.State("")
@@ -114,7 +114,7 @@ def build_app(service: Service) -> gr.Blocks:
         # ---------------------------------------------------------------- agents
         with gr.Tab("Agent assist", id="agent", elem_id="tab-agent"):
             with gr.Row():
-                with gr.Column(scale=2):
+                with gr.Column(scale=1):
                     gr.Markdown("### Waiting for an agent (oldest first)")
                     queue = gr.Dataframe(headers=views.QUEUE_COLUMNS, interactive=False, wrap=True,
                                          elem_id="agent-queue")
@@ -122,7 +122,7 @@ def build_app(service: Service) -> gr.Blocks:
                     recent = gr.Dataframe(headers=views.QUEUE_COLUMNS, interactive=False, wrap=True,
                                           elem_id="agent-recent")
                     refresh_queue = gr.Button("↻ Refresh", size="sm", elem_id="agent-refresh")
-                with gr.Column(scale=3):
+                with gr.Column(scale=1):
                     selected = gr.Textbox(label="Conversation", interactive=True, elem_id="agent-conversation",
                                           placeholder="click a row in the queue, or paste an id")
                     status = gr.Markdown("", elem_id="agent-status")
@@ -164,7 +164,7 @@ def build_app(service: Service) -> gr.Blocks:
 
         def pick_row(table, evt: gr.SelectData):
             row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-            return table.iloc[row, 0] if hasattr(table, "iloc") else table[row][0]
+            return table.iloc[row, -1] if hasattr(table, "iloc") else table[row][-1]
 
         def pick_message(conversation_id, evt: gr.SelectData):
             row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index

@@ -193,6 +193,8 @@ class Assistant:
         if not customer:
             return {"lang": lang, "intent": None, "reply": self.catalogue.line("agent_joined", lang)}
         intent = customer[-1]["intent"]
+        if intent in self.policy.handoff_intents:  # the customer asked for a person: greet as one
+            return {"lang": lang, "intent": intent, "reply": self.catalogue.line("agent_joined", lang)}
         return {"lang": lang, "intent": intent, "reply": self.catalogue.reply(intent, lang)}
 
     def take_over(self, conversation_id: str) -> None:

@@ -145,19 +145,20 @@ class LanguageDetector:
 
     @cached_property
     def _ngram(self):
-        """Character n-gram model (TF-IDF + logistic regression) fitted on our own messages in
+        """Character 1–5-gram and word model (TF-IDF + logistic regression) fitted on our own messages in
         ``assets/data``: it knows how customers write in each language (a few seconds to fit)."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
+        from sklearn.pipeline import make_pipeline, make_union
 
         from chatbot.data import load_dataset
 
         examples = [e for e in load_dataset(sorted(ASSETS_DATA.glob("*.csv"))).examples if e.lang in self.supported]
         if len({e.lang for e in examples}) < 2:
             return None
-        model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True, min_df=2),
-                              LogisticRegression(C=10, max_iter=2000))
+        features = make_union(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True),
+                              TfidfVectorizer(analyzer="word", sublinear_tf=True))
+        model = make_pipeline(features, LogisticRegression(C=30, max_iter=3000))
         model.fit([strip_non_language(e.text).lower() for e in examples], [e.lang for e in examples])
         return model
 

@@ -54,12 +54,13 @@ def _time(iso: str | None) -> str:
         return iso
 
 
-QUEUE_COLUMNS = ["conversation", "status", "language", "since", "reason", "last message"]
+QUEUE_COLUMNS = ["since", "language", "reason", "last message", "status", "conversation"]
+"""The conversation id comes last: clicking any cell of a row opens that conversation."""
 
 
 def queue_rows(conversations: list[dict]) -> list[list]:
-    return [[c["id"], c["status"], c["lang"] or "", _time(c["handoff_at"] or c["updated_at"]),
-             c["handoff_reason"] or "", (c["last_customer_message"] or "")[:80]] for c in conversations]
+    return [[_time(c["handoff_at"] or c["updated_at"]), c["lang"] or "", c["handoff_reason"] or "",
+             (c["last_customer_message"] or "")[:60], c["status"], c["id"]] for c in conversations]
 
 
 TRANSCRIPT_COLUMNS = ["#", "time", "from", "message", "language", "intent", "confidence"]

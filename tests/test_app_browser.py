@@ -143,14 +143,14 @@ def test_handoff_reaches_the_agent_and_the_agent_reply_reaches_the_customer(app_
     agent.get_by_role("tab", name="Agent assist").click()
     agent.locator("#agent-refresh").click()
     queue = agent.locator("#agent-queue")
-    queue.get_by_text("contact_human_agent").first.wait_for()
-    queue.locator("tbody tr").first.locator("td").first.click()
-    agent.locator("#agent-transcript").get_by_text("vrai conseiller").first.wait_for()
+    # Gradio's table keeps a hidden copy of its cells for measuring: only visible ones count.
+    queue.get_by_text("contact_human_agent").filter(visible=True).first.click()
+    agent.locator("#agent-transcript").get_by_text("vrai conseiller").filter(visible=True).first.wait_for()
     reply_box = agent.locator("#agent-reply textarea")
     assert reply_box.input_value().strip()  # a suggested reply, in the customer's language
     reply_box.fill("Bonjour, je m'appelle Marie et je reprends votre demande.")
     agent.locator("#agent-send").click()
-    agent.locator("#agent-status").get_by_text("agent").first.wait_for()
+    agent.locator("#agent-status").get_by_text("agent").filter(visible=True).first.wait_for()
     SHOTS.mkdir(parents=True, exist_ok=True)
     agent.screenshot(path=str(SHOTS / "agent.png"), full_page=True)
 
