@@ -48,7 +48,7 @@ def build_app(service: Service) -> gr.Blocks:
                                  elem_id="customer-input")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="customer-send")
             with gr.Row():
-                new_chat = gr.Button("🆕 New conversation", size="sm", elem_id="new-conversation")
+                new_chat = gr.Button("New conversation", size="sm", elem_id="new-conversation")
                 show_meta = gr.Checkbox(True, label="Show language · intent · confidence", elem_id="show-meta")
             poll = gr.Timer(3.0)
 
@@ -121,7 +121,7 @@ def build_app(service: Service) -> gr.Blocks:
                     gr.Markdown("### Recent conversations")
                     recent = gr.Dataframe(headers=views.QUEUE_COLUMNS, interactive=False, wrap=True,
                                           elem_id="agent-recent")
-                    refresh_queue = gr.Button("↻ Refresh", size="sm", elem_id="agent-refresh")
+                    refresh_queue = gr.Button("Refresh", size="sm", elem_id="agent-refresh")
                 with gr.Column(scale=1):
                     selected = gr.Textbox(label="Conversation", interactive=True, elem_id="agent-conversation",
                                           placeholder="click a row in the queue, or paste an id")
@@ -234,12 +234,12 @@ def build_app(service: Service) -> gr.Blocks:
             try:
                 check_admin(pw)
             except AdminDenied as err:
-                return f"⛔ {err}", [], None, gr.update(choices=[])
+                return f"{err}", [], None, gr.update(choices=[])
             summaries = service.registry.summaries()
             path = Path(tempfile.gettempdir()) / f"chatbot-versions-{os.getpid()}-{time.time_ns()}.png"
             live = next((s["name"] for s in summaries if s["live"]), None)
             plot([{**s, "folder": s["name"]} for s in summaries], path, live=live)
-            return (f"✅ Live version: **{live}**", views.version_rows(summaries), str(path),
+            return (f"Live version: **{live}**", views.version_rows(summaries), str(path),
                     gr.update(choices=[s["name"] for s in summaries], value=live))
 
         def start_build(pw, r, m, t, e, k, progress=gr.Progress()):
@@ -247,21 +247,21 @@ def build_app(service: Service) -> gr.Blocks:
                 check_admin(pw)
                 job = service.start_build(float(r), m, t, int(e or 2), int(k) if k else None)
             except (AdminDenied, ValueError) as err:
-                return f"⛔ {err}"
+                return f"{err}"
             while job.status == "running":
                 progress(job.progress, desc=job.stage)
                 time.sleep(0.5)
             if job.status == "done":
                 res = job.result
-                return (f"✅ Built **{job.name}**: accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f}, "
+                return (f"Built **{job.name}**: accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f}, "
                         f"{res['parameters'] / 1e6:.1f} M parameters. The live model is unchanged until you promote it.")
-            return f"⚠️ Build **{job.name}** {job.status}: {job.error or 'cancelled by an admin'}. The live model is unchanged."
+            return f"Build **{job.name}** {job.status}: {job.error or 'cancelled by an admin'}. The live model is unchanged."
 
         def cancel_build(pw):
             try:
                 check_admin(pw)
             except AdminDenied as err:
-                return f"⛔ {err}"
+                return f"{err}"
             return f"Cancelling {service.cancel_jobs()} running build(s)…"
 
         def version_action(action, pw, name):
@@ -273,9 +273,9 @@ def build_app(service: Service) -> gr.Blocks:
                     name = service.rollback()
                 else:
                     service.delete(name)
-                message = f"✅ {action} {name}: done"
+                message = f"{action} {name}: done"
             except (AdminDenied, ValueError) as err:
-                message = f"⛔ {err}"
+                message = f"{err}"
             return (message, *versions_view(pw)[1:])
 
         admin_view = [admin_note, versions, trade_off, version_name]
