@@ -72,8 +72,7 @@ def build_app(service: Service) -> gr.Blocks:
             return (accept, *render(conversation_id, accept, meta, {}))
 
         def chat_batch(texts, conversation_ids, accepts):
-            turns = service.respond_batch([{"conversation_id": c or None, "text": t, "accept_language": a}
-                                           for t, c, a in zip(texts, conversation_ids, accepts)])
+            turns = service.chat(texts, conversation_ids, accepts)
             return [t.conversation_id for t in turns], [t.as_dict() for t in turns], ["" for _ in turns]
 
         def choose(index, choices, conversation_id, accept):
@@ -292,9 +291,7 @@ def build_app(service: Service) -> gr.Blocks:
         # batch=True: Gradio's queue gathers concurrent calls, so each argument arrives as a list;
         # the annotations describe one call, which is what API users send and see.
         def api_chat(text: str, conversation_id: str, accept_language: str) -> dict:
-            turns = service.respond_batch([{"conversation_id": c or None, "text": t, "accept_language": a}
-                                           for t, c, a in zip(text, conversation_id, accept_language)])
-            return [[t.as_dict() for t in turns]]
+            return [[t.as_dict() for t in service.chat(text, conversation_id, accept_language)]]
 
         def api_analyse(text: str) -> dict:
             return service.assistant.analyse(text)

@@ -87,6 +87,11 @@ class Service:
             assistant = self.assistant
         return assistant.respond_batch(requests)
 
+    def chat(self, texts: list[str], conversation_ids: list[str], accept_languages: list[str]):
+        """A batch of customer messages, as Gradio's queue hands them over (parallel lists)."""
+        return self.respond_batch([{"conversation_id": c or None, "text": t, "accept_language": a}
+                                   for t, c, a in zip(texts, conversation_ids, accept_languages)])
+
     # -- versions ------------------------------------------------------------------------------
     def promote(self, name: str) -> None:
         classifier = IntentClassifier.load(self.registry.folder(name))  # fully loaded before the swap
