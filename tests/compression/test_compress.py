@@ -95,3 +95,20 @@ def test_args_validation():
         CompressArgs(rank_ratio=None)
     assert CompressArgs(param_share=0.5).rank_for(32, 32) == 8
     assert CompressArgs(rank=100).rank_for(16, 32) == 16
+
+
+def test_command_line_writes_a_loadable_folder(tiny_base, tiny_data, tmp_path, capsys, monkeypatch):
+    from compression.__main__ import main
+
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
+    code = main(["--base", str(tiny_base), "--calib", str(tiny_data), "--calib-size", "30", "--method", "whitened",
+                 "--targets", "attn+mlp", "--rank-ratio", "0.25", "--out", str(tmp_path / "c"),
+                 "--report", str(tmp_path / "r.json")])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "q_proj" in table and "down_proj" in table and "model" in table
+    info = json.loads((tmp_path / "c" / "compression.json").read_text())
+    assert info["base"] == str(tiny_base) and len(info["recipe"]["ranks"]) == 14
+    model, _ = load_base(str(tmp_path / "c"), num_labels=3)
+    assert sum(isinstance(m, LowRankLinear) for m in model.modules()) == 14
+    assert main(["--base", str(tiny_base), "--targets", "everything"]) == 2
