@@ -65,7 +65,6 @@ def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):
     job = service.start_build(0.5, "plain", "attn", epochs=5)
     with pytest.raises(ValueError, match="already running"):
         service.start_build(0.5, "plain", "attn")
-    time.sleep(1.0)
-    assert service.cancel_jobs() == 1
+    assert service.cancel_jobs() == 1  # at once: loading the base alone takes longer than this
     assert wait(job).status == "cancelled"
     assert service.registry.names() == ["default"] and service.assistant.version == "default"
