@@ -59,3 +59,17 @@ def test_real_conversation_per_language(classifier, tmp_path):
         assert (second.lang, second.action, second.status) == (lang, "handoff", "waiting"), second
         stored = assistant.store.messages(first.conversation_id)
         assert [m["role"] for m in stored] == ["customer", "bot", "customer", "bot"]
+
+
+def test_generalises_to_real_customer_messages(classifier):
+    """Bitext's test split (real English customer messages, never trained on), a stratified sample."""
+    from pathlib import Path
+
+    from chatbot.data import limit_per_intent
+
+    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "bitext-customer-support" / "bitext_intent_8k.csv"
+    assert path.exists(), f"{path} is missing: the public datasets are read from ../shared"
+    rows = limit_per_intent(load_dataset(path, min_examples=1).split("test"), 6)
+    predictions = classifier.predict([e.text for e in rows])
+    accuracy = sum(p.intent == e.intent for p, e in zip(predictions, rows)) / len(rows)
+    assert len(rows) == 27 * 6 and accuracy >= 0.8, accuracy
