@@ -58,7 +58,10 @@ def load_adapter_checked(model, adapter_dir: Path):
     config = PeftConfig.from_pretrained(str(adapter_dir))
     config.inference_mode = True
     peft_model = get_peft_model(model, config)
-    result = set_peft_model_state_dict(peft_model, load_file(str(weights)))
+    try:
+        result = set_peft_model_state_dict(peft_model, load_file(str(weights)))
+    except RuntimeError as err:  # shape mismatch: an adapter trained on another base
+        raise ModelLoadError(f"adapter does not fit the base: {str(err).splitlines()[0]}") from None
     if result.unexpected_keys:
         raise ModelLoadError(f"adapter does not fit the base: unexpected keys {result.unexpected_keys[:3]}")
     missing = [k for k in result.missing_keys if "lora_" in k or "modules_to_save" in k]

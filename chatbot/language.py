@@ -105,7 +105,7 @@ class LanguageDetector:
     # -- the underlying detectors ---------------------------------------------------------------
     @cached_property
     def _factory(self):
-        from langdetect.detector_factory import DetectorFactory, init_factory
+        from langdetect.detector_factory import init_factory
 
         init_factory()
         from langdetect import detector_factory

@@ -64,7 +64,9 @@ def test_round_trip_gives_identical_logits(tiny_model, tiny_base):
     from conftest import make_tiny_base
 
     other, _ = load_base(str(make_tiny_base(tiny_base.parent / "wider", hidden=48)), num_labels=3)
-    with pytest.raises(Exception):
+    from chatbot.model import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="does not fit"):
         load_adapter_checked(other, tiny_model / "adapter")
 
 
