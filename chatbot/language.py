@@ -102,6 +102,11 @@ class LanguageDetector:
         if not 0 < self.confident <= 1:
             raise ValueError("confident must be in (0, 1]")
 
+    def warm_up(self) -> "LanguageDetector":
+        """Build the detectors now (a few seconds) rather than on a customer's first message."""
+        self.scores("warm up")
+        return self
+
     # -- the underlying detectors ---------------------------------------------------------------
     @cached_property
     def _factory(self):

@@ -79,7 +79,7 @@ class Service:
         self._jobs: dict[str, Job] = {}
         live = self.registry.live
         self.assistant = Assistant(IntentClassifier.load(self.registry.folder(live)), self.store,
-                                   Catalogue.load(), LanguageDetector(), version=live)
+                                   Catalogue.load(), LanguageDetector().warm_up(), version=live)
 
     # -- customers -----------------------------------------------------------------------------
     def respond_batch(self, requests: list[dict]):
