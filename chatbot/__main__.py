@@ -1,4 +1,4 @@
-"""``python -m chatbot COMMAND``: train, evaluate, classify, bench, sweep, chat, detect."""
+"""``python -m chatbot COMMAND``: train, evaluate, classify, bench, bench-svd, sweep, chat, detect, tune."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from chatbot.sweep import SweepArgs, run_sweep
 from chatbot.data import DataError
 from chatbot.model import ModelLoadError
 from chatbot.train import TrainArgs
+from compression.timing import SvdTimingArgs, run_svd_timing
 
 
 def command_table():
@@ -20,6 +21,7 @@ def command_table():
         "evaluate": (commands.EvaluateArgs, commands.run_evaluate, (), "score a model folder on labelled data"),
         "classify": (commands.ClassifyArgs, commands.run_classify, ("text",), "classify messages (JSON lines)"),
         "bench": (BenchArgs, run_bench, (), "LLM classifiers vs a TF-IDF baseline on the same splits"),
+        "bench-svd": (SvdTimingArgs, run_svd_timing, (), "time one SVD factorisation per matrix shape and device"),
         "sweep": (SweepArgs, run_sweep, (), "compress → heal → evaluate over rank ratios, methods and targets"),
         "detect": (commands.DetectArgs, commands.run_detect, ("text",), "detect the language of messages or score a file"),
         "tune": (commands.TuneArgs, commands.run_tune, (), "tune the dialogue policy's thresholds on dev data"),

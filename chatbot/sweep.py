@@ -104,33 +104,76 @@ class SweepArgs:
     """Heal on at most this many examples per intent and language."""
     lora_r: int = 8
     """LoRA rank."""
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Modules LoRA heals (compressed ones on both factors)."""
     seed: int = 0
     """Seed."""
+    jobs: int = 1
+    """Points built at once, each in its own process (a GPU has room for several small models)."""
 
     def __post_init__(self):
         if any(not 0 < r <= 1 for r in self.ratios):
             raise ValueError("ratios must be in (0, 1]")
+        if self.jobs < 1:
+            raise ValueError("jobs must be ≥ 1")
+
+
+def _point_name(ratio: float, method: str, targets: str) -> str:
+    return "dense" if ratio == 1 else f"{method}-{targets.replace('+', '_')}-{ratio:g}"
+
+
+def _build_point(data, out, base, method, targets, ratio, heal, threads=None) -> dict:
+    """One sweep point; a failure becomes an ``error`` row so the other points are kept."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        return build_version(data, out, base, method, targets, ratio, heal)
+    except Exception as err:  # noqa: BLE001 - one failed point does not lose the others
+        return {"ratio": ratio, "method": method, "targets": targets, "error": f"{type(err).__name__}: {err}"}
 
 
 def run_sweep(args: SweepArgs) -> dict:
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     from chatbot.bench import machine_description
 
     out = Path(args.report)
     out.mkdir(parents=True, exist_ok=True)
-    heal = HealArgs(epochs=args.epochs, lora_r=args.lora_r, max_per_intent=args.max_per_intent, seed=args.seed)
+    heal = HealArgs(epochs=args.epochs, lora_r=args.lora_r, targets=list(args.lora_targets),
+                    max_per_intent=args.max_per_intent, seed=args.seed)
     points = [(1.0, "none", "none")] if 1.0 in args.ratios else []
     points += [(r, m, t) for t in args.targets for m in args.methods for r in args.ratios if r < 1]
-    rows = []
-    for ratio, method, targets in points:
-        name = "dense" if ratio == 1 else f"{method}-{targets.replace('+', '_')}-{ratio:g}"
-        print(f"[sweep] {name}", flush=True)
-        try:
-            rows.append(build_version(args.data, out / name, args.base, method, targets, ratio, heal))
-        except Exception as err:  # noqa: BLE001 - one failed point does not lose the others
-            rows.append({"ratio": ratio, "method": method, "targets": targets, "error": str(err)})
-        print(f"[sweep] {name}: " + (f"accuracy {rows[-1]['accuracy']:.4f}" if "accuracy" in rows[-1]
-                                    else rows[-1]["error"]), flush=True)
-        (out / "sweep.json").write_text(json.dumps({"args": asdict(args), "points": rows}, indent=2))
+    rows: list[dict | None] = [None] * len(points)
+
+    def record(i: int, row: dict) -> None:
+        rows[i] = row
+        name = _point_name(*points[i])
+        print(f"[sweep] {name}: " + (f"accuracy {row['accuracy']:.4f}" if "accuracy" in row else row["error"]),
+              flush=True)
+        (out / "sweep.json").write_text(json.dumps({"args": asdict(args), "points": [r for r in rows if r]},
+                                                   indent=2))
+
+    calls = [(args.data, out / _point_name(*p), args.base, p[1], p[2], p[0], heal) for p in points]
+    if args.jobs == 1:
+        for i, call in enumerate(calls):
+            print(f"[sweep] {_point_name(*points[i])}", flush=True)
+            record(i, _build_point(*call))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_build_point, *call, threads): i for i, call in enumerate(calls)}
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    record(i, future.result())
+                except Exception as err:  # noqa: BLE001 - e.g. a worker killed for memory
+                    ratio, method, targets = points[i]
+                    record(i, {"ratio": ratio, "method": method, "targets": targets,
+                               "error": f"{type(err).__name__}: {err}"})
     report = {"args": asdict(args), "machine": machine_description(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "points": rows}
     (out / "sweep.json").write_text(json.dumps(report, indent=2))

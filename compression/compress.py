@@ -9,6 +9,7 @@ recipe, so a compressed classifier ships as a few MB of adapter rather than a fu
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import random
 import time
@@ -190,8 +191,14 @@ def format_accounting(report: dict) -> str:
 
 # --- saving, loading and re-applying -------------------------------------------------------------
 
+FACTORS_VERSION = 2
+"""Bumped when the factors of a recipe change (2: singular-vector signs fixed), so older cached
+factors are recomputed instead of meeting adapters trained on the new ones."""
+
+
 def recipe_key(base: str, recipe: dict) -> str:
-    payload = json.dumps({"base": base, **{k: v for k, v in recipe.items() if k != "calib"}}, sort_keys=True)
+    payload = json.dumps({"base": base, "factors": FACTORS_VERSION,
+                          **{k: v for k, v in recipe.items() if k != "calib"}}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -224,7 +231,7 @@ def store_in_cache(model: nn.Module, cache: Path, base: str, recipe: dict) -> Pa
 
     path = cached_path(cache, base, recipe)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
+    tmp = path.with_suffix(f".{os.getpid()}.partial")  # parallel sweeps may store the same recipe
     save_file(low_rank_state(model), str(tmp))
     tmp.rename(path)
     return path

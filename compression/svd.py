@@ -85,27 +85,35 @@ def _cholesky(gram: torch.Tensor, damping: float) -> torch.Tensor:
 
 def factorise(weight: torch.Tensor, rank: int, method: str = "plain", gram: torch.Tensor | None = None,
               damping: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A, B) with B A ≈ W, A: r×n ("down"), B: m×r ("up"); computed in float64, returned in W's dtype."""
+    """(A, B) with B A ≈ W, A: r×n ("down"), B: m×r ("up"); returned in W's dtype and on its device.
+
+    Computed in float64 on W's device (a GPU factorises there). Each singular pair's sign is fixed
+    (the largest entry of each column of U is positive), so the factors, and LoRA adapters trained on
+    them, do not depend on which machine or library computed the SVD.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     m, n = weight.shape
     if not 1 <= rank <= min(m, n):
         raise ValueError(f"rank {rank} out of range 1..{min(m, n)} for a {m}×{n} matrix")
-    W = weight.detach().to(torch.float64).cpu()
+    W = weight.detach().to(torch.float64)
     if method == "plain":
         U, S, Vh = torch.linalg.svd(W, full_matrices=False)
         right = Vh[:rank]
     else:
         if gram is None:
             raise ValueError("whitened SVD needs the Gram matrix of the layer's inputs (calibration)")
-        L = _cholesky(gram.to(torch.float64).cpu(), damping)
+        L = _cholesky(gram.to(device=W.device, dtype=torch.float64), damping)
         U, S, Vh = torch.linalg.svd(W @ L, full_matrices=False)
         # right = V_rᵀ L⁻¹, i.e. solve Lᵀ Z = V_r for Z and transpose.
         right = torch.linalg.solve_triangular(L.T, Vh[:rank].T, upper=True).T
+    U = U[:, :rank]
+    sign = torch.sign(U.gather(0, U.abs().argmax(0, keepdim=True))).squeeze(0)
+    sign[sign == 0] = 1
     root = S[:rank].sqrt()
-    down = root[:, None] * right
-    up = U[:, :rank] * root[None, :]
-    return down.to(weight.dtype).to(weight.device), up.to(weight.dtype).to(weight.device)
+    down = (sign * root)[:, None] * right
+    up = U * (sign * root)[None, :]
+    return down.to(weight.dtype), up.to(weight.dtype)
 
 
 def output_error(weight: torch.Tensor, approx: torch.Tensor, gram: torch.Tensor) -> float:

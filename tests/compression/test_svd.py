@@ -85,3 +85,15 @@ def test_replacement_keeps_shapes_and_bias():
     assert isinstance(model[0], LowRankLinear) and torch.allclose(model(x), before, atol=1e-5)
     with pytest.raises(AssertionError):
         replace_module(model, "2", LowRankLinear(5, 4, 2))
+
+
+def test_factor_signs_are_fixed_so_adapters_travel_between_machines():
+    torch.manual_seed(0)
+    weight = torch.randn(24, 16)
+    down, up = factorise(weight, 6, "plain")
+    peak = up.gather(0, up.abs().argmax(0, keepdim=True))
+    assert (peak > 0).all()
+    # the same matrix computed another way (transposed SVD) gives the same factors
+    down_t, up_t = factorise(weight.T.contiguous(), 6, "plain")
+    assert torch.allclose(up @ down, (up_t @ down_t).T, atol=1e-5)
+    assert torch.allclose(factorise(weight, 6, "plain")[1], up)
