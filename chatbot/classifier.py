@@ -87,7 +87,9 @@ class IntentClassifier:
              merge: bool = True) -> "IntentClassifier":
         folder = Path(folder)
         settings = read_settings(folder)
-        model, tokenizer = load_base(settings["base"], len(settings["labels"]), compression=settings.get("compression"))
+        source = settings.get("source")
+        model, tokenizer = load_base(settings["base"], len(settings["labels"]), compression=settings.get("compression"),
+                                     source=folder / source["adapter"] if source else None)
         model = load_adapter_checked(model, folder / "adapter")
         if merge:
             model = model.merge_and_unload()

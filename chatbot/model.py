@@ -190,11 +190,14 @@ def describe_base(base: str) -> dict:
     return {"base": base, "compression": None}
 
 
-def load_base(base: str, num_labels: int, dtype: torch.dtype = torch.float32, compression: dict | None = None):
+def load_base(base: str, num_labels: int, dtype: torch.dtype = torch.float32, compression: dict | None = None,
+              source: str | Path | None = None):
     """A base with a fresh classification head of ``num_labels`` outputs, and its tokenizer.
 
     ``base`` may be a compressed model folder (from ``python -m compression``); ``compression`` is a
     recipe to apply to the base (from a trained model folder; cached after the first time).
+    ``source`` is the adapter folder of a fine-tuned classifier of this base: it is merged (LoRA and
+    head) before compressing, so compression starts from the tuned model rather than the raw base.
     """
     from compression.compress import apply_recipe, load_compressed_weights, read_recipe
 
@@ -204,6 +207,11 @@ def load_base(base: str, num_labels: int, dtype: torch.dtype = torch.float32, co
         load_compressed_weights(model, base, info["recipe"])
         return model, tokenizer
     model, tokenizer = _load_plain(base, num_labels, dtype)
+    if source:
+        from chatbot.classifier import load_adapter_checked
+
+        model = load_adapter_checked(model, Path(source)).merge_and_unload()
+        model.requires_grad_(True)  # merged weights are plain weights again; apply_lora decides what trains
     if compression:
         apply_recipe(model, tokenizer, base, compression, cache_dir() / "compressed")
     return model, tokenizer

@@ -22,7 +22,7 @@ from chatbot.classifier import DEFAULT_MODEL_DIR, IntentClassifier
 from chatbot.language import LanguageDetector
 from chatbot.replies import Catalogue
 from chatbot.store import Store
-from chatbot.versions import Registry
+from chatbot.versions import DEFAULT_VERSION, Registry
 
 ADMIN_PASSWORD_ENV = "CHATBOT_ADMIN_PASSWORD"
 ASSETS_DATA = sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "assets" / "data").glob("*.csv"))
@@ -121,7 +121,12 @@ class Service:
             raise ValueError("rank ratio must be in (0, 1]")
         from chatbot.classifier import read_settings
 
-        base = read_settings(self.registry.folder(self.registry.live))["base"]  # the live model's base
+        # Compress the live classifier when it is uncompressed, else the shipped one: healing then
+        # starts from a tuned model (see build_version).
+        source = self.registry.folder(self.registry.live)
+        settings = read_settings(source)
+        if settings.get("compression") or settings.get("source"):
+            source = self.registry.folder(DEFAULT_VERSION)
         name = self.registry.new_name(ratio, method, targets)
         job = Job(name, {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
                          "max_per_intent": max_per_intent})
@@ -137,8 +142,8 @@ class Service:
         def work():
             try:
                 heal = HealArgs(epochs=epochs, max_per_intent=max_per_intent)
-                job.result = build_version(self.data, staging, base=base, method=method, targets=targets, ratio=ratio,
-                                           heal=heal, progress=progress)
+                job.result = build_version(self.data, staging, method=method, targets=targets, ratio=ratio,
+                                           heal=heal, progress=progress, source=source)
                 staging.rename(folder)  # only a complete version ever appears in the registry
                 job.status, job.progress, job.stage = "done", 1.0, "done"
             except Cancelled:

@@ -8,6 +8,7 @@ rank ratios × methods × targets (the uncompressed model first, in the same run
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,11 +35,38 @@ class HealArgs:
     """Seed."""
 
 
+SOURCE_ADAPTER = "source_adapter"
+"""Where a version built from a fine-tuned classifier keeps that classifier's adapter (merged first)."""
+
+
+def _check_source(source: Path, intents: list[str]) -> dict:
+    from chatbot.classifier import read_settings
+
+    settings = read_settings(source)
+    if settings.get("compression") or settings.get("source"):
+        raise ValueError(f"{source} is itself compressed; start from an uncompressed classifier")
+    if list(settings["labels"]) != list(intents):
+        raise ValueError(f"{source} was trained on other intents than the data; start from the base instead")
+    return settings
+
+
+def _fingerprint(folder: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
+
+
 def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, method: str = "whitened",
                   targets: str = "attn", ratio: float = 1.0, heal: HealArgs | None = None,
-                  progress=None, eval_split: str = "test") -> dict:
-    """Compress ``base`` at ``ratio`` (1 = leave dense), LoRA-heal it on ``data``'s train split,
-    evaluate on ``eval_split``. Writes a model folder to ``out`` and returns its summary."""
+                  progress=None, eval_split: str = "test", source: str | Path | None = None) -> dict:
+    """Compress at ``ratio`` (1 = leave dense), LoRA-heal on ``data``'s train split, evaluate on
+    ``eval_split``. Writes a model folder to ``out`` and returns its summary.
+
+    Without ``source`` the raw ``base`` is compressed and the classifier learnt from scratch. With
+    ``source`` (a fine-tuned, uncompressed model folder) its adapter and head are merged first, the
+    tuned model is compressed and healing starts from its head: far less for healing to recover.
+    At ratio 1 with a source, the source itself is the version (copied and evaluated).
+    """
     from chatbot.classifier import IntentClassifier
     from chatbot.evaluate import evaluate
     from chatbot.model import cache_dir, load_base
@@ -49,29 +77,46 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
     step = progress or (lambda fraction, desc="": None)
     started = time.perf_counter()
     dataset = load_dataset(data, seed=heal.seed)
-    step(0.0, "loading base")
-    model, tokenizer = load_base(base, num_labels=len(dataset.intents))
-    base_info, compression = {"base": base, "compression": None}, None
-    if ratio < 1:
-        args = CompressArgs(method=method, targets=targets, rank_ratio=ratio, seed=heal.seed)
-        result = compress_model(model, tokenizer, args, progress=lambda f, d="": step(0.05 + 0.15 * f, f"compress: {d}"))
-        store_in_cache(model, cache_dir() / "compressed", base, result["recipe"])
-        base_info = {"base": base, "compression": result["recipe"]}
-        compression = {k: v for k, v in result["report"].items() if k != "layers"}
-    compress_s = time.perf_counter() - started
-    train_args = TrainArgs(data=list(data), out=str(out), base=base, epochs=heal.epochs, lr=heal.lr,
-                           lora_r=heal.lora_r, targets=list(heal.targets), max_per_intent=heal.max_per_intent,
-                           batch_size=heal.batch_size, seed=heal.seed, patience=heal.epochs)
-    folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), model=model,
-                   tokenizer=tokenizer, base_info=base_info)
-    del model
+    source = Path(source) if source else None
+    compression, folder, compress_s = None, Path(out), 0.0
+    if source:
+        base = _check_source(source, dataset.intents)["base"]
+    if source and ratio >= 1:
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+    else:
+        step(0.0, "loading base")
+        model, tokenizer = load_base(base, num_labels=len(dataset.intents),
+                                     source=source / "adapter" if source else None)
+        base_info = {"base": base, "compression": None}
+        if source:
+            base_info["source"] = {"adapter": SOURCE_ADAPTER, "from": str(source),
+                                   "fingerprint": _fingerprint(source / "adapter")}
+        if ratio < 1:
+            args = CompressArgs(method=method, targets=targets, rank_ratio=ratio, seed=heal.seed)
+            result = compress_model(model, tokenizer, args,
+                                    progress=lambda f, d="": step(0.05 + 0.15 * f, f"compress: {d}"))
+            recipe = {**result["recipe"], **({"source": base_info["source"]["fingerprint"]} if source else {})}
+            store_in_cache(model, cache_dir() / "compressed", base, recipe)
+            base_info["compression"] = recipe
+            compression = {k: v for k, v in result["report"].items() if k != "layers"}
+            compress_s = time.perf_counter() - started
+        train_args = TrainArgs(data=list(data), out=str(out), base=base, epochs=heal.epochs, lr=heal.lr,
+                               lora_r=heal.lora_r, targets=list(heal.targets), max_per_intent=heal.max_per_intent,
+                               batch_size=heal.batch_size, seed=heal.seed, patience=heal.epochs)
+        folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), model=model,
+                       tokenizer=tokenizer, base_info=base_info)
+        del model
+        if source:
+            shutil.copytree(source / "adapter", Path(folder) / SOURCE_ADAPTER, dirs_exist_ok=True)
     step(0.85, "evaluating")
     classifier = IntentClassifier.load(folder)
     report = evaluate(classifier, dataset.split(eval_split))
     summary = {
         "folder": str(folder), "base": base, "method": method if ratio < 1 else "none",
         "targets": targets if ratio < 1 else "none", "ratio": ratio,
+        "source": str(source) if source else None,
         "parameters": report["parameters"],
+        "non_embedding_parameters": report["parameters"] - classifier.model.get_input_embeddings().weight.numel(),
         "size_mb": report["parameters"] * next(classifier.model.parameters()).element_size() / 1e6,
         "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
         "per_language": {k: v["accuracy"] for k, v in report.get("per_language", {}).items()},
@@ -92,6 +137,8 @@ class SweepArgs:
     """Folder for sweep.json, sweep.md, sweep.png and the model folders."""
     base: str = DEFAULT_BASE
     """Base model."""
+    source: str | None = None
+    """A fine-tuned, uncompressed model folder to compress instead of the raw base (its base is used)."""
     ratios: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25, 0.125])
     """Rank ratios (1 = uncompressed; run once, first)."""
     methods: list[str] = field(default_factory=lambda: ["plain", "whitened"])
@@ -102,6 +149,8 @@ class SweepArgs:
     """Healing epochs per point."""
     max_per_intent: int | None = None
     """Heal on at most this many examples per intent and language."""
+    lr: float = 1e-3
+    """Peak learning rate of healing (lower suits healing a tuned --source)."""
     lora_r: int = 8
     """LoRA rank."""
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -122,14 +171,14 @@ def _point_name(ratio: float, method: str, targets: str) -> str:
     return "dense" if ratio == 1 else f"{method}-{targets.replace('+', '_')}-{ratio:g}"
 
 
-def _build_point(data, out, base, method, targets, ratio, heal, threads=None) -> dict:
+def _build_point(data, out, base, method, targets, ratio, heal, source=None, threads=None) -> dict:
     """One sweep point; a failure becomes an ``error`` row so the other points are kept."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     try:
-        return build_version(data, out, base, method, targets, ratio, heal)
+        return build_version(data, out, base, method, targets, ratio, heal, source=source)
     except Exception as err:  # noqa: BLE001 - one failed point does not lose the others
         return {"ratio": ratio, "method": method, "targets": targets, "error": f"{type(err).__name__}: {err}"}
 
@@ -143,7 +192,7 @@ def run_sweep(args: SweepArgs) -> dict:
 
     out = Path(args.report)
     out.mkdir(parents=True, exist_ok=True)
-    heal = HealArgs(epochs=args.epochs, lora_r=args.lora_r, targets=list(args.lora_targets),
+    heal = HealArgs(epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, targets=list(args.lora_targets),
                     max_per_intent=args.max_per_intent, seed=args.seed)
     points = [(1.0, "none", "none")] if 1.0 in args.ratios else []
     points += [(r, m, t) for t in args.targets for m in args.methods for r in args.ratios if r < 1]
@@ -157,7 +206,7 @@ def run_sweep(args: SweepArgs) -> dict:
         (out / "sweep.json").write_text(json.dumps({"args": asdict(args), "points": [r for r in rows if r]},
                                                    indent=2))
 
-    calls = [(args.data, out / _point_name(*p), args.base, p[1], p[2], p[0], heal) for p in points]
+    calls = [(args.data, out / _point_name(*p), args.base, p[1], p[2], p[0], heal, args.source) for p in points]
     if args.jobs == 1:
         for i, call in enumerate(calls):
             print(f"[sweep] {_point_name(*points[i])}", flush=True)
@@ -186,7 +235,7 @@ def run_sweep(args: SweepArgs) -> dict:
 def markdown_table(report: dict) -> str:
     rows = [r for r in report["points"] if "accuracy" in r]
     langs = sorted({lang for r in rows for lang in r["per_language"]})
-    head = ["rank ratio", "method", "targets", "parameters", "size MB", "accuracy", "macro-F1"] + \
+    head = ["rank ratio", "method", "targets", "parameters", "non-embedding", "size MB", "accuracy", "macro-F1"] + \
            [f"acc {lang}" for lang in langs] + ["p50 ms"]
     lines = [f"{report.get('date', '')} · {report.get('machine', '')}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -195,6 +244,7 @@ def markdown_table(report: dict) -> str:
             lines.append(f"| {r['ratio']} | {r['method']} | {r['targets']} | failed: {r['error']} |")
             continue
         lines.append("| " + " | ".join([f"{r['ratio']:g}", r["method"], r["targets"], f"{r['parameters']:,}",
+                                         f"{r['non_embedding_parameters']:,}" if "non_embedding_parameters" in r else "–",
                                          f"{r['size_mb']:.0f}", f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}"]
                                         + [f"{r['per_language'].get(lang, float('nan')):.3f}" for lang in langs]
                                         + [f"{r['latency_ms']['p50']:.1f}"]) + " |")

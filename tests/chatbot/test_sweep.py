@@ -12,6 +12,9 @@ def test_sweep_runs_dense_first_and_writes_table_and_plot(tiny_base, tiny_data, 
     assert all("error" not in p for p in points), points
     dense, compressed = points
     assert compressed["parameters"] < dense["parameters"]
+    saved = dense["parameters"] - compressed["parameters"]
+    assert dense["non_embedding_parameters"] - compressed["non_embedding_parameters"] == saved
+    assert dense["non_embedding_parameters"] < dense["parameters"]
     assert compressed["compression"]["model_params_after"] < compressed["compression"]["model_params_before"]
     assert (tmp_path / "sweep.png").stat().st_size > 1000
     assert "| 0.25 | whitened | attn+mlp |" in (tmp_path / "sweep.md").read_text()
@@ -34,3 +37,44 @@ def test_sweep_rejects_zero_jobs(tiny_data, tmp_path):
 
     with pytest.raises(ValueError, match="jobs"):
         SweepArgs(data=[str(tiny_data)], report=str(tmp_path), jobs=0)
+
+
+def test_version_built_from_a_tuned_source_starts_from_its_accuracy(tiny_base, tiny_data, tiny_model, tmp_path):
+    from chatbot.classifier import IntentClassifier
+    from chatbot.sweep import SOURCE_ADAPTER, HealArgs, build_version
+
+    dense = build_version([str(tiny_data)], tmp_path / "dense", ratio=1.0, source=tiny_model)
+    assert dense["method"] == "none" and (tmp_path / "dense" / "adapter").is_dir()
+    heal = HealArgs(epochs=1, lr=1e-4, lora_r=2)
+    built = build_version([str(tiny_data)], tmp_path / "v", method="whitened", targets="attn+mlp", ratio=0.25,
+                          heal=heal, source=tiny_model)
+    folder = tmp_path / "v"
+    assert (folder / SOURCE_ADAPTER / "adapter_model.safetensors").exists()
+    settings = json.loads((folder / "model.json").read_text())
+    assert settings["source"]["adapter"] == SOURCE_ADAPTER and settings["compression"]["source"]
+    assert built["parameters"] < dense["parameters"]
+    # compressing the tuned model keeps most of what it learnt; from the raw base the head is random
+    from_base = build_version([str(tiny_data)], tmp_path / "raw", base=str(tiny_base), method="whitened",
+                              targets="attn+mlp", ratio=0.25, heal=heal)
+    assert built["accuracy"] > from_base["accuracy"]
+    # the folder reloads on its own to the same predictions
+    again = IntentClassifier.load(folder, device="cpu")
+    assert again.parameter_count() == built["parameters"]
+
+
+def test_source_must_be_uncompressed_and_know_the_same_intents(tiny_data, tiny_model, tmp_path):
+    import pytest
+
+    from chatbot.sweep import build_version
+
+    settings = json.loads((tiny_model / "model.json").read_text())
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(tiny_model, other)
+    (other / "model.json").write_text(json.dumps({**settings, "labels": settings["labels"][::-1]}))
+    with pytest.raises(ValueError, match="other intents"):
+        build_version([str(tiny_data)], tmp_path / "x", ratio=0.5, source=other)
+    (other / "model.json").write_text(json.dumps({**settings, "compression": {"ranks": {}}}))
+    with pytest.raises(ValueError, match="itself compressed"):
+        build_version([str(tiny_data)], tmp_path / "y", ratio=0.5, source=other)
