@@ -208,7 +208,8 @@ def build_app(service: Service) -> gr.Blocks:
             admin_note = gr.Markdown("", elem_id="admin-note")
             with gr.Row():
                 ratio = gr.Slider(0.05, 1.0, value=0.25, step=0.05, label="Rank ratio (1 = uncompressed)",
-                                  elem_id="admin-ratio")
+                                  info="Compresses the live classifier (the shipped one when the live one is "
+                                       "already compressed), then heals it with LoRA.", elem_id="admin-ratio")
                 method = gr.Radio(["whitened", "plain"], value="whitened", label="Method", elem_id="admin-method")
                 targets = gr.Radio(["attn", "mlp", "attn+mlp"], value="attn", label="Layers",
                                    elem_id="admin-targets")

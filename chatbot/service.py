@@ -113,7 +113,8 @@ class Service:
     # -- admin builds --------------------------------------------------------------------------
     def start_build(self, ratio: float, method: str, targets: str, epochs: int = 2,
                     max_per_intent: int | None = 12) -> Job:
-        from chatbot.sweep import HealArgs, build_version
+        from chatbot.data import load_dataset
+        from chatbot.sweep import HealArgs, build_version, source_problem
 
         if any(j.status == "running" for j in self._jobs.values()):
             raise ValueError("a build is already running; wait for it or cancel it")
@@ -121,12 +122,8 @@ class Service:
             raise ValueError("rank ratio must be in (0, 1]")
         from chatbot.classifier import read_settings
 
-        # Compress the live classifier when it is uncompressed, else the shipped one: healing then
-        # starts from a tuned model (see build_version).
-        source = self.registry.folder(self.registry.live)
-        settings = read_settings(source)
-        if settings.get("compression") or settings.get("source"):
-            source = self.registry.folder(DEFAULT_VERSION)
+        candidates = [self.registry.folder(self.registry.live), self.registry.folder(DEFAULT_VERSION)]
+        base = read_settings(candidates[0])["base"]  # the live model's base
         name = self.registry.new_name(ratio, method, targets)
         job = Job(name, {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
                          "max_per_intent": max_per_intent})
@@ -142,8 +139,12 @@ class Service:
         def work():
             try:
                 heal = HealArgs(epochs=epochs, max_per_intent=max_per_intent)
-                job.result = build_version(self.data, staging, method=method, targets=targets, ratio=ratio,
-                                           heal=heal, progress=progress, source=source)
+                # Compress the live classifier when it is uncompressed, else the shipped one, so healing
+                # starts from a tuned model (see build_version); the base when neither fits the data.
+                intents = load_dataset(self.data).intents
+                source = next((c for c in candidates if source_problem(c, intents) is None), None)
+                job.result = build_version(self.data, staging, base=base, method=method, targets=targets,
+                                           ratio=ratio, heal=heal, progress=progress, source=source)
                 staging.rename(folder)  # only a complete version ever appears in the registry
                 job.status, job.progress, job.stage = "done", 1.0, "done"
             except Cancelled:

@@ -39,21 +39,26 @@ SOURCE_ADAPTER = "source_adapter"
 """Where a version built from a fine-tuned classifier keeps that classifier's adapter (merged first)."""
 
 
-def _check_source(source: Path, intents: list[str]) -> dict:
+def source_problem(source: str | Path, intents: list[str]) -> str | None:
+    """Why ``source`` cannot seed a compressed version for data with ``intents``, or None."""
     from chatbot.classifier import read_settings
 
     settings = read_settings(source)
     if settings.get("compression") or settings.get("source"):
-        raise ValueError(f"{source} is itself compressed; start from an uncompressed classifier")
+        return f"{source} is itself compressed; start from an uncompressed classifier"
     if list(settings["labels"]) != list(intents):
-        raise ValueError(f"{source} was trained on other intents than the data; start from the base instead")
-    return settings
+        return f"{source} was trained on other intents than the data; start from the base instead"
+    return None
 
 
-def _fingerprint(folder: Path) -> str:
+def _fingerprint(adapter: Path) -> str:
+    """What the merged weights depend on: the adapter's tensors and its config (alpha, targets)."""
     import hashlib
 
-    return hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        digest.update((adapter / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, method: str = "whitened",
@@ -65,9 +70,9 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
     Without ``source`` the raw ``base`` is compressed and the classifier learnt from scratch. With
     ``source`` (a fine-tuned, uncompressed model folder) its adapter and head are merged first, the
     tuned model is compressed and healing starts from its head: far less for healing to recover.
-    At ratio 1 with a source, the source itself is the version (copied and evaluated).
+    At ratio 1 with a source, the source itself is the version (copied and evaluated, not trained).
     """
-    from chatbot.classifier import IntentClassifier
+    from chatbot.classifier import IntentClassifier, read_settings
     from chatbot.evaluate import evaluate
     from chatbot.model import cache_dir, load_base
     from chatbot.train import TrainArgs, train
@@ -80,22 +85,29 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
     source = Path(source) if source else None
     compression, folder, compress_s = None, Path(out), 0.0
     if source:
-        base = _check_source(source, dataset.intents)["base"]
+        if problem := source_problem(source, dataset.intents):
+            raise ValueError(problem)
+        base = read_settings(source)["base"]
     if source and ratio >= 1:
         shutil.copytree(source, folder, dirs_exist_ok=True)
     else:
+        own_source = None
+        if source:  # copied first: what is merged is what the folder keeps, even if the source changes
+            own_source = folder / SOURCE_ADAPTER
+            shutil.copytree(source / "adapter", own_source, dirs_exist_ok=True)
         step(0.0, "loading base")
-        model, tokenizer = load_base(base, num_labels=len(dataset.intents),
-                                     source=source / "adapter" if source else None)
+        model, tokenizer = load_base(base, num_labels=len(dataset.intents), source=own_source)
         base_info = {"base": base, "compression": None}
-        if source:
+        if own_source:
             base_info["source"] = {"adapter": SOURCE_ADAPTER, "from": str(source),
-                                   "fingerprint": _fingerprint(source / "adapter")}
+                                   "fingerprint": _fingerprint(own_source)}
         if ratio < 1:
             args = CompressArgs(method=method, targets=targets, rank_ratio=ratio, seed=heal.seed)
             result = compress_model(model, tokenizer, args,
                                     progress=lambda f, d="": step(0.05 + 0.15 * f, f"compress: {d}"))
-            recipe = {**result["recipe"], **({"source": base_info["source"]["fingerprint"]} if source else {})}
+            recipe = result["recipe"]
+            if own_source:
+                recipe["source"] = base_info["source"]["fingerprint"]
             store_in_cache(model, cache_dir() / "compressed", base, recipe)
             base_info["compression"] = recipe
             compression = {k: v for k, v in result["report"].items() if k != "layers"}
@@ -106,8 +118,6 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
         folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), model=model,
                        tokenizer=tokenizer, base_info=base_info)
         del model
-        if source:
-            shutil.copytree(source / "adapter", Path(folder) / SOURCE_ADAPTER, dirs_exist_ok=True)
     step(0.85, "evaluating")
     classifier = IntentClassifier.load(folder)
     report = evaluate(classifier, dataset.split(eval_split))
@@ -207,6 +217,11 @@ def run_sweep(args: SweepArgs) -> dict:
                                                    indent=2))
 
     calls = [(args.data, out / _point_name(*p), args.base, p[1], p[2], p[0], heal, args.source) for p in points]
+    if args.jobs > 1:  # dequantise an embedded base once, not in every worker at the same time
+        from chatbot.classifier import read_settings
+        from chatbot.model import resolve_base
+
+        resolve_base(read_settings(args.source)["base"] if args.source else args.base)
     if args.jobs == 1:
         for i, call in enumerate(calls):
             print(f"[sweep] {_point_name(*points[i])}", flush=True)

@@ -137,7 +137,7 @@ def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=Non
         rows.append(row)
         if progress:
             progress(0.2 + 0.8 * (i + 1) / len(layers), "factorising")
-    recipe = {**asdict(args), "calib_fingerprint": fingerprint, "ranks": ranks}
+    recipe = {**asdict(args), "calib_fingerprint": fingerprint, "ranks": ranks, "factors": FACTORS_VERSION}
     return {"recipe": recipe, "report": accounting(model, rows, time.perf_counter() - started, calib_time)}
 
 
@@ -192,8 +192,9 @@ def format_accounting(report: dict) -> str:
 # --- saving, loading and re-applying -------------------------------------------------------------
 
 FACTORS_VERSION = 2
-"""Bumped when the factors of a recipe change (2: singular-vector signs fixed), so older cached
-factors are recomputed instead of meeting adapters trained on the new ones."""
+"""Bumped when the factors a recipe gives change (2: singular-vector signs fixed). Recipes record
+it; one from another version is only usable from the cache, never recomputed under adapters that
+were trained on other factors. (Recipes written before the field existed count as version 2.)"""
 
 
 def recipe_key(base: str, recipe: dict) -> str:
@@ -245,6 +246,9 @@ def apply_recipe(model: nn.Module, tokenizer, base: str, recipe: dict, cache: Pa
     if path.exists():
         load_low_rank_state(model, recipe["ranks"], load_file(str(path)))
         return
+    if recipe.get("factors", FACTORS_VERSION) != FACTORS_VERSION:
+        raise ValueError("this model was compressed by an older version of the factorisation and its "
+                         "factors are no longer cached; rebuild it")
     args = CompressArgs(**{k: v for k, v in recipe.items() if k in CompressArgs.__dataclass_fields__})
     result = compress_model(model, tokenizer, args)
     if result["recipe"]["calib_fingerprint"] != recipe["calib_fingerprint"]:

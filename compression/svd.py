@@ -88,8 +88,9 @@ def factorise(weight: torch.Tensor, rank: int, method: str = "plain", gram: torc
     """(A, B) with B A ≈ W, A: r×n ("down"), B: m×r ("up"); returned in W's dtype and on its device.
 
     Computed in float64 on W's device (a GPU factorises there). Each singular pair's sign is fixed
-    (the largest entry of each column of U is positive), so the factors, and LoRA adapters trained on
-    them, do not depend on which machine or library computed the SVD.
+    (the largest entry of each column of U is positive), so the arbitrary signs an SVD routine
+    returns do not change the factors, or LoRA adapters trained on them, from one machine to another
+    (up to round-off; near-equal singular values can still mix their vectors).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -118,9 +119,9 @@ def factorise(weight: torch.Tensor, rank: int, method: str = "plain", gram: torc
 
 def output_error(weight: torch.Tensor, approx: torch.Tensor, gram: torch.Tensor) -> float:
     """Relative error of the layer's outputs on the calibration inputs: √(tr(ΔGΔᵀ)/tr(WGWᵀ))."""
-    W = weight.detach().to(torch.float64).cpu()
-    D = W - approx.detach().to(torch.float64).cpu()
-    G = gram.to(torch.float64).cpu()
+    W = weight.detach().to(torch.float64)
+    D = W - approx.detach().to(device=W.device, dtype=torch.float64)
+    G = gram.to(device=W.device, dtype=torch.float64)
     num = torch.einsum("ij,jk,ik->", D, G, D)
     den = torch.einsum("ij,jk,ik->", W, G, W)
     return float((num / den).clamp(min=0).sqrt()) if den > 0 else 0.0

@@ -37,8 +37,15 @@ def test_build_promote_rollback_delete(service):
     assert summary["parameters"] < 1e6 and 0 <= summary["accuracy"] <= 1 and not summary["live"]
     assert service.assistant.version == "default"  # built, not live until promoted
 
+    assert job.result["source"] == str(service.registry.folder("default"))  # the tuned model, compressed
+
     service.promote(job.name)
     assert service.registry.live == job.name and service.assistant.version == job.name
+    # the live model is compressed now: the next build starts from the shipped one again
+    again = wait(service.start_build(0.5, "plain", "attn", epochs=1, max_per_intent=2))
+    assert again.status == "done", again.error
+    assert again.result["source"] == str(service.registry.folder("default"))
+    service.delete(again.name)
     later = service.respond_batch([{"conversation_id": turn.conversation_id, "text": "refund money back 3"}])[0]
     assert later.model_version == job.name
     with pytest.raises(ValueError, match="live"):

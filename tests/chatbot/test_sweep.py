@@ -1,6 +1,15 @@
 import json
+import shutil
+
+import pytest
 
 from chatbot.sweep import SweepArgs, run_sweep
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Compressed factors go to a cache of the test's own (spawned sweep workers inherit it)."""
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
 
 
 def test_sweep_runs_dense_first_and_writes_table_and_plot(tiny_base, tiny_data, tmp_path):
@@ -33,13 +42,13 @@ def test_parallel_sweep_keeps_point_order(tiny_base, tiny_data, tmp_path):
 
 
 def test_sweep_rejects_zero_jobs(tiny_data, tmp_path):
-    import pytest
-
     with pytest.raises(ValueError, match="jobs"):
         SweepArgs(data=[str(tiny_data)], report=str(tmp_path), jobs=0)
 
 
 def test_version_built_from_a_tuned_source_starts_from_its_accuracy(tiny_base, tiny_data, tiny_model, tmp_path):
+    import torch
+
     from chatbot.classifier import IntentClassifier
     from chatbot.sweep import SOURCE_ADAPTER, HealArgs, build_version
 
@@ -57,20 +66,26 @@ def test_version_built_from_a_tuned_source_starts_from_its_accuracy(tiny_base, t
     from_base = build_version([str(tiny_data)], tmp_path / "raw", base=str(tiny_base), method="whitened",
                               targets="attn+mlp", ratio=0.25, heal=heal)
     assert built["accuracy"] > from_base["accuracy"]
-    # the folder reloads on its own to the same predictions
-    again = IntentClassifier.load(folder, device="cpu")
-    assert again.parameter_count() == built["parameters"]
+    # the folder is self-contained: with the source moved away and no cached factors, it reloads
+    # (recompressing) to the same predictions
+    texts = ["hello there", "where is my order", "cancel it please"]
+    before = IntentClassifier.load(folder, device="cpu", dtype=torch.float32).probabilities(texts)
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_model, moved)
+    shutil.rmtree(tiny_model / "adapter")
+    try:
+        shutil.rmtree(tmp_path / "cache" / "compressed")
+        after = IntentClassifier.load(folder, device="cpu", dtype=torch.float32).probabilities(texts)
+    finally:
+        shutil.copytree(moved / "adapter", tiny_model / "adapter")
+    assert torch.allclose(before, after, atol=1e-4)
 
 
 def test_source_must_be_uncompressed_and_know_the_same_intents(tiny_data, tiny_model, tmp_path):
-    import pytest
-
     from chatbot.sweep import build_version
 
     settings = json.loads((tiny_model / "model.json").read_text())
     other = tmp_path / "other"
-    import shutil
-
     shutil.copytree(tiny_model, other)
     (other / "model.json").write_text(json.dumps({**settings, "labels": settings["labels"][::-1]}))
     with pytest.raises(ValueError, match="other intents"):

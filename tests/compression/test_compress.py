@@ -112,3 +112,16 @@ def test_command_line_writes_a_loadable_folder(tiny_base, tiny_data, tmp_path, c
     model, _ = load_base(str(tmp_path / "c"), num_labels=3)
     assert sum(isinstance(m, LowRankLinear) for m in model.modules()) == 14
     assert main(["--base", str(tiny_base), "--targets", "everything"]) == 2
+
+
+def test_recipe_from_an_older_factorisation_is_not_recomputed(tiny_base, tiny_data, tmp_path):
+    import pytest
+
+    from compression.compress import FACTORS_VERSION
+
+    model, tokenizer, result = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn", rank_ratio=0.25)
+    assert result["recipe"]["factors"] == FACTORS_VERSION
+    old = {**result["recipe"], "factors": FACTORS_VERSION - 1}
+    fresh, _ = load_base(str(tiny_base), num_labels=3)
+    with pytest.raises(ValueError, match="older version of the factorisation"):
+        apply_recipe(fresh, tokenizer, str(tiny_base), old, tmp_path / "empty-cache")

@@ -87,13 +87,22 @@ def test_replacement_keeps_shapes_and_bias():
         replace_module(model, "2", LowRankLinear(5, 4, 2))
 
 
-def test_factor_signs_are_fixed_so_adapters_travel_between_machines():
+def test_factor_signs_are_fixed_so_adapters_travel_between_machines(monkeypatch):
     torch.manual_seed(0)
     weight = torch.randn(24, 16)
-    down, up = factorise(weight, 6, "plain")
-    peak = up.gather(0, up.abs().argmax(0, keepdim=True))
-    assert (peak > 0).all()
-    # the same matrix computed another way (transposed SVD) gives the same factors
-    down_t, up_t = factorise(weight.T.contiguous(), 6, "plain")
-    assert torch.allclose(up @ down, (up_t @ down_t).T, atol=1e-5)
-    assert torch.allclose(factorise(weight, 6, "plain")[1], up)
+    gram = torch.randn(40, 16).T @ torch.randn(40, 16).abs()
+    gram = gram @ gram.T
+    for method in ("plain", "whitened"):
+        down, up = factorise(weight, 6, method, gram)
+        peak = up.gather(0, up.abs().argmax(0, keepdim=True))
+        assert (peak > 0).all()
+        real_svd = torch.linalg.svd
+
+        def flipped(a, full_matrices=True):  # another library's equally valid answer: every sign flipped
+            U, S, Vh = real_svd(a, full_matrices=full_matrices)
+            return -U, S, -Vh
+
+        monkeypatch.setattr(torch.linalg, "svd", flipped)
+        down_f, up_f = factorise(weight, 6, method, gram)
+        monkeypatch.undo()
+        assert torch.allclose(down_f, down, atol=1e-6) and torch.allclose(up_f, up, atol=1e-6)
