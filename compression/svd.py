@@ -83,6 +83,15 @@ def _cholesky(gram: torch.Tensor, damping: float) -> torch.Tensor:
     raise RuntimeError("Gram matrix could not be made positive definite")
 
 
+def _svd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD; a wide matrix is factorised through its transpose (LAPACK is 2.5–3× slower on wide
+    ones: measured 109 s against 43 s for 4096×14336 against 14336×4096 on this project's CPU)."""
+    if a.shape[0] < a.shape[1]:
+        V, S, Uh = torch.linalg.svd(a.T, full_matrices=False)
+        return Uh.T, S, V.T
+    return torch.linalg.svd(a, full_matrices=False)
+
+
 def factorise(weight: torch.Tensor, rank: int, method: str = "plain", gram: torch.Tensor | None = None,
               damping: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, B) with B A ≈ W, A: r×n ("down"), B: m×r ("up"); returned in W's dtype and on its device.
@@ -99,13 +108,13 @@ def factorise(weight: torch.Tensor, rank: int, method: str = "plain", gram: torc
         raise ValueError(f"rank {rank} out of range 1..{min(m, n)} for a {m}×{n} matrix")
     W = weight.detach().to(torch.float64)
     if method == "plain":
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        U, S, Vh = _svd(W)
         right = Vh[:rank]
     else:
         if gram is None:
             raise ValueError("whitened SVD needs the Gram matrix of the layer's inputs (calibration)")
         L = _cholesky(gram.to(device=W.device, dtype=torch.float64), damping)
-        U, S, Vh = torch.linalg.svd(W @ L, full_matrices=False)
+        U, S, Vh = _svd(W @ L)
         # right = V_rᵀ L⁻¹, i.e. solve Lᵀ Z = V_r for Z and transpose.
         right = torch.linalg.solve_triangular(L.T, Vh[:rank].T, upper=True).T
     U = U[:, :rank]

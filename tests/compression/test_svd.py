@@ -106,3 +106,13 @@ def test_factor_signs_are_fixed_so_adapters_travel_between_machines(monkeypatch)
         down_f, up_f = factorise(weight, 6, method, gram)
         monkeypatch.undo()
         assert torch.allclose(down_f, down, atol=1e-6) and torch.allclose(up_f, up, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["plain", "whitened"])
+def test_wide_matrices_go_through_the_transpose_and_still_reconstruct(method):
+    torch.manual_seed(1)
+    weight = torch.randn(12, 40, dtype=torch.float64)  # out < in: factorised as its transpose
+    x = torch.randn(200, 40, dtype=torch.float64)
+    down, up = factorise(weight, 12, method, x.T @ x, damping=1e-12)
+    assert down.shape == (12, 40) and up.shape == (12, 12)
+    assert torch.allclose(up @ down, weight, atol=1e-8)
