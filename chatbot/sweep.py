@@ -235,9 +235,7 @@ def run_sweep(args: SweepArgs) -> dict:
                 try:
                     record(i, future.result())
                 except Exception as err:  # noqa: BLE001 - e.g. a worker killed for memory
-                    ratio, method, targets = points[i]
-                    record(i, {"ratio": ratio, "method": method, "targets": targets,
-                               "error": f"{type(err).__name__}: {err}"})
+                    record(i, _error_row(points[i], err))
     report = {"args": asdict(args), "machine": machine_description(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "points": rows}
     (out / "sweep.json").write_text(json.dumps(report, indent=2))

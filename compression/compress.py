@@ -9,8 +9,8 @@ recipe, so a compressed classifier ships as a few MB of adapter rather than a fu
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from compression.compress import CompressArgs
 from compression.svd import METHODS, factorise
 
 LLAMA3_8B = {"layers": 32, "attn": ["4096x4096", "1024x4096", "1024x4096", "4096x4096"],
@@ -75,7 +76,7 @@ def time_factorisation(m: int, n: int, method: str, device: str | torch.device =
     if method == "whitened":
         x = torch.randn(calib_tokens, n, generator=generator).to(device)
         gram = (x.T @ x).double()
-    rank = max(1, round(min(m, n) * rank_ratio))  # as CompressArgs.rank_for
+    rank = CompressArgs(rank_ratio=rank_ratio).rank_for(m, n)
     if device.type == "cuda":
         factorise(weight[:64, :64], 8, method, None if gram is None else gram[:64, :64])  # solver start-up
     best = float("inf")
@@ -108,8 +109,8 @@ def run_svd_timing(args: SvdTimingArgs) -> dict:
     for device, method, shape in tqdm(jobs, desc="factorising"):
         m, n = parse_shape(shape)
         seconds = time_factorisation(m, n, method, device, args.rank_ratio, args.calib_tokens, args.repeats)
-        rows.append({"device": device, "method": method, "shape": shape, "rank": max(1, round(min(m, n) * args.rank_ratio)),
-                     "seconds": seconds})
+        rows.append({"device": device, "method": method, "shape": shape,
+                     "rank": CompressArgs(rank_ratio=args.rank_ratio).rank_for(m, n), "seconds": seconds})
         tqdm.write(f"{device} {method} {shape}: {seconds:.2f} s")
     for device in devices:
         for method in args.methods:
