@@ -33,6 +33,8 @@ class HealArgs:
     """Training batch size."""
     seed: int = 0
     """Seed."""
+    distill: float = 0.0
+    """Weight of the source classifier's soft targets in the healing loss (0 = labels only; needs a source)."""
 
 
 SOURCE_ADAPTER = "source_adapter"
@@ -114,7 +116,9 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
             compress_s = time.perf_counter() - started
         train_args = TrainArgs(data=list(data), out=str(out), base=base, epochs=heal.epochs, lr=heal.lr,
                                lora_r=heal.lora_r, targets=list(heal.targets), max_per_intent=heal.max_per_intent,
-                               batch_size=heal.batch_size, seed=heal.seed, patience=heal.epochs)
+                               batch_size=heal.batch_size, seed=heal.seed, patience=heal.epochs,
+                               teacher=str(source) if source and heal.distill > 0 else None,
+                               distill=heal.distill)
         folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), model=model,
                        tokenizer=tokenizer, base_info=base_info)
         del model
@@ -165,6 +169,8 @@ class SweepArgs:
     """LoRA rank."""
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Modules LoRA heals (compressed ones on both factors)."""
+    distill: float = 0.0
+    """Heal by distillation from --source: weight of its soft targets in the loss (0 = labels only)."""
     seed: int = 0
     """Seed."""
     jobs: int = 1
@@ -175,6 +181,10 @@ class SweepArgs:
             raise ValueError("ratios must be in (0, 1]")
         if self.jobs < 1:
             raise ValueError("jobs must be ≥ 1")
+        if not 0 <= self.distill <= 1:
+            raise ValueError("distill must be in [0, 1]")
+        if self.distill and not self.source:
+            raise ValueError("--distill needs --source: the tuned classifier is the teacher")
 
 
 def _point_name(ratio: float, method: str, targets: str) -> str:
@@ -203,7 +213,7 @@ def run_sweep(args: SweepArgs) -> dict:
     out = Path(args.report)
     out.mkdir(parents=True, exist_ok=True)
     heal = HealArgs(epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, targets=list(args.lora_targets),
-                    max_per_intent=args.max_per_intent, seed=args.seed)
+                    max_per_intent=args.max_per_intent, seed=args.seed, distill=args.distill)
     points = [(1.0, "none", "none")] if 1.0 in args.ratios else []
     points += [(r, m, t) for t in args.targets for m in args.methods for r in args.ratios if r < 1]
     rows: list[dict | None] = [None] * len(points)

@@ -4,6 +4,11 @@ The loop is written out on accelerate (``accelerate launch -m chatbot train …`
 several GPUs). The adapter weights and the score head are the only trainable parameters
 (:func:`apply_lora` decides that, and a test counts them). The dev split picks the best epoch
 (early stopping) and fits the temperature that calibrates the confidences.
+
+With a ``teacher`` (a trained model folder), the loss mixes cross-entropy with the teacher's
+softened intent distribution (knowledge distillation, Hinton et al. 2015):
+``(1 − w)·CE(z, y) + w·T²·KL(softmax(z_t / T) ‖ softmax(z / T))``. Healing a compressed model
+this way teaches it what the uncompressed one knew, not only the training labels.
 """
 
 from __future__ import annotations
@@ -60,6 +65,12 @@ class TrainArgs:
     """fp32, bf16 (autocast) or auto: bf16 on CUDA and on CPUs with native bfloat16."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    teacher: str | None = None
+    """A trained model folder with the same intents whose logits are soft targets (distillation)."""
+    distill: float = 0.5
+    """Weight w of the teacher's soft targets in the loss (used only with a teacher)."""
+    distill_temperature: float = 2.0
+    """Temperature T that softens teacher and student distributions for distillation."""
 
     def __post_init__(self):
         if not self.data:
@@ -74,6 +85,8 @@ class TrainArgs:
             raise ValueError("max-per-intent must be ≥ 1")
         if not self.targets:
             raise ValueError("give at least one LoRA target")
+        if not 0 <= self.distill <= 1 or self.distill_temperature <= 0:
+            raise ValueError("distill must be in [0, 1] and its temperature > 0")
 
 
 def seed_everything(seed: int) -> None:
@@ -113,11 +126,14 @@ def trainable_parameters(model) -> int:
 
 
 def make_batches(tokenizer, examples: list[Example], label_ids: dict[str, int], max_length: int, batch_size: int,
-                 shuffle: bool, seed: int = 0) -> DataLoader:
+                 shuffle: bool, seed: int = 0, soft: dict[str, torch.Tensor] | None = None) -> DataLoader:
+    """Tokenised batches with ``labels`` (and ``teacher_logits`` from ``soft``, keyed by text)."""
     def collate(batch):
         enc = tokenizer([e.text for e in batch], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
         enc["labels"] = torch.tensor([label_ids[e.intent] for e in batch])
+        if soft is not None:
+            enc["teacher_logits"] = torch.stack([soft[e.text] for e in batch])
         return enc
 
     if not shuffle:
@@ -149,6 +165,31 @@ class LengthBuckets(torch.utils.data.Sampler):
 
     def __len__(self):
         return -(-len(self.lengths) // self.batch_size)
+
+
+def teacher_logits(folder: str, examples: list[Example], labels: list[str]) -> dict[str, torch.Tensor]:
+    """The teacher's raw logits for each training message (computed once, before training)."""
+    from chatbot.classifier import IntentClassifier, read_settings
+
+    if list(read_settings(folder)["labels"]) != list(labels):
+        raise ValueError(f"teacher {folder} knows other intents than the data")
+    teacher = IntentClassifier.load(folder)
+    texts = sorted({e.text for e in examples})
+    logits = teacher.logits(texts, batch_size=64)
+    del teacher
+    return dict(zip(texts, logits))
+
+
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float,
+                      temperature: float) -> torch.Tensor:
+    """(1 − w)·CE(z, y) + w·T²·KL(softmax(z_t/T) ‖ softmax(z/T)); T² keeps the gradient scale of CE."""
+    import torch.nn.functional as F
+
+    logits, teacher = logits.float(), teacher.float()
+    ce = F.cross_entropy(logits, labels)
+    kl = F.kl_div(F.log_softmax(logits / temperature, -1), F.log_softmax(teacher / temperature, -1),
+                  reduction="batchmean", log_target=True)
+    return (1 - weight) * ce + weight * temperature ** 2 * kl
 
 
 def resolve_precision(precision: str) -> str:
@@ -201,7 +242,8 @@ def setup(args: TrainArgs, dataset: Dataset, model=None, tokenizer=None, base_in
     dev = dataset.split("dev")
     if not train or not dev:
         raise ValueError("the data needs a train and a dev split (rows without a split are split automatically)")
-    train_dl = make_batches(tokenizer, train, label_ids, args.max_length, args.batch_size, True, args.seed)
+    soft = teacher_logits(args.teacher, train, labels) if args.teacher else None
+    train_dl = make_batches(tokenizer, train, label_ids, args.max_length, args.batch_size, True, args.seed, soft)
     dev_dl = make_batches(tokenizer, dev, label_ids, args.max_length, 64, False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -258,8 +300,11 @@ def fit(s: Setup, args: TrainArgs, progress=None) -> dict:
         s.model.train()
         running = 0.0
         for step, batch in enumerate(s.train):
+            teacher = batch.pop("teacher_logits", None)
             with s.accelerator.autocast():
-                loss = s.model(**batch).loss
+                out = s.model(**batch)
+            loss = out.loss if teacher is None else distillation_loss(
+                out.logits, batch["labels"], teacher, args.distill, args.distill_temperature)
             s.accelerator.backward(loss)
             s.optimizer.step()
             s.scheduler.step()

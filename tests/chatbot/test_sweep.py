@@ -93,3 +93,17 @@ def test_source_must_be_uncompressed_and_know_the_same_intents(tiny_data, tiny_m
     (other / "model.json").write_text(json.dumps({**settings, "compression": {"ranks": {}}}))
     with pytest.raises(ValueError, match="itself compressed"):
         build_version([str(tiny_data)], tmp_path / "y", ratio=0.5, source=other)
+
+
+def test_distillation_needs_a_source(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="--source"):
+        SweepArgs(data=[str(tiny_data)], report=str(tmp_path), distill=0.5)
+
+
+def test_healing_distils_from_the_source(tiny_data, tiny_model, tmp_path):
+    from chatbot.sweep import HealArgs, build_version
+
+    build_version([str(tiny_data)], tmp_path / "v", method="whitened", targets="attn", ratio=0.5,
+                  heal=HealArgs(epochs=1, lr=1e-4, lora_r=2, distill=0.5), source=tiny_model)
+    train_args = json.loads((tmp_path / "v" / "model.json").read_text())["train_args"]
+    assert train_args["teacher"] == str(tiny_model) and train_args["distill"] == 0.5

@@ -101,3 +101,57 @@ def test_few_shot_limit(tiny_data, tmp_path):
     args.base = str(base)
     s = setup(args, dataset)
     assert s.train_n == 2 * 3 * 2  # 2 per intent and language, 3 intents, 2 languages
+
+
+def test_distillation_loss_mixes_labels_and_teacher():
+    from chatbot.train import distillation_loss
+
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    labels = torch.tensor([0, 1, 2, 3])
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.allclose(distillation_loss(logits, labels, teacher, 0.0, 2.0), ce)
+    # a student that already matches the teacher pays nothing for the soft targets
+    assert float(distillation_loss(teacher, labels, teacher, 1.0, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    # its gradient pulls the student's distribution towards the teacher's
+    student = logits.clone().requires_grad_(True)
+    distillation_loss(student, labels, teacher, 1.0, 2.0).backward()
+    moved = student.detach() - 0.5 * student.grad
+    gap = lambda z: torch.nn.functional.kl_div(z.log_softmax(-1), teacher.log_softmax(-1), log_target=True,
+                                               reduction="batchmean")
+    assert gap(moved) < gap(logits)
+
+
+def test_training_with_a_teacher_learns_from_its_soft_targets(tiny_base, tiny_data, tiny_model, tmp_path):
+    from chatbot.train import make_batches, teacher_logits, train
+
+    dataset = load_dataset([str(tiny_data)])
+    soft = teacher_logits(str(tiny_model), dataset.split("train"), dataset.intents)
+    assert set(soft) == {e.text for e in dataset.split("train")}
+    assert all(v.shape == (len(dataset.intents),) for v in soft.values())
+    batch = next(iter(make_batches(lambda texts, **kw: {"input_ids": torch.zeros(len(texts), 2)},
+                                   dataset.split("train")[:3], {n: i for i, n in enumerate(dataset.intents)},
+                                   8, 3, False, soft=soft)))
+    assert batch["teacher_logits"].shape == (3, len(dataset.intents))
+    out = train(TrainArgs(data=[str(tiny_data)], out=str(tmp_path / "student"), base=str(tiny_base), epochs=8,
+                          lr=5e-3, batch_size=8, lora_r=4, precision="fp32", patience=8, teacher=str(tiny_model),
+                          distill=0.7))
+    settings = json.loads((out / "model.json").read_text())
+    assert settings["train_args"]["teacher"] == str(tiny_model)
+    assert settings["metrics"]["dev_accuracy"] > 0.8
+
+
+def test_teacher_must_know_the_same_intents(tiny_data, tiny_model, tmp_path):
+    import shutil
+
+    from chatbot.train import teacher_logits
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    settings = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**settings, "labels": settings["labels"][::-1]}))
+    dataset = load_dataset([str(tiny_data)])
+    with pytest.raises(ValueError, match="other intents"):
+        teacher_logits(str(other), dataset.split("train"), dataset.intents)
+    with pytest.raises(ValueError, match="distill"):
+        TrainArgs(data=["a.csv"], out="x", distill=1.5)
