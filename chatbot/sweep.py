@@ -158,7 +158,7 @@ class SweepArgs:
     methods: list[str] = field(default_factory=lambda: ["plain", "whitened"])
     """Factorisation methods."""
     targets: list[str] = field(default_factory=lambda: ["attn", "attn+mlp"])
-    """Layer groups to compress."""
+    """Layers to compress: attn, mlp, attn+mlp or module names joined by + (q_proj+o_proj)."""
     epochs: int = 3
     """Healing epochs per point."""
     max_per_intent: int | None = None

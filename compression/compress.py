@@ -27,6 +27,7 @@ TARGET_GROUPS = {
     "attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
     "mlp": ("gate_proj", "up_proj", "down_proj"),
 }
+MODULE_NAMES = tuple(n for names in TARGET_GROUPS.values() for n in names)
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CALIB = [f"assets/data/{lang}.csv" for lang in ("en", "fr", "de", "nl", "es", "it", "pt")]
 """Our own intent training messages; relative paths are read from the repository root."""
@@ -44,7 +45,7 @@ class CompressArgs:
     method: str = "whitened"
     """plain (truncated SVD of W) or whitened (activation-aware, SVD-LLM)."""
     targets: str = "attn"
-    """Layers to factorise: attn (q/k/v/o), mlp (gate/up/down) or attn+mlp."""
+    """Layers to factorise: attn (q/k/v/o), mlp (gate/up/down), attn+mlp, or names joined by + (q_proj+o_proj)."""
     rank_ratio: float | None = 0.25
     """Rank as a share of min(m, n) of each matrix (the research used 0.25)."""
     rank: int | None = None
@@ -68,8 +69,9 @@ class CompressArgs:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}")
         parts = self.targets.split("+")
-        if not parts or any(p not in TARGET_GROUPS for p in parts):
-            raise ValueError("targets must be attn, mlp or attn+mlp")
+        if not parts or any(p not in TARGET_GROUPS and p not in MODULE_NAMES for p in parts):
+            raise ValueError(f"targets must be attn, mlp, attn+mlp or module names joined by + "
+                             f"({', '.join(MODULE_NAMES)})")
         if self.rank_ratio is not None and not 0 < self.rank_ratio <= 1:
             raise ValueError("rank ratio must be in (0, 1]")
         if self.param_share is not None and not 0 < self.param_share <= 1:
@@ -83,7 +85,8 @@ class CompressArgs:
 
     @property
     def layer_names(self) -> tuple[str, ...]:
-        return tuple(n for part in self.targets.split("+") for n in TARGET_GROUPS[part])
+        names = (n for part in self.targets.split("+") for n in TARGET_GROUPS.get(part, (part,)))
+        return tuple(dict.fromkeys(names))
 
     def rank_for(self, m: int, n: int) -> int:
         """The rank this rule gives an m×n matrix (before the no-saving check)."""

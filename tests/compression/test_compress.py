@@ -35,6 +35,17 @@ def test_rank_that_saves_nothing_stays_dense(tiny_base, tiny_data):
     assert all(not isinstance(model.get_submodule(n), LowRankLinear) for n in dense)
 
 
+def test_targets_can_name_single_modules(tiny_base, tiny_data):
+    assert CompressArgs(targets="attn+q_proj").layer_names == ("q_proj", "k_proj", "v_proj", "o_proj")
+    model, _, result = compressed_tiny(tiny_base, tiny_data, targets="q_proj+o_proj", rank_ratio=0.25)
+    assert sorted({n.rsplit(".", 1)[-1] for n in result["recipe"]["ranks"]}) == ["o_proj", "q_proj"]
+    kinds = {n.rsplit(".", 1)[-1]: type(m) for n, m in model.named_modules() if n.endswith("_proj")}
+    assert kinds["q_proj"] is LowRankLinear and kinds["o_proj"] is LowRankLinear
+    assert kinds["k_proj"] is torch.nn.Linear and kinds["v_proj"] is torch.nn.Linear
+    with pytest.raises(ValueError, match="module names"):
+        CompressArgs(targets="q_proj+lm_head")
+
+
 def test_whitened_error_is_lower_than_plain(tiny_base, tiny_data):
     _, _, plain = compressed_tiny(tiny_base, tiny_data, method="plain", targets="attn+mlp", rank_ratio=0.25)
     _, _, white = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn+mlp", rank_ratio=0.25)
