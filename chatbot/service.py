@@ -138,11 +138,13 @@ class Service:
 
         def work():
             try:
-                heal = HealArgs(epochs=epochs, max_per_intent=max_per_intent)
                 # Compress the live classifier when it is uncompressed, else the shipped one, so healing
                 # starts from a tuned model (see build_version); the base when neither fits the data.
                 intents = load_dataset(self.data).intents
                 source = next((c for c in candidates if source_problem(c, intents) is None), None)
+                # a tuned source is healed gently and distilled from (what measured best, docs/benchmarks.md)
+                heal = HealArgs(epochs=epochs, max_per_intent=max_per_intent, lr=5e-4 if source else 1e-3,
+                                distill=0.5 if source else 0.0)
                 job.result = build_version(self.data, staging, base=base, method=method, targets=targets,
                                            ratio=ratio, heal=heal, progress=progress, source=source)
                 staging.rename(folder)  # only a complete version ever appears in the registry
