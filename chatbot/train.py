@@ -173,11 +173,8 @@ def teacher_logits(folder: str, examples: list[Example], labels: list[str]) -> d
 
     if list(read_settings(folder)["labels"]) != list(labels):
         raise ValueError(f"teacher {folder} knows other intents than the data")
-    teacher = IntentClassifier.load(folder)
     texts = sorted({e.text for e in examples})
-    logits = teacher.logits(texts, batch_size=64)
-    del teacher
-    return dict(zip(texts, logits))
+    return dict(zip(texts, IntentClassifier.load(folder).logits(texts, batch_size=64)))
 
 
 def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float,
