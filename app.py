@@ -19,7 +19,6 @@ import gradio as gr
 
 from chatbot import views
 from chatbot.service import AdminDenied, Service, check_admin
-from chatbot.sweep import plot
 
 TITLE = "Multilingual customer service"
 CSS = """
@@ -238,14 +237,14 @@ def build_app(service: Service) -> gr.Blocks:
             summaries = service.registry.summaries()
             path = Path(tempfile.gettempdir()) / f"chatbot-versions-{os.getpid()}-{time.time_ns()}.png"
             live = next((s["name"] for s in summaries if s["live"]), None)
-            plot([{**s, "folder": s["name"]} for s in summaries], path, live=live)
+            views.plot_versions([{**s, "folder": s["name"]} for s in summaries], path, live=live)
             return (f"Live version: **{live}**", views.version_rows(summaries), str(path),
                     gr.update(choices=[s["name"] for s in summaries], value=live))
 
         def start_build(pw, r, m, t, e, k, progress=gr.Progress()):
             try:
                 check_admin(pw)
-                job = service.start_build(float(r), m, t, int(e or 2), int(k) if k else None)
+                job = service.start_build(float(r), m, t, int(e) if e else None, int(k) if k else None)
             except (AdminDenied, ValueError) as err:
                 return f"{err}"
             while job.status == "running":

@@ -1,4 +1,4 @@
-"""``python -m chatbot COMMAND``: train, evaluate, classify, bench, bench-svd, sweep, chat, detect, tune."""
+"""``python -m chatbot COMMAND``: train, evaluate, classify, bench, bench-svd, sweep, compress, chat, detect, tune."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import sys
 
 from chatbot import cli, commands
 from chatbot.bench import BenchArgs, run_bench
-from chatbot.sweep import SweepArgs, run_sweep
 from chatbot.data import DataError
 from chatbot.model import ModelLoadError
+from chatbot.sweep import SweepArgs, run_sweep
 from chatbot.train import TrainArgs
-from compression.timing import SvdTimingArgs, run_svd_timing
 
 
 def command_table():
@@ -21,8 +20,11 @@ def command_table():
         "evaluate": (commands.EvaluateArgs, commands.run_evaluate, (), "score a model folder on labelled data"),
         "classify": (commands.ClassifyArgs, commands.run_classify, ("text",), "classify messages (JSON lines)"),
         "bench": (BenchArgs, run_bench, (), "LLM classifiers vs a TF-IDF baseline on the same splits"),
-        "bench-svd": (SvdTimingArgs, run_svd_timing, (), "time one SVD factorisation per matrix shape and device"),
+        "bench-svd": (commands.BenchSvdArgs, commands.run_bench_svd, (),
+                      "time one SVD factorisation per matrix shape and device"),
         "sweep": (SweepArgs, run_sweep, (), "compress → heal → evaluate over rank ratios, methods and targets"),
+        "compress": (commands.CompressCommand, commands.run_compress, (),
+                     "factorise a base by truncated SVD and print the accounting"),
         "detect": (commands.DetectArgs, commands.run_detect, ("text",), "detect the language of messages or score a file"),
         "tune": (commands.TuneArgs, commands.run_tune, (), "tune the dialogue policy's thresholds on dev data"),
         "chat": (commands.ChatArgs, commands.run_chat, (), "chat with the bot in the terminal"),
@@ -38,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     namespace = parser.parse_args(argv)
     cls, run, _, _ = table[namespace.command]
     try:
-        args = cli.build(cls, namespace)
-        run(args)
+        run(cli.build(cls, namespace))
     except (ModelLoadError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,9 +1,18 @@
 """The one entry point the UI and the CLI call: ``Assistant.respond(conversation_id, text) -> Turn``.
 
-A turn: clean and check the message, detect its language (with the conversation's and the browser's
-as priors), classify it, let the policy decide, pick the reply in the customer's language, and store
-the customer's message, the reply and the conversation's new state in one transaction. Nothing in
-the UI decides anything; everything a screen shows comes from a :class:`Turn` or the store.
+A turn goes through small steps, in this order, and a message stops at the first that settles it:
+
+1. **gate**: the conversation's state and the message itself, before any model runs: a conversation
+   waiting for or handled by a person gets no bot answer; an empty or too long message is refused;
+2. **detect** the language (with the conversation's and the browser's as priors); a message in a
+   language we do not serve is told so;
+3. **classify** (one forward pass for every message of a batch that got this far);
+4. **decide** with the policy (answer, clarify, fall back, hand off) and pick the reply in the
+   customer's language;
+5. **persist** the customer's message, the reply and the conversation's new state in one
+   transaction (the conversation is re-read there, so an agent who took over meanwhile wins).
+
+Nothing in the UI decides anything; everything a screen shows comes from a :class:`Turn` or the store.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
-from chatbot.language import LanguageDetector
+from chatbot.language import Detection, LanguageDetector
 from chatbot.policy import PolicyConfig, decide
 from chatbot.replies import Catalogue
 from chatbot.store import Store, now
@@ -50,6 +59,31 @@ def clean_text(text) -> str:
     return re.sub(r"\s+", " ", text.replace("\ufffd", " ")).strip()
 
 
+def has_letters(text: str) -> bool:
+    """True when the text has at least one letter (not only numbers, ids, emoji or punctuation)."""
+    return any(ch.isalpha() for ch in text)
+
+
+@dataclass
+class Pending:
+    """One customer message on its way through the steps of a turn."""
+
+    conversation_id: str | None
+    text: str
+    accept_language: str | None = None
+    choice: str | None = None
+    conversation_lang: str | None = None
+    settled: str | None = None
+    """The action a step before classification decided (waiting, agent, empty, too_long, unsupported)."""
+    detection: Detection | None = None
+    prediction: object | None = None
+    error: str | None = None
+
+    @property
+    def needs_model(self) -> bool:
+        return self.settled is None and not self.choice
+
+
 class Assistant:
     """Classifier + language detector + policy + replies + store, for any number of conversations.
 
@@ -72,23 +106,73 @@ class Assistant:
     def analyse(self, text: str, conversation_lang: str | None = None, accept_language: str | None = None,
                 k: int = 3) -> dict:
         """Language and top intents of a message, without storing anything (agent assist)."""
-        text = clean_text(text)
+        text = clean_text(text)[:MAX_CHARS]
         detection = self.detector.detect(text, conversation_lang, accept_language)
         if not text:
             return {"lang": detection.as_dict(), "top": []}
-        prediction = self.classifier.predict([text[:MAX_CHARS]], k=k)[0]
+        prediction = self.classifier.predict([text], k=k)[0]
         return {"lang": detection.as_dict(), **prediction.as_dict()}
 
+    # -- the turn ------------------------------------------------------------------------------
     def respond(self, conversation_id: str | None, text, accept_language: str | None = None,
-                choice: str | None = None, prediction=None) -> Turn:
-        """Handle one customer message (or a clicked clarification ``choice``) and store the turn.
+                choice: str | None = None) -> Turn:
+        """Handle one customer message (or a clicked clarification ``choice``) and store the turn."""
+        return self.respond_batch([{"conversation_id": conversation_id, "text": text,
+                                    "accept_language": accept_language, "choice": choice}])[0]
 
-        ``prediction`` may be given when the message was already classified in a batch."""
-        text = clean_text(text)
+    def respond_batch(self, requests: list[dict]) -> list[Turn]:
+        """Several customers' messages at once (``{conversation_id, text, accept_language, choice}``):
+        each goes through the steps of a turn, with one classifier pass for all that need it."""
+        pending = [self._gate(r) for r in requests]
+        for p in pending:
+            self._detect(p)
+        self._classify([p for p in pending if p.needs_model])
+        return [self._persist(p) for p in pending]
+
+    def _gate(self, request: dict) -> Pending:
+        p = Pending(request.get("conversation_id") or None, clean_text(request.get("text")),
+                    request.get("accept_language"), request.get("choice"))
+        conversation = self.store.conversation(p.conversation_id) if p.conversation_id else None
+        if conversation:
+            p.conversation_lang = conversation["lang"]
+            if conversation["status"] in ("waiting", "agent"):
+                p.settled = conversation["status"]
+        if p.settled or (p.choice and p.choice in self.classifier.labels):
+            return p
+        p.choice = None
+        if not has_letters(p.text):
+            p.settled = "empty"
+        elif len(p.text) > MAX_CHARS:
+            p.settled = "too_long"
+        return p
+
+    def _detect(self, p: Pending) -> None:
+        p.detection = self.detector.detect(p.text[:MAX_CHARS], p.conversation_lang, p.accept_language)
+        if p.needs_model and p.detection.unsupported:
+            p.settled = "unsupported"
+
+    def _classify(self, batch: list[Pending]) -> None:
+        """One forward pass for the batch; if it fails, each message is tried alone, so one bad
+        message costs only its own turn."""
+        if not batch:
+            return
+        try:
+            for p, prediction in zip(batch, self.classifier.predict([p.text for p in batch], k=3)):
+                p.prediction = prediction
+            return
+        except Exception:  # noqa: BLE001 - retried one by one below
+            pass
+        for p in batch:
+            try:
+                p.prediction = self.classifier.predict([p.text], k=3)[0]
+            except Exception as err:  # noqa: BLE001 - the customer gets an apology, the turn is kept
+                p.error = f"{type(err).__name__}: {err}"[:300]
+
+    def _persist(self, p: Pending) -> Turn:
         with self.store.session() as s, s.begin():
-            conversation = self.store.get_or_create(s, conversation_id)
-            turn = self._decide(conversation, text, accept_language, choice, prediction)
-            stored = text[:STORED_CHARS] if text else "(empty message)"
+            conversation = self.store.get_or_create(s, p.conversation_id)
+            turn = self._decide(conversation, p)
+            stored = p.text[:STORED_CHARS] if p.text else "(empty message)"
             self.store.add_message(s, conversation, "customer", stored, lang=turn.lang, intent=turn.intent,
                                    confidence=turn.confidence, top=turn.top or None, action=turn.action,
                                    model_version=self.version)
@@ -98,51 +182,29 @@ class Assistant:
             turn.conversation_id, turn.status = conversation.id, conversation.status
         return turn
 
-    def respond_batch(self, requests: list[dict]) -> list[Turn]:
-        """Several customers' messages at once (``{conversation_id, text, accept_language, choice}``):
-        one classifier forward pass for all of them, then each turn stored on its own."""
-        texts = [clean_text(r.get("text")) for r in requests]
-        todo = [i for i, t in enumerate(texts) if t and len(t) <= MAX_CHARS and not requests[i].get("choice")]
-        predictions = {}
-        if todo:
-            try:
-                predictions = dict(zip(todo, self.classifier.predict([texts[i] for i in todo], k=3)))
-            except Exception:  # noqa: BLE001 - each turn then retries alone and reports its own error
-                predictions = {}
-        return [self.respond(r.get("conversation_id"), texts[i], r.get("accept_language"), r.get("choice"),
-                             predictions.get(i)) for i, r in enumerate(requests)]
-
-    def _decide(self, conversation, text: str, accept_language: str | None, choice: str | None,
-                prediction=None) -> Turn:
-        """The turn for ``text``; updates ``conversation`` (language, failures, status) in place."""
-        detection = self.detector.detect(text, conversation.lang, accept_language)
-        lang = detection.lang
+    def _decide(self, conversation, p: Pending) -> Turn:
+        """The turn for ``p``; updates ``conversation`` (language, failures, status) in place."""
+        lang = p.detection.lang
         turn = Turn(conversation.id, "", "", lang, model_version=self.version)
         if conversation.status == "closed":  # the customer writes again: the bot picks it up
             conversation.status, conversation.failures = "bot", 0
-        if conversation.status in ("waiting", "agent"):
+        if conversation.status in ("waiting", "agent"):  # also when a person took over meanwhile
             turn.action = conversation.status
             turn.reply = self.catalogue.line("handoff_waiting", lang) if conversation.status == "waiting" else ""
             return turn
-        if choice and choice in self.classifier.labels:
-            return self._answer(conversation, turn, choice, 1.0, [{"intent": choice, "confidence": 1.0}])
-        if not text or not detection_has_words(text):
-            turn.action, turn.reply = "empty", self.catalogue.line("empty", lang)
-            return turn
-        if len(text) > MAX_CHARS:
-            turn.action, turn.reply = "too_long", self.catalogue.line("too_long", lang, limit=MAX_CHARS)
-            return turn
-        if detection.unsupported:
-            turn.action, turn.reply = "unsupported", self.catalogue.line("unsupported_language", lang)
+        if p.choice:
+            return self._answer(conversation, turn, p.choice, 1.0, [{"intent": p.choice, "confidence": 1.0}])
+        if p.settled in ("empty", "too_long", "unsupported"):
+            line = {"empty": "empty", "too_long": "too_long", "unsupported": "unsupported_language"}[p.settled]
+            turn.action, turn.reply = p.settled, self.catalogue.line(line, lang, limit=MAX_CHARS)
             return turn
         conversation.lang = lang
-        try:
-            prediction = prediction or self.classifier.predict([text], k=3)[0]
-        except Exception as err:  # noqa: BLE001 - the customer gets an apology, the turn is kept
+        if p.prediction is None:
             turn.action, turn.reply = "error", self.catalogue.line("error", lang)
-            turn.top = [{"error": f"{type(err).__name__}: {err}"[:300]}]
+            turn.top = [{"error": p.error or "not classified"}]
             return turn
-        top = [{"intent": i, "confidence": round(p, 4)} for i, p in prediction.top]
+        prediction = p.prediction
+        top = [{"intent": i, "confidence": round(c, 4)} for i, c in prediction.top]
         action = decide(self.policy, prediction.top, conversation.failures)
         if action == "answer":
             return self._answer(conversation, turn, prediction.intent, prediction.confidence, top)
@@ -208,8 +270,3 @@ class Assistant:
         if conversation is None:
             raise ValueError(f"no conversation {conversation_id}")
         self.store.set_status(conversation_id, "closed", self.catalogue.line("closed", conversation["lang"] or "en"))
-
-
-def detection_has_words(text: str) -> bool:
-    """True when the text has at least one letter (not only numbers, ids, emoji or punctuation)."""
-    return any(ch.isalpha() for ch in text)

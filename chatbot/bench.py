@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import platform
 import random
 import resource
 import time
@@ -20,9 +19,14 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
-from chatbot.data import Example, limit_per_intent, load_dataset
+from chatbot import machine
+from chatbot.data import Example, limit_per_intent, load_dataset, stratified_sample
 from chatbot.evaluate import latency_summary, score
+from chatbot.lora import LoraSettings
+from chatbot.settings import DEFAULT_BASE
+from chatbot.train import FitSettings
 
 
 @dataclass
@@ -31,7 +35,7 @@ class BenchArgs:
     """Data files (text,intent[,lang][,split])."""
     report: str
     """Folder for bench.json and bench.md."""
-    bases: list[str] = field(default_factory=lambda: ["gemma3-270m"])
+    bases: list[str] = field(default_factory=lambda: [DEFAULT_BASE])
     """Embedded bases (or folders/hub ids) to train; tfidf-svm always runs."""
     eval_split: str = "test"
     """Split scored: test (Banking77, ours) or dev (MASSIVE)."""
@@ -43,52 +47,27 @@ class BenchArgs:
     """Rows carved from the training rows per language for early stopping and calibration."""
     eval_limit: int | None = None
     """Score at most this many evaluation rows (a seeded stratified sample)."""
-    epochs: int = 4
-    """LLM training epochs."""
-    lr: float = 1e-3
-    """LLM peak learning rate."""
-    lora_r: int = 8
-    """LoRA rank."""
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """LoRA target modules."""
-    batch_size: int = 16
-    """LLM training batch size."""
-    seed: int = 0
-    """Seed for sampling and training."""
+    fit: FitSettings = field(default_factory=FitSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
     name: str = ""
     """A title for the table."""
     keep_models: bool = False
     """Keep the trained model folders under the report folder."""
+    cli_aliases: ClassVar[dict[str, str]] = {"targets": "lora_targets"}
 
     def __post_init__(self):
         if self.eval_split not in ("test", "dev"):
             raise ValueError("eval split must be test or dev")
 
 
-def _stratified(examples: list[Example], n: int, seed: int) -> list[Example]:
-    if n >= len(examples):
-        return examples
-    groups = defaultdict(list)
-    for e in examples:
-        groups[(e.intent, e.lang)].append(e)
-    rng = random.Random(seed)
-    out = []
-    share = n / len(examples)
-    for key in sorted(groups):
-        g = list(groups[key])
-        rng.shuffle(g)
-        out.extend(g[: max(1, round(len(g) * share))])
-    return out
-
-
 def make_splits(args: BenchArgs) -> dict[str, list[Example]]:
     """train / dev (carved from train) / eval rows, all as given by the arguments."""
-    dataset = load_dataset(args.data, seed=args.seed, min_examples=1)
+    dataset = load_dataset(args.data, seed=args.fit.seed, min_examples=1)
     pool = dataset.split("train")
     evaluation = dataset.split(args.eval_split)
     if not pool or not evaluation:
         raise ValueError(f"the data needs a train split and a {args.eval_split} split")
-    rng = random.Random(args.seed)
+    rng = random.Random(args.fit.seed)
     by_lang = defaultdict(list)
     for e in pool:
         by_lang[e.lang].append(e)
@@ -100,11 +79,11 @@ def make_splits(args: BenchArgs) -> dict[str, list[Example]]:
         dev += rows[:k]
         train += rows[k:]
     if args.shots:
-        train = limit_per_intent(train, args.shots, args.seed)
+        train = limit_per_intent(train, args.shots, args.fit.seed)
     if args.max_train:
-        train = _stratified(train, args.max_train, args.seed)
+        train = stratified_sample(train, args.max_train, args.fit.seed)
     if args.eval_limit:
-        evaluation = _stratified(evaluation, args.eval_limit, args.seed)
+        evaluation = stratified_sample(evaluation, args.eval_limit, args.fit.seed)
     return {"train": train, "dev": dev, "eval": evaluation}
 
 
@@ -149,7 +128,8 @@ def run_tfidf(splits: dict, args: BenchArgs) -> dict:
 
 
 def run_llm(splits: dict, args: BenchArgs, base: str, workdir: Path) -> dict:
-    from chatbot.classifier import IntentClassifier
+    from chatbot.classifier import load_classifier
+    from chatbot.folder import ModelFolder
     from chatbot.train import TrainArgs, train
 
     folder = workdir / f"model-{base.replace('/', '_')}"
@@ -159,15 +139,14 @@ def run_llm(splits: dict, args: BenchArgs, base: str, workdir: Path) -> dict:
             for e in rows:
                 f.write(json.dumps({"text": e.text, "intent": e.intent, "lang": e.lang, "split": split}) + "\n")
     started = time.perf_counter()
-    train(TrainArgs(data=[str(data)], out=str(folder), base=base, epochs=args.epochs, lr=args.lr,
-                    lora_r=args.lora_r, targets=list(args.targets), batch_size=args.batch_size, seed=args.seed,
-                    patience=args.epochs))
+    train(TrainArgs(data=[str(data)], out=str(folder), base=base, fit=args.fit, lora=args.lora,
+                    patience=args.fit.epochs))
     train_time = time.perf_counter() - started
-    classifier = IntentClassifier.load(folder)
+    classifier = load_classifier(folder)
     result = _score_system(lambda texts: [p.intent for p in classifier.predict(texts)], splits, train_time,
                            parameters=classifier.parameter_count())
     result["model_folder"] = str(folder) if args.keep_models else None
-    result["dev_accuracy"] = json.loads((folder / "model.json").read_text())["metrics"]["dev_accuracy"]
+    result["dev_accuracy"] = ModelFolder.read(folder).metrics["dev_accuracy"]
     return result
 
 
@@ -223,7 +202,7 @@ def run_bench(args: BenchArgs) -> dict:
     report = {
         "name": args.name,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_description(),
+        "machine": machine.describe(),
         "args": asdict(args),
         "rows": {k: len(v) for k, v in splits.items()},
         "languages": sorted({e.lang for e in splits["eval"]}),
@@ -233,24 +212,6 @@ def run_bench(args: BenchArgs) -> dict:
     (report_dir / "bench.md").write_text(markdown_table(report))
     print(markdown_table(report))
     return report
-
-
-def machine_description() -> str:
-    import os
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {gpu}, torch {torch.__version__}"
 
 
 def markdown_table(report: dict) -> str:

@@ -1,24 +1,33 @@
-"""Inference with a trained model folder: calibrated intent probabilities for customer messages.
+"""The intent classifier: built from a model folder by one loader, it maps messages to calibrated
+intent probabilities.
 
-A model folder (written by :mod:`chatbot.train`) holds ``model.json`` (base, labels, temperature,
-compression recipe) and ``adapter/`` (LoRA weights and the score head). Loading rebuilds the base,
-re-applies the compression recipe if any, loads the adapter (checking missing and unexpected keys),
-merges it into the weights and moves the model to the inference device and dtype.
+Loading a folder (:func:`load_classifier`) is one path, in this order:
+
+1. the **base** with a fresh head (:func:`chatbot.model.load_base`);
+2. the tuned **source** adapter merged in, when the folder was built by compressing a tuned classifier;
+3. the **compression** recipe applied (factors from the cache, or recomputed from its calibration data);
+4. the folder's own **adapter** loaded with key checks (:func:`chatbot.lora.load`), then merged;
+5. moved to the inference device and dtype (bfloat16 on CUDA and on CPUs with native bfloat16).
+
+Steps 1–3 are :func:`build_model`, which training uses too, so a model trains on exactly what it
+will be loaded on. ``--base`` may also name a compressed base folder written by ``python -m chatbot
+compress --out``: its factorised layers are loaded from that folder.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from chatbot.model import ModelLoadError, inference_dtype, load_base, pick_device
-
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "model"
-"""The shipped default model, trained on the assets data (see README for how it is rebuilt)."""
+from chatbot import lora
+from chatbot.folder import ModelFolder
+from chatbot.machine import inference_dtype, pick_device
+from chatbot.model import ModelLoadError, load_base
+from chatbot.settings import ROOT, compressed_cache
+from compression.compress import apply_recipe, load_compressed_weights, read_recipe
 
 
 @dataclass(frozen=True)
@@ -32,70 +41,58 @@ class Prediction:
                 "top": [{"intent": i, "confidence": round(p, 4)} for i, p in self.top]}
 
 
-def read_settings(folder: str | Path) -> dict:
+def describe_base(base: str) -> tuple[str, dict | None]:
+    """(base name, compression recipe) of what ``--base`` names; a compressed base folder records both."""
+    info = read_recipe(base) if Path(base).is_dir() else None
+    return (info["base"], info["recipe"]) if info else (base, None)
+
+
+def build_model(base: str, num_labels: int, source_adapter: str | Path | None = None,
+                compression: dict | None = None, dtype: torch.dtype = torch.float32):
+    """Base → merged source adapter → compression recipe: the model an adapter trains or loads on.
+
+    Returns ``(model, tokenizer)``; the model is plain (no adapter) and trainable."""
+    info = read_recipe(base) if Path(base).is_dir() else None
+    if info:  # a compressed base folder: its own factorised weights
+        if source_adapter or compression:
+            raise ModelLoadError(f"{base} is already compressed: give its base instead to add a source or a recipe")
+        model, tokenizer = load_base(info["base"], num_labels, dtype)
+        load_compressed_weights(model, base, info["recipe"])
+        return model, tokenizer
+    model, tokenizer = load_base(base, num_labels, dtype)
+    if source_adapter:
+        model = lora.merge(lora.load(model, source_adapter))
+    if compression:
+        try:
+            apply_recipe(model, tokenizer, base, compression, compressed_cache(), calib_root=ROOT)
+        except ValueError as err:
+            raise ModelLoadError(str(err)) from None
+    return model, tokenizer
+
+
+def load_classifier(folder: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
+                    merge: bool = True) -> "IntentClassifier":
+    """The classifier a model folder describes, ready for inference (see the module docstring)."""
     folder = Path(folder)
-    path = folder / "model.json"
-    if not path.exists():
-        raise ModelLoadError(f"{folder} is not a model folder (no model.json); train one with: python -m chatbot train")
-    try:
-        settings = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{path} is damaged: {err}") from None
-    for key in ("base", "labels", "temperature"):
-        if key not in settings:
-            raise ModelLoadError(f"{path} lacks {key!r}")
-    return settings
-
-
-def load_adapter_checked(model, adapter_dir: Path):
-    """Load a LoRA adapter onto ``model``; every adapter key must land (torchtune-style check)."""
-    from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    weights = adapter_dir / "adapter_model.safetensors"
-    if not weights.exists():
-        raise ModelLoadError(f"{adapter_dir} has no adapter_model.safetensors")
-    config = PeftConfig.from_pretrained(str(adapter_dir))
-    config.inference_mode = True
-    peft_model = get_peft_model(model, config)
-    try:
-        result = set_peft_model_state_dict(peft_model, load_file(str(weights)))
-    except RuntimeError as err:  # shape mismatch: an adapter trained on another base
-        raise ModelLoadError(f"adapter does not fit the base: {str(err).splitlines()[0]}") from None
-    if result.unexpected_keys:
-        raise ModelLoadError(f"adapter does not fit the base: unexpected keys {result.unexpected_keys[:3]}")
-    missing = [k for k in result.missing_keys if "lora_" in k or "modules_to_save" in k]
-    if missing:
-        raise ModelLoadError(f"adapter is incomplete: missing keys {missing[:3]}")
-    return peft_model
+    spec = ModelFolder.read(folder)
+    model, tokenizer = build_model(spec.base, len(spec.labels), spec.source_adapter_dir(folder), spec.compression)
+    model = lora.load(model, ModelFolder.adapter_dir(folder))
+    if merge:
+        model = lora.merge(model)
+    target = pick_device(device)
+    model = model.to(device=target, dtype=dtype or inference_dtype(target)).eval().requires_grad_(False)
+    return IntentClassifier(model, tokenizer, spec.labels, spec.temperature, spec.max_length)
 
 
 class IntentClassifier:
-    """A loaded model folder; :meth:`predict` maps messages to calibrated intent probabilities."""
+    """A loaded classifier; :meth:`predict` maps messages to calibrated intent probabilities."""
 
-    def __init__(self, model, tokenizer, settings: dict, folder: Path | None = None):
+    def __init__(self, model, tokenizer, labels: list[str], temperature: float, max_length: int):
         self.model = model
         self.tokenizer = tokenizer
-        self.settings = settings
-        self.folder = folder
-        self.labels: list[str] = list(settings["labels"])
-        self.temperature = float(settings["temperature"])
-        self.max_length = int(settings.get("max_length", 96))
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
-             merge: bool = True) -> "IntentClassifier":
-        folder = Path(folder)
-        settings = read_settings(folder)
-        source = settings.get("source")
-        model, tokenizer = load_base(settings["base"], len(settings["labels"]), compression=settings.get("compression"),
-                                     source=folder / source["adapter"] if source else None)
-        model = load_adapter_checked(model, folder / "adapter")
-        if merge:
-            model = model.merge_and_unload()
-        target = pick_device(device)
-        model = model.to(device=target, dtype=dtype or inference_dtype(target)).eval()
-        return cls(model, tokenizer, settings, folder)
+        self.labels = list(labels)
+        self.temperature = float(temperature)
+        self.max_length = int(max_length)
 
     @property
     def device(self) -> torch.device:
@@ -103,6 +100,9 @@ class IntentClassifier:
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    def embedding_parameters(self) -> int:
+        return self.model.get_input_embeddings().weight.numel()
 
     @torch.no_grad()
     def logits(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatbot.classifier import DEFAULT_MODEL_DIR
+from chatbot.settings import DEFAULT_BASE, DEFAULT_MODEL_DIR, TRAINING_DATA
+from compression.compress import CompressArgs
+from compression.timing import SvdTimingArgs
 
 
 @dataclass
@@ -37,8 +39,8 @@ class EvaluateArgs:
 
 
 def run_evaluate(args: EvaluateArgs) -> dict:
-    from chatbot.classifier import IntentClassifier
-    from chatbot.data import limit_per_intent, load_dataset
+    from chatbot.classifier import load_classifier
+    from chatbot.data import load_dataset, stratified_sample
     from chatbot.evaluate import evaluate, format_report
 
     dataset = load_dataset(args.data, min_examples=1)
@@ -46,18 +48,20 @@ def run_evaluate(args: EvaluateArgs) -> dict:
     if not rows:
         raise ValueError(f"no rows in split {args.split!r}")
     if args.limit:
-        per = max(1, args.limit // max(1, len({(e.intent, e.lang) for e in rows})))
-        rows = limit_per_intent(rows, per)
-    classifier = IntentClassifier.load(args.model)
-    report = evaluate(classifier, rows, args.latency_sample, args.batch_size)
+        rows = stratified_sample(rows, args.limit)
+    report = evaluate(load_classifier(args.model), rows, args.latency_sample, args.batch_size)
     report.update({"model": str(args.model), "data": list(args.data), "split": args.split,
                    "dropped_rows": dataset.dropped})
     print(format_report(report))
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        write_json(args.report, report)
         print(f"report written to {args.report}")
     return report
+
+
+def write_json(path: str | Path, payload: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2, ensure_ascii=False))
 
 
 @dataclass
@@ -71,18 +75,19 @@ class ClassifyArgs:
 
 
 def run_classify(args: ClassifyArgs) -> None:
-    from chatbot.classifier import IntentClassifier
+    from chatbot.classifier import load_classifier
 
-    classifier = IntentClassifier.load(args.model)
+    classifier = load_classifier(args.model)
     for text, prediction in zip(args.text, classifier.predict(args.text, k=args.k)):
         print(json.dumps({"text": text, **prediction.as_dict()}, ensure_ascii=False))
 
 
 def run_train(args) -> None:
+    from chatbot.folder import ModelFolder
     from chatbot.train import train
 
     out = train(args)
-    metrics = json.loads((out / "model.json").read_text())["metrics"]
+    metrics = ModelFolder.read(out).metrics
     print(f"model written to {out} (dev accuracy {metrics['dev_accuracy']:.4f}, "
           f"temperature {metrics['temperature']:.2f})", file=sys.stderr)
 
@@ -124,8 +129,7 @@ def run_detect(args: DetectArgs) -> dict | None:
     for name, r in report.get("baselines", {}).items():
         print(f"{name}: accuracy {r['accuracy']:.4f}")
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2))
+        write_json(args.report, report)
     return report
 
 
@@ -134,7 +138,7 @@ class ChatArgs:
     model: str = str(DEFAULT_MODEL_DIR)
     """Model folder."""
     database: str | None = None
-    """Database URL (default: $CHATBOT_DATABASE_URL or a SQLite file in ~/.local/share/chatbot)."""
+    """Database URL (default: $CHATBOT_DATABASE_URL or a SQLite file in $CHATBOT_HOME)."""
     accept_language: str | None = None
     """Browser-style language preference, e.g. fr-FR,fr;q=0.9."""
 
@@ -142,10 +146,10 @@ class ChatArgs:
 def run_chat(args: ChatArgs) -> None:
     """A terminal chat on Assistant.respond; shows language, intent and confidence per turn."""
     from chatbot.assistant import Assistant
-    from chatbot.classifier import IntentClassifier
+    from chatbot.classifier import load_classifier
     from chatbot.store import Store
 
-    assistant = Assistant(IntentClassifier.load(args.model), Store(args.database), version=Path(args.model).name)
+    assistant = Assistant(load_classifier(args.model), Store(args.database), version=Path(args.model).name)
     print(assistant.greeting("en"))
     print("(type /quit to leave, /new for a new conversation)")
     conversation_id = None
@@ -194,12 +198,12 @@ def run_tune(args: TuneArgs) -> dict:
     """Pick the policy's answer threshold on held-out data and show coverage at candidate values."""
     import numpy as np
 
-    from chatbot.classifier import IntentClassifier
+    from chatbot.classifier import load_classifier
     from chatbot.data import load_dataset
     from chatbot.policy import PolicyConfig, tune_answer_threshold
 
     rows = load_dataset(args.data, min_examples=1).split(args.split)
-    classifier = IntentClassifier.load(args.model)
+    classifier = load_classifier(args.model)
     rows = [e for e in rows if e.intent in classifier.labels]
     predictions = classifier.predict([e.text for e in rows])
     confidence = np.array([p.confidence for p in predictions])
@@ -218,5 +222,51 @@ def run_tune(args: TuneArgs) -> dict:
               "table": table}
     print(json.dumps(result, indent=2))
     if args.report:
-        Path(args.report).write_text(json.dumps(result, indent=2))
+        write_json(args.report, result)
     return result
+
+
+@dataclass
+class CompressCommand:
+    base: str = DEFAULT_BASE
+    """Model to compress: smollm2-135m, gemma3-270m, a model folder or a hub id."""
+    compress: CompressArgs = field(default_factory=lambda: CompressArgs(calib=list(TRAINING_DATA)))
+    out: str | None = None
+    """Write the compressed model folder here (factorised layers, tokenizer, compression.json)."""
+    report: str | None = None
+    """Write the accounting as JSON here."""
+
+
+def run_compress(args: CompressCommand) -> dict:
+    """Factorise a base and print the accounting; the factors are cached for models trained on it."""
+    from chatbot.model import load_base
+    from chatbot.settings import ROOT, compressed_cache
+    from compression.compress import compress_model, format_accounting, save_compressed, store_in_cache
+
+    model, tokenizer = load_base(args.base, num_labels=2)
+    result = compress_model(model, tokenizer, args.compress, calib_root=ROOT)
+    print(format_accounting(result["report"]))
+    store_in_cache(model, compressed_cache(), args.base, result["recipe"])
+    if args.out:
+        save_compressed(model, tokenizer, args.out, args.base, result)
+        print(f"compressed model written to {args.out}")
+    if args.report:
+        write_json(args.report, result)
+    return result
+
+
+@dataclass
+class BenchSvdArgs:
+    report: str
+    """Folder for svd_timing.json and svd_timing.md."""
+    timing: SvdTimingArgs = field(default_factory=SvdTimingArgs)
+
+
+def run_bench_svd(args: BenchSvdArgs) -> dict:
+    from chatbot import machine
+    from compression.timing import markdown_table, svd_timing_report, write_report
+
+    report = svd_timing_report(args.timing, machine.describe())
+    write_report(report, args.report)
+    print(markdown_table(report))
+    return report

@@ -95,8 +95,9 @@ def _rows_from_jsonl(path: Path, text: str) -> list[dict]:
     return rows
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Raw rows of a CSV or JSONL file (by extension; ``.json`` is read as JSONL)."""
+def read_rows(path: str | Path, required: tuple[str, ...] = ("text", "intent")) -> list[dict]:
+    """Raw rows of a CSV or JSONL file (by extension; ``.json`` is read as JSONL) that has the
+    ``required`` columns."""
     path = Path(path)
     text = _read_text(path)
     if not text.strip():
@@ -108,7 +109,7 @@ def read_rows(path: str | Path) -> list[dict]:
         rows = _rows_from_csv(path, text)
         columns = set(rows[0].keys()) if rows else set()
         columns |= set(csv.DictReader(io.StringIO(text)).fieldnames or [])
-    missing = [c for c in ("text", "intent") if c not in columns]
+    missing = [c for c in required if c not in columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(sorted(map(str, columns)))}")
     return rows
@@ -196,3 +197,25 @@ def limit_per_intent(examples: list[Example], k: int, seed: int = 0, per_languag
         rng.shuffle(group)
         out.extend(group[:k])
     return out
+
+
+def stratified_sample(examples: list[Example], n: int, seed: int = 0) -> list[Example]:
+    """Exactly ``min(n, len(examples))`` rows, spread over (intent, language) in proportion to their
+    sizes (largest remainders get the rounding; ties broken by a seeded shuffle), each group sampled
+    at random with ``seed``. Rows keep their original order."""
+    if n >= len(examples):
+        return list(examples)
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, e in enumerate(examples):
+        groups[(e.intent, e.lang)].append(i)
+    rng = random.Random(seed)
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    share = {k: n * len(groups[k]) / len(examples) for k in keys}
+    quota = {k: int(share[k]) for k in keys}
+    for k in sorted(keys, key=lambda k: share[k] - quota[k], reverse=True)[: n - sum(quota.values())]:
+        quota[k] += 1
+    chosen = []
+    for k in sorted(groups):
+        chosen += rng.sample(groups[k], quota[k])
+    return [examples[i] for i in sorted(chosen)]

@@ -20,10 +20,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
-SUPPORTED = ("en", "fr", "de", "nl", "es", "it", "pt")
-ASSETS_DATA = Path(__file__).resolve().parent.parent / "assets" / "data"
+from chatbot.settings import LANGUAGES, training_files
+
 _NO_LANGUAGE = re.compile(
     r"\S+@\S+|https?://\S+|www\.\S+|#?[A-Za-z]{0,3}[-#]?\d[\w\-/#.]*|[^\w\s]|_", re.UNICODE
 )
@@ -47,7 +46,7 @@ class Detection:
                 "unsupported": self.unsupported}
 
 
-def parse_accept_language(header: str | None, supported: tuple[str, ...] = SUPPORTED) -> str | None:
+def parse_accept_language(header: str | None, supported: tuple[str, ...] = LANGUAGES) -> str | None:
     """The first supported language of an Accept-Language header, by q-value ("fr-CH,fr;q=0.9,en;q=0.8")."""
     if not header:
         return None
@@ -76,7 +75,7 @@ def strip_non_language(text: str) -> str:
 
 @dataclass
 class LanguageDetector:
-    supported: tuple[str, ...] = SUPPORTED
+    supported: tuple[str, ...] = LANGUAGES
     """Languages we answer in."""
     default: str = "en"
     """Language used when nothing else decides."""
@@ -158,7 +157,7 @@ class LanguageDetector:
 
         from chatbot.data import load_dataset
 
-        examples = [e for e in load_dataset(sorted(ASSETS_DATA.glob("*.csv"))).examples if e.lang in self.supported]
+        examples = [e for e in load_dataset(sorted(training_files())).examples if e.lang in self.supported]
         if len({e.lang for e in examples}) < 2:
             return None
         features = make_union(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True),
@@ -243,7 +242,8 @@ def score_detection(detector: LanguageDetector, path: str, split: str | None = N
 
     from chatbot.data import read_rows
 
-    rows = [r for r in read_rows(path) if r.get("lang") and (not split or r.get("split") == split)]
+    rows = [r for r in read_rows(path, required=("text", "lang"))
+            if r.get("lang") and (not split or r.get("split") == split)]
     if not rows:
         raise ValueError(f"{path}: no rows with a lang column" + (f" in split {split}" if split else ""))
     if limit and limit < len(rows):

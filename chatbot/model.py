@@ -9,7 +9,9 @@ A *base* is named one of three ways:
 * a local folder holding a transformers model (``config.json`` + weights);
 * a hub id such as ``meta-llama/Llama-3.2-1B`` (the production target, when a hub is reachable).
 
-All of them go through :func:`load_base`, which returns the model with a classification head.
+All of them go through :func:`load_base`, which returns the model with a fresh classification head
+and its tokenizer. What is built on top of a base (a tuned source merged in, a compression recipe, an
+adapter) is :mod:`chatbot.classifier`'s business.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-DEFAULT_BASE = "gemma3-270m"
+from chatbot.settings import cache_dir
 
 
 class ModelLoadError(RuntimeError):
@@ -61,34 +62,6 @@ EMBEDDED = {
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
-
-
-def cache_dir() -> Path:
-    """Folder for dequantised bases: ``$CHATBOT_CACHE`` or ``~/.cache/chatbot``."""
-    return Path(os.environ.get("CHATBOT_CACHE", Path.home() / ".cache" / "chatbot"))
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """``cuda`` when available unless a device is given."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the processor multiplies bfloat16 natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def inference_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on CUDA and on CPUs that compute it natively, float32 elsewhere."""
-    if device.type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def _sha256(path: Path) -> str:
@@ -165,12 +138,8 @@ def load_tokenizer(base: str):
     """The tokenizer of a base, with a padding token set."""
     from transformers import AutoTokenizer
 
-    from compression.compress import read_recipe
-
-    info = read_recipe(base) if Path(base).is_dir() else None
-    location = resolve_base(info["base"]) if info else resolve_base(base)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base(base))
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load tokenizer of {base!r}: {str(err).splitlines()[0]}") from None
     if tokenizer.pad_token is None:
@@ -179,54 +148,17 @@ def load_tokenizer(base: str):
     return tokenizer
 
 
-def describe_base(base: str) -> dict:
-    """What a trained model folder records about its base: the base name, plus the compression
-    recipe when ``base`` is a compressed model folder (loading re-applies it to that base)."""
-    from compression.compress import read_recipe
-
-    info = read_recipe(base) if Path(base).is_dir() else None
-    if info:
-        return {"base": info["base"], "compression": info["recipe"]}
-    return {"base": base, "compression": None}
-
-
-def load_base(base: str, num_labels: int, dtype: torch.dtype = torch.float32, compression: dict | None = None,
-              source: str | Path | None = None):
-    """A base with a fresh classification head of ``num_labels`` outputs, and its tokenizer.
-
-    ``base`` may be a compressed model folder (from ``python -m compression``); ``compression`` is a
-    recipe to apply to the base (from a trained model folder; cached after the first time).
-    ``source`` is the adapter folder of a fine-tuned classifier of this base: it is merged (LoRA and
-    head) before compressing, so compression starts from the tuned model rather than the raw base.
-    """
-    from compression.compress import apply_recipe, load_compressed_weights, read_recipe
-
-    info = read_recipe(base) if Path(base).is_dir() else None
-    if info:
-        model, tokenizer = load_base(info["base"], num_labels, dtype)
-        load_compressed_weights(model, base, info["recipe"])
-        return model, tokenizer
-    model, tokenizer = _load_plain(base, num_labels, dtype)
-    if source:
-        from chatbot.classifier import load_adapter_checked
-
-        model = load_adapter_checked(model, Path(source)).merge_and_unload()
-        model.requires_grad_(True)  # merged weights are plain weights again; apply_lora decides what trains
-    if compression:
-        apply_recipe(model, tokenizer, base, compression, cache_dir() / "compressed")
-    return model, tokenizer
-
-
-def _load_plain(base: str, num_labels: int, dtype: torch.dtype):
+def load_base(base: str, num_labels: int, dtype: torch.dtype = torch.float32):
+    """The base with a fresh classification head of ``num_labels`` outputs, and its tokenizer."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     tokenizer = load_tokenizer(base)
-    location = resolve_base(base)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "score.weight newly initialised" report is expected
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=num_labels, dtype=dtype)
+        model = AutoModelForSequenceClassification.from_pretrained(resolve_base(base), num_labels=num_labels,
+                                                                   dtype=dtype)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load base {base!r}: {str(err).splitlines()[0]}") from None
     finally:

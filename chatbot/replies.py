@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-REPLIES_DIR = Path(__file__).resolve().parent.parent / "assets" / "replies"
+from chatbot.settings import REPLIES_DIR
+
 BOT_LINES = ("greeting", "clarify", "fallback", "handoff", "handoff_waiting", "agent_joined", "closed",
-             "unsupported_language", "empty", "too_long", "error")
+             "unsupported_language", "empty", "too_long", "error", "out_of_scope")
 
 
 @dataclass

@@ -18,18 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatbot.assistant import Assistant
-from chatbot.classifier import DEFAULT_MODEL_DIR, IntentClassifier
+from chatbot.build import BuildPolicy, build_version, pick_source
+from chatbot.classifier import load_classifier
+from chatbot.data import load_dataset
+from chatbot.folder import ModelFolder
 from chatbot.language import LanguageDetector
 from chatbot.replies import Catalogue
+from chatbot.settings import ADMIN_PASSWORD_ENV, database_url, default_model_dir, home, training_files
 from chatbot.store import Store
 from chatbot.versions import DEFAULT_VERSION, Registry
-
-ADMIN_PASSWORD_ENV = "CHATBOT_ADMIN_PASSWORD"
-ASSETS_DATA = sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "assets" / "data").glob("*.csv"))
-
-
-def home() -> Path:
-    return Path(os.environ.get("CHATBOT_HOME", Path.home() / ".local" / "share" / "chatbot"))
 
 
 class AdminDenied(PermissionError):
@@ -61,24 +58,21 @@ class Job:
     started: float = field(default_factory=time.time)
     cancel: threading.Event = field(default_factory=threading.Event)
 
-    def as_dict(self) -> dict:
-        return {"name": self.name, "params": self.params, "status": self.status, "progress": self.progress,
-                "stage": self.stage, "error": self.error, "seconds": round(time.time() - self.started)}
-
 
 class Service:
-    def __init__(self, home_dir: str | Path | None = None, database_url: str | None = None,
-                 default_model: str | Path = DEFAULT_MODEL_DIR, data: list[str] | None = None):
+    def __init__(self, home_dir: str | Path | None = None, database: str | None = None,
+                 default_model: str | Path | None = None, data: list[str] | None = None,
+                 policy: BuildPolicy | None = None):
         self.home = Path(home_dir or home())
         self.home.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry(self.home, default_model)
-        self.store = Store(database_url or os.environ.get("CHATBOT_DATABASE_URL")
-                           or f"sqlite:///{self.home / 'conversations.db'}")
-        self.data = data or ASSETS_DATA
+        self.registry = Registry(self.home, default_model or default_model_dir())
+        self.store = Store(database or database_url(self.home))
+        self.data = data or training_files()
+        self.policy = policy or BuildPolicy()
         self._swap = threading.Lock()
         self._jobs: dict[str, Job] = {}
         live = self.registry.live
-        self.assistant = Assistant(IntentClassifier.load(self.registry.folder(live)), self.store,
+        self.assistant = Assistant(load_classifier(self.registry.folder(live)), self.store,
                                    Catalogue.load(), LanguageDetector().warm_up(), version=live)
 
     # -- customers -----------------------------------------------------------------------------
@@ -94,7 +88,7 @@ class Service:
 
     # -- versions ------------------------------------------------------------------------------
     def promote(self, name: str) -> None:
-        classifier = IntentClassifier.load(self.registry.folder(name))  # fully loaded before the swap
+        classifier = load_classifier(self.registry.folder(name))  # fully loaded before the swap
         with self._swap:
             self.registry.set_live(name)
             self.assistant = Assistant(classifier, self.store, self.assistant.catalogue, self.assistant.detector,
@@ -111,19 +105,18 @@ class Service:
         self.registry.delete(name)
 
     # -- admin builds --------------------------------------------------------------------------
-    def start_build(self, ratio: float, method: str, targets: str, epochs: int = 2,
-                    max_per_intent: int | None = 12) -> Job:
-        from chatbot.data import load_dataset
-        from chatbot.sweep import HealArgs, build_version, source_problem
+    def start_build(self, ratio: float, method: str, targets: str, epochs: int | None = None,
+                    max_per_intent: int | None = None) -> Job:
+        """Compress → heal → evaluate in a background thread; the version appears only when complete.
 
+        It compresses the live classifier when that one is uncompressed, else the shipped one, so
+        healing starts from a tuned model; the raw base when neither fits the data (see chatbot.build)."""
         if any(j.status == "running" for j in self._jobs.values()):
             raise ValueError("a build is already running; wait for it or cancel it")
         if not 0 < ratio <= 1:
             raise ValueError("rank ratio must be in (0, 1]")
-        from chatbot.classifier import read_settings
-
         candidates = [self.registry.folder(self.registry.live), self.registry.folder(DEFAULT_VERSION)]
-        base = read_settings(candidates[0])["base"]  # the live model's base
+        base = ModelFolder.read(candidates[0]).base  # the live model's base
         name = self.registry.new_name(ratio, method, targets)
         job = Job(name, {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
                          "max_per_intent": max_per_intent})
@@ -138,14 +131,9 @@ class Service:
 
         def work():
             try:
-                # Compress the live classifier when it is uncompressed, else the shipped one, so healing
-                # starts from a tuned model (see build_version); the base when neither fits the data.
-                intents = load_dataset(self.data).intents
-                source = next((c for c in candidates if source_problem(c, intents) is None), None)
-                # a tuned source is healed gently and distilled from (what measured best, docs/benchmarks.md)
-                heal = HealArgs(epochs=epochs, max_per_intent=max_per_intent, lr=5e-4 if source else 1e-3,
-                                distill=0.5 if source else 0.0)
-                job.result = build_version(self.data, staging, base=base, method=method, targets=targets,
+                source = pick_source(candidates, load_dataset(self.data).intents)
+                heal = self.policy.heal(source is not None, epochs, max_per_intent)
+                job.result = build_version(self.data, staging, base=base, method=method, compress_targets=targets,
                                            ratio=ratio, heal=heal, progress=progress, source=source)
                 staging.rename(folder)  # only a complete version ever appears in the registry
                 job.status, job.progress, job.stage = "done", 1.0, "done"
@@ -160,12 +148,6 @@ class Service:
 
         threading.Thread(target=work, name=f"build-{name}", daemon=True).start()
         return job
-
-    def jobs(self) -> list[dict]:
-        return [j.as_dict() for j in sorted(self._jobs.values(), key=lambda j: j.started, reverse=True)]
-
-    def job(self, name: str) -> Job | None:
-        return self._jobs.get(name)
 
     def cancel_jobs(self) -> int:
         running = [j for j in self._jobs.values() if j.status == "running"]

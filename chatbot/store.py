@@ -8,29 +8,18 @@ masked before anything is written.
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, func,
                         select)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
-DEFAULT_URL_ENV = "CHATBOT_DATABASE_URL"
+from chatbot.settings import database_url
+
 STATUSES = ("bot", "waiting", "agent", "closed")
 ROLES = ("customer", "bot", "agent", "system")
-
-
-def default_url() -> str:
-    """``$CHATBOT_DATABASE_URL``, or a SQLite file in the user's data folder."""
-    url = os.environ.get(DEFAULT_URL_ENV)
-    if url:
-        return url
-    folder = Path(os.environ.get("CHATBOT_HOME", Path.home() / ".local" / "share" / "chatbot"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'conversations.db'}"
 
 
 def now() -> datetime:
@@ -113,10 +102,12 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 
 class Store:
-    """Conversations and their messages; every public method is one transaction."""
+    """Conversations and their messages. Each writing method commits one transaction of its own; a
+    caller that must write several things atomically (a whole turn) opens :meth:`session` and uses
+    the static helpers inside one ``session.begin()``."""
 
     def __init__(self, url: str | None = None):
-        self.url = url or default_url()
+        self.url = url or database_url()
         self.engine = create_engine(self.url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)

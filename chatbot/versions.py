@@ -15,6 +15,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from chatbot.folder import ModelFolder
+
 DEFAULT_VERSION = "default"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -33,8 +35,15 @@ class Registry:
             raise ValueError(f"invalid version name {name!r}")
         return self.root / name
 
+    def exists(self, name: str) -> bool:
+        try:
+            ModelFolder.read(self.folder(name))
+            return True
+        except (ValueError, RuntimeError):  # an invalid name, or no readable model folder
+            return False
+
     def names(self) -> list[str]:
-        built = sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / "model.json").exists())
+        built = sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.exists(p.name))
         return [DEFAULT_VERSION, *built]
 
     def new_name(self, ratio: float, method: str, targets: str) -> str:
@@ -52,14 +61,14 @@ class Registry:
     @property
     def live(self) -> str:
         name = self._read_pointer().get("live") or DEFAULT_VERSION
-        return name if (self.folder(name) / "model.json").exists() else DEFAULT_VERSION
+        return name if self.exists(name) else DEFAULT_VERSION
 
     @property
     def previous(self) -> str | None:
         return self._read_pointer().get("previous")
 
     def set_live(self, name: str) -> None:
-        if not (self.folder(name) / "model.json").exists():
+        if not self.exists(name):
             raise ValueError(f"no version {name!r}")
         current = self.live
         payload = {"live": name, "previous": current if current != name else self.previous,
@@ -87,18 +96,10 @@ class Registry:
         live = self.live
         for name in self.names():
             folder = self.folder(name)
-            settings = _read_json(folder / "model.json")
-            evaluation = summary_of(_read_json(folder / "evaluation.json"))
-            rows.append({"name": name, "live": name == live, "created": settings.get("created"),
+            evaluation = summary_of(ModelFolder.read_evaluation(folder))
+            rows.append({"name": name, "live": name == live, "created": ModelFolder.read(folder).created,
                          **{k: v for k, v in evaluation.items() if k not in ("folder",)}})
         return rows
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def summary_of(evaluation: dict) -> dict:

@@ -1,4 +1,4 @@
-"""What the screens show, as plain data: chat history, queue and transcript rows, the versions table.
+"""What the screens show: chat history, queue and transcript rows, the versions table and plot.
 
 Pure functions of the store's and the registry's records, so they are tested without a browser and
 ``app.py`` keeps to wiring.
@@ -7,8 +7,9 @@ Pure functions of the store's and the registry's records, so they are tested wit
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
-from chatbot.language import SUPPORTED
+from chatbot.settings import LANGUAGES
 
 AGENT_PREFIX = "👤 "
 
@@ -79,7 +80,7 @@ def top_intents(message: dict | None) -> dict[str, float]:
 
 
 VERSION_COLUMNS = (["live", "version", "rank ratio", "method", "targets", "parameters (M)", "size MB", "accuracy",
-                    "macro-F1"] + [f"acc {lang}" for lang in SUPPORTED] + ["p50 ms"])
+                    "macro-F1"] + [f"acc {lang}" for lang in LANGUAGES] + ["p50 ms"])
 
 
 def version_rows(summaries: list[dict]) -> list[list]:
@@ -90,6 +91,42 @@ def version_rows(summaries: list[dict]) -> list[list]:
         rows.append(["●" if s["live"] else "", s["name"], number(s.get("ratio"), "g"), s.get("method", ""),
                      s.get("targets", ""), number(s["parameters"] / 1e6 if s.get("parameters") else None, ".1f"),
                      number(s.get("size_mb"), ".0f"), number(s.get("accuracy"), ".4f"), number(s.get("macro_f1"), ".4f")]
-                    + [number(per.get(lang), ".3f") for lang in SUPPORTED]
+                    + [number(per.get(lang), ".3f") for lang in LANGUAGES]
                     + [number(s.get("latency_ms", {}).get("p50"), ".1f")])
     return rows
+
+
+def plot_versions(rows: list[dict], path: Path, live: str | None = None,
+                  title: str = "Accuracy against parameters") -> Path:
+    """Accuracy against parameters (millions), one series per method × targets; ``live`` is ringed.
+
+    ``rows`` are version summaries or sweep points (``name`` or ``folder`` identifies the live one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        if "accuracy" in r:
+            series.setdefault(f"{r['method']} · {r['targets']}" if r["method"] != "none" else "uncompressed",
+                              []).append(r)
+    for label, points in sorted(series.items()):
+        points = sorted(points, key=lambda r: r["parameters"])
+        marker = "*" if label == "uncompressed" else "o"
+        ax.plot([p["parameters"] / 1e6 for p in points], [p["accuracy"] for p in points], marker=marker,
+                markersize=12 if marker == "*" else 6, label=label, linestyle="-" if len(points) > 1 else "none")
+    for r in rows:
+        if live and r.get("name", r.get("folder")) == live and "accuracy" in r:
+            ax.scatter([r["parameters"] / 1e6], [r["accuracy"]], s=260, facecolors="none", edgecolors="red",
+                       linewidths=2, label="live", zorder=5)
+    ax.set_xlabel("parameters (millions)")
+    ax.set_ylabel("accuracy (test split)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -28,16 +28,15 @@ TARGET_GROUPS = {
     "mlp": ("gate_proj", "up_proj", "down_proj"),
 }
 MODULE_NAMES = tuple(n for names in TARGET_GROUPS.values() for n in names)
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CALIB = [f"assets/data/{lang}.csv" for lang in ("en", "fr", "de", "nl", "es", "it", "pt")]
-"""Our own intent training messages; relative paths are read from the repository root."""
 RECIPE_FILE = "compression.json"
 WEIGHTS_FILE = "low_rank.safetensors"
 
 
-def _resolve(path: str) -> Path:
+def _resolve(path: str, root: str | Path | None) -> Path:
+    """A calibration file: as given when it exists, else relative to ``root`` (recipes record the
+    paths they were given, so a project can keep them relative to its own folder)."""
     p = Path(path)
-    return p if p.is_absolute() or p.exists() else ROOT / p
+    return p if p.is_absolute() or p.exists() or root is None else Path(root) / p
 
 
 @dataclass
@@ -54,8 +53,8 @@ class CompressArgs:
     """Keep this share of each matrix's parameters: r = share·mn/(m+n) (overrides the others)."""
     skip: list[str] = field(default_factory=list)
     """Leave layers dense whose name contains any of these (e.g. layers.0.,layers.17.)."""
-    calib: list[str] = field(default_factory=lambda: list(DEFAULT_CALIB))
-    """Calibration text files (text column); default: our intent training messages."""
+    calib: list[str] = field(default_factory=list)
+    """Calibration text files (CSV or JSONL with a text column); needed by whitened SVD and the errors."""
     calib_split: str | None = "train"
     """Only calibrate on rows of this split, when the files have a split column."""
     calib_size: int = 256
@@ -97,9 +96,11 @@ class CompressArgs:
         return max(1, round(self.rank_ratio * min(m, n)))
 
 
-def calibration_texts(args: CompressArgs) -> tuple[list[str], str]:
+def calibration_texts(args: CompressArgs, root: str | Path | None = None) -> tuple[list[str], str]:
     """A seeded sample of calibration messages and a fingerprint of exactly what was read."""
-    texts = sorted({t for path in args.calib for t in read_texts(_resolve(path), args.calib_split)})
+    if not args.calib:
+        raise ValueError("give calibration files (--calib): the messages whose activations compression keeps")
+    texts = sorted({t for path in args.calib for t in read_texts(_resolve(path, root), args.calib_split)})
     random.Random(args.seed).shuffle(texts)
     texts = texts[: args.calib_size]
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
@@ -110,15 +111,17 @@ def _module_type(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=None) -> dict:
-    """Factorise ``model`` in place; returns the recipe and the accounting report."""
+def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=None,
+                   calib_root: str | Path | None = None) -> dict:
+    """Factorise ``model`` in place; returns the recipe and the accounting report. Relative
+    calibration paths that do not exist from here are read from ``calib_root``."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     layers = find_linears(model, args.layer_names, tuple(args.skip))
     if not layers:
         raise ValueError(f"no layers named {', '.join(args.layer_names)} in this model")
-    texts, fingerprint = calibration_texts(args)
+    texts, fingerprint = calibration_texts(args, calib_root)
     grams = collect_grams(model, tokenizer, texts, layers,
                           progress=(lambda f: progress(0.2 * f, "calibrating")) if progress else None)
     calib_time = time.perf_counter() - started
@@ -241,7 +244,8 @@ def store_in_cache(model: nn.Module, cache: Path, base: str, recipe: dict) -> Pa
     return path
 
 
-def apply_recipe(model: nn.Module, tokenizer, base: str, recipe: dict, cache: Path) -> None:
+def apply_recipe(model: nn.Module, tokenizer, base: str, recipe: dict, cache: Path,
+                 calib_root: str | Path | None = None) -> None:
     """Compress ``model`` as ``recipe`` says, from the cache when this recipe was computed before."""
     from safetensors.torch import load_file
 
@@ -253,7 +257,7 @@ def apply_recipe(model: nn.Module, tokenizer, base: str, recipe: dict, cache: Pa
         raise ValueError("this model was compressed by an older version of the factorisation and its "
                          "factors are no longer cached; rebuild it")
     args = CompressArgs(**{k: v for k, v in recipe.items() if k in CompressArgs.__dataclass_fields__})
-    result = compress_model(model, tokenizer, args)
+    result = compress_model(model, tokenizer, args, calib_root=calib_root)
     if result["recipe"]["calib_fingerprint"] != recipe["calib_fingerprint"]:
         raise ValueError("the calibration data changed since this model was compressed; "
                          "recompress it or restore the calibration files")

@@ -1,8 +1,8 @@
 """What factorisation costs: time one plain or whitened SVD of a matrix of a given shape.
 
-``python -m chatbot bench-svd --shapes 4096x4096,4096x14336`` factorises random matrices (the cost
-of an SVD does not depend on the values) on the CPU and, where there is one, the GPU, and writes
-``svd_timing.json`` and ``svd_timing.md``. With Llama-3-8B's four weight shapes timed, the table
+:func:`svd_timing_report` factorises random matrices (the cost of an SVD does not depend on the
+values) on the CPU and, where there is one, the GPU; ``python -m chatbot bench-svd --shapes
+4096x4096,4096x14336`` runs it and writes ``svd_timing.json`` and ``svd_timing.md``. With Llama-3-8B's four weight shapes timed, the table
 adds what compressing the whole 8B model's attention (and MLP) costs on that device: 32 layers of
 q, k, v, o (and gate, up, down). Collecting the calibration Gram matrices (forward passes) is not
 included; it costs a few forward passes of the model.
@@ -27,8 +27,6 @@ LLAMA3_8B = {"layers": 32, "attn": ["4096x4096", "1024x4096", "1024x4096", "4096
 
 @dataclass
 class SvdTimingArgs:
-    report: str
-    """Folder for svd_timing.json and svd_timing.md."""
     shapes: list[str] = field(default_factory=lambda: ["4096x4096", "1024x4096", "14336x4096", "4096x14336"])
     """Matrix shapes out×in to factorise (Llama-3-8B's by default)."""
     methods: list[str] = field(default_factory=lambda: ["plain", "whitened"])
@@ -98,10 +96,9 @@ def llama3_8b_estimate(times: dict[str, float]) -> dict[str, float] | None:
     return {"attn": attn, "attn+mlp": attn + mlp}
 
 
-def run_svd_timing(args: SvdTimingArgs) -> dict:
+def svd_timing_report(args: SvdTimingArgs, machine: str) -> dict:
+    """Time every (device, method, shape) of ``args``; the report names ``machine``."""
     from tqdm.auto import tqdm
-
-    from chatbot.bench import machine_description
 
     devices = [d for d in args.devices if d != "cuda" or torch.cuda.is_available()]
     rows, estimates = [], {}
@@ -117,14 +114,16 @@ def run_svd_timing(args: SvdTimingArgs) -> dict:
             times = {r["shape"]: r["seconds"] for r in rows if r["device"] == device and r["method"] == method}
             if (estimate := llama3_8b_estimate(times)) is not None:
                 estimates[f"{device} {method}"] = estimate
-    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_description(),
-              "args": asdict(args), "rows": rows, "llama3_8b_seconds": estimates}
-    out = Path(args.report)
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
+            "args": asdict(args), "rows": rows, "llama3_8b_seconds": estimates}
+
+
+def write_report(report: dict, folder: str | Path) -> None:
+    """``svd_timing.json`` and ``svd_timing.md`` in ``folder``."""
+    out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     (out / "svd_timing.json").write_text(json.dumps(report, indent=2))
     (out / "svd_timing.md").write_text(markdown_table(report))
-    print(markdown_table(report))
-    return report
 
 
 def markdown_table(report: dict) -> str:

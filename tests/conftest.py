@@ -72,9 +72,32 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, tiny_base, tiny_data) -> Path:
     """A model folder LoRA-tuned on the toy data (a few seconds on a CPU)."""
-    from chatbot.train import TrainArgs, train
-
     out = tmp_path_factory.mktemp("tiny_model")
-    train(TrainArgs(data=[str(tiny_data)], out=str(out), base=str(tiny_base), epochs=8, lr=5e-3,
-                    batch_size=8, lora_r=4, precision="fp32", patience=8))
+    train_tiny(tiny_base, tiny_data, out)
     return out
+
+
+def tiny_train_args(base: Path, data: Path, out: Path, epochs: int = 8, **kw):
+    """The recipe the tiny fixtures train with (fp32, so results are exact on any CPU)."""
+    from chatbot.lora import LoraSettings
+    from chatbot.train import FitSettings, TrainArgs
+
+    lora = kw.pop("lora", LoraSettings(r=4))
+    return TrainArgs(data=[str(data)], out=str(out), base=str(base), fit=FitSettings(epochs=epochs, lr=5e-3, batch_size=8),
+                     lora=lora, precision="fp32", patience=epochs, **kw)
+
+
+def train_tiny(base: Path, data: Path, out: Path, epochs: int = 8, **kw) -> Path:
+    from chatbot.train import train
+
+    return train(tiny_train_args(base, data, out, epochs, **kw))
+
+
+def load_tiny_hf(folder: Path, num_labels: int = 3):
+    """The tiny base straight from transformers (for the compression library's own tests)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

@@ -4,7 +4,7 @@ import pytest
 
 from chatbot.assistant import MAX_CHARS, Assistant, clean_text
 from chatbot.classifier import Prediction
-from chatbot.language import SUPPORTED
+from chatbot.settings import LANGUAGES
 from chatbot.replies import Catalogue
 from chatbot.store import Store
 
@@ -53,7 +53,7 @@ def assistant(tmp_path, detector):
                      version="test-v1")
 
 
-@pytest.mark.parametrize("lang", SUPPORTED)
+@pytest.mark.parametrize("lang", LANGUAGES)
 def test_scripted_conversation_in_each_language(assistant, lang):
     catalogue = Catalogue.load()
     confident, ambiguous, human = SCRIPT[lang]

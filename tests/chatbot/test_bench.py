@@ -1,6 +1,7 @@
 import json
 
 from chatbot.bench import BenchArgs, make_splits, run_bench
+from chatbot.train import FitSettings
 
 
 def test_splits_keep_evaluation_unseen(tiny_data):
@@ -12,7 +13,7 @@ def test_splits_keep_evaluation_unseen(tiny_data):
 
 def test_bench_writes_json_and_markdown(tiny_data, tiny_base, tmp_path):
     report = run_bench(BenchArgs(data=[str(tiny_data)], report=str(tmp_path), bases=[str(tiny_base)],
-                                 epochs=3, dev_per_language=3, batch_size=8, name="toy"))
+                                 fit=FitSettings(epochs=3, batch_size=8), dev_per_language=3, name="toy"))
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert set(saved["results"]) == {"tfidf-svm", str(tiny_base)}
     for result in saved["results"].values():

@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from chatbot.data import DataError, Example, assign_splits, limit_per_intent, load_dataset
+from chatbot.data import DataError, Example, assign_splits, limit_per_intent, load_dataset, read_rows, stratified_sample
 
 
 def write(tmp_path, name, content, mode="w"):
@@ -82,3 +82,23 @@ def test_limit_per_intent_keeps_k_per_intent_and_language():
     limited = limit_per_intent(examples, 4)
     assert Counter((e.intent, e.lang) for e in limited) == {k: 4 for k in
                                                          [("a", "en"), ("a", "fr"), ("b", "en"), ("b", "fr")]}
+
+
+@pytest.mark.parametrize("n", [1, 5, 10, 20, 37, 80])
+def test_stratified_sample_gives_exactly_n_rows_spread_over_groups(n):
+    examples = [Example(f"t{i}{intent}{lang}", intent, lang) for intent in "abcde" for lang in ("en", "fr")
+                for i in range(8 if intent == "a" else 2)]
+    sample = stratified_sample(examples, n, seed=3)
+    assert len(sample) == min(n, len(examples)) and len(set(sample)) == len(sample)
+    assert sample == stratified_sample(examples, n, seed=3)
+    groups = Counter((e.intent, e.lang) for e in sample)
+    if n >= 20:  # every group is represented, the big ones in proportion
+        assert len(groups) == 10
+    assert groups[("a", "en")] >= groups[("b", "en")]
+
+
+def test_read_rows_asks_for_the_columns_it_needs(tmp_path):
+    path = write(tmp_path, "langs.csv", "text,lang\nhello,en\n")
+    with pytest.raises(DataError, match="intent"):
+        read_rows(path)
+    assert read_rows(path, required=("text", "lang")) == [{"text": "hello", "lang": "en"}]

@@ -1,9 +1,12 @@
 import json
-import shutil
+import os
 
 import pytest
 
-from chatbot.sweep import SweepArgs, run_sweep
+from chatbot.build import HealArgs
+from chatbot.lora import LoraSettings
+from chatbot.sweep import Point, SweepArgs, run_sweep
+from chatbot.train import FitSettings
 
 
 @pytest.fixture(autouse=True)
@@ -12,10 +15,14 @@ def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
 
 
+def heal(epochs, **lora) -> HealArgs:
+    return HealArgs(fit=FitSettings(epochs=epochs), lora=LoraSettings(r=2, **lora))
+
+
 def test_sweep_runs_dense_first_and_writes_table_and_plot(tiny_base, tiny_data, tmp_path):
     report = run_sweep(SweepArgs(data=[str(tiny_data)], report=str(tmp_path), base=str(tiny_base),
-                                 ratios=[1.0, 0.25], methods=["whitened"], targets=["attn+mlp"], epochs=2,
-                                 lora_r=2))
+                                 ratios=[1.0, 0.25], methods=["whitened"], compress_targets=["attn+mlp"],
+                                 heal=heal(2)))
     points = report["points"]
     assert [p["method"] for p in points] == ["none", "whitened"]
     assert all("error" not in p for p in points), points
@@ -32,8 +39,8 @@ def test_sweep_runs_dense_first_and_writes_table_and_plot(tiny_base, tiny_data, 
 
 def test_parallel_sweep_keeps_point_order(tiny_base, tiny_data, tmp_path):
     report = run_sweep(SweepArgs(data=[str(tiny_data)], report=str(tmp_path), base=str(tiny_base),
-                                 ratios=[1.0, 0.5, 0.25], methods=["plain"], targets=["attn"], epochs=1,
-                                 lora_r=2, lora_targets=["q_proj", "v_proj"], jobs=2))
+                                 ratios=[1.0, 0.5, 0.25], methods=["plain"], compress_targets=["attn"],
+                                 heal=heal(1, targets=["q_proj", "v_proj"]), jobs=2))
     points = report["points"]
     assert [(p["ratio"], p["method"]) for p in points] == [(1.0, "none"), (0.5, "plain"), (0.25, "plain")]
     assert all("accuracy" in p for p in points), points
@@ -41,69 +48,27 @@ def test_parallel_sweep_keeps_point_order(tiny_base, tiny_data, tmp_path):
     assert report["args"]["jobs"] == 2
 
 
-def test_sweep_rejects_zero_jobs(tiny_data, tmp_path):
+def dies_on_plain(args, point, threads=None):
+    """A sweep worker that is killed (as by the kernel's OOM killer) on plain points."""
+    if point.method == "plain":
+        os._exit(9)
+    return {"ratio": point.ratio, "method": point.method, "targets": point.targets, "accuracy": 1.0,
+            "macro_f1": 1.0, "parameters": 1, "size_mb": 0.0, "per_language": {}, "latency_ms": {"p50": 0.0}}
+
+
+def test_a_dead_worker_becomes_an_error_row_and_the_sweep_goes_on(tiny_data, tmp_path):
+    args = SweepArgs(data=[str(tiny_data)], report=str(tmp_path), ratios=[0.5], methods=["whitened", "plain"],
+                     compress_targets=["attn"], jobs=2)
+    report = run_sweep(args, build=dies_on_plain)
+    rows = {(p["method"]): p for p in report["points"]}
+    assert "error" in rows["plain"] and "BrokenProcessPool" in rows["plain"]["error"]
+    assert "failed:" in (tmp_path / "sweep.md").read_text()
+
+
+def test_point_names_and_validation(tiny_data, tmp_path):
+    assert Point(1.0, "none", "none").name == "dense"
+    assert Point(0.25, "whitened", "attn+mlp").name == "whitened-attn_mlp-0.25"
     with pytest.raises(ValueError, match="jobs"):
         SweepArgs(data=[str(tiny_data)], report=str(tmp_path), jobs=0)
-
-
-def test_version_built_from_a_tuned_source_starts_from_its_accuracy(tiny_base, tiny_data, tiny_model, tmp_path):
-    import torch
-
-    from chatbot.classifier import IntentClassifier
-    from chatbot.sweep import SOURCE_ADAPTER, HealArgs, build_version
-
-    dense = build_version([str(tiny_data)], tmp_path / "dense", ratio=1.0, source=tiny_model)
-    assert dense["method"] == "none" and (tmp_path / "dense" / "adapter").is_dir()
-    heal = HealArgs(epochs=1, lr=1e-4, lora_r=2)
-    built = build_version([str(tiny_data)], tmp_path / "v", method="whitened", targets="attn+mlp", ratio=0.25,
-                          heal=heal, source=tiny_model)
-    folder = tmp_path / "v"
-    assert (folder / SOURCE_ADAPTER / "adapter_model.safetensors").exists()
-    settings = json.loads((folder / "model.json").read_text())
-    assert settings["source"]["adapter"] == SOURCE_ADAPTER and settings["compression"]["source"]
-    assert built["parameters"] < dense["parameters"]
-    # compressing the tuned model keeps most of what it learnt; from the raw base the head is random
-    from_base = build_version([str(tiny_data)], tmp_path / "raw", base=str(tiny_base), method="whitened",
-                              targets="attn+mlp", ratio=0.25, heal=heal)
-    assert built["accuracy"] > from_base["accuracy"]
-    # the folder is self-contained: with the source moved away and no cached factors, it reloads
-    # (recompressing) to the same predictions
-    texts = ["hello there", "where is my order", "cancel it please"]
-    before = IntentClassifier.load(folder, device="cpu", dtype=torch.float32).probabilities(texts)
-    moved = tmp_path / "moved"
-    shutil.copytree(tiny_model, moved)
-    shutil.rmtree(tiny_model / "adapter")
-    try:
-        shutil.rmtree(tmp_path / "cache" / "compressed")
-        after = IntentClassifier.load(folder, device="cpu", dtype=torch.float32).probabilities(texts)
-    finally:
-        shutil.copytree(moved / "adapter", tiny_model / "adapter")
-    assert torch.allclose(before, after, atol=1e-4)
-
-
-def test_source_must_be_uncompressed_and_know_the_same_intents(tiny_data, tiny_model, tmp_path):
-    from chatbot.sweep import build_version
-
-    settings = json.loads((tiny_model / "model.json").read_text())
-    other = tmp_path / "other"
-    shutil.copytree(tiny_model, other)
-    (other / "model.json").write_text(json.dumps({**settings, "labels": settings["labels"][::-1]}))
-    with pytest.raises(ValueError, match="other intents"):
-        build_version([str(tiny_data)], tmp_path / "x", ratio=0.5, source=other)
-    (other / "model.json").write_text(json.dumps({**settings, "compression": {"ranks": {}}}))
-    with pytest.raises(ValueError, match="itself compressed"):
-        build_version([str(tiny_data)], tmp_path / "y", ratio=0.5, source=other)
-
-
-def test_distillation_needs_a_source(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="--source"):
-        SweepArgs(data=[str(tiny_data)], report=str(tmp_path), distill=0.5)
-
-
-def test_healing_distils_from_the_source(tiny_data, tiny_model, tmp_path):
-    from chatbot.sweep import HealArgs, build_version
-
-    build_version([str(tiny_data)], tmp_path / "v", method="whitened", targets="attn", ratio=0.5,
-                  heal=HealArgs(epochs=1, lr=1e-4, lora_r=2, distill=0.5), source=tiny_model)
-    train_args = json.loads((tmp_path / "v" / "model.json").read_text())["train_args"]
-    assert train_args["teacher"] == str(tiny_model) and train_args["distill"] == 0.5
+        SweepArgs(data=[str(tiny_data)], report=str(tmp_path), heal=HealArgs(distill=0.5))

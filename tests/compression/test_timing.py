@@ -1,8 +1,6 @@
-import json
-
 import pytest
 
-from chatbot.__main__ import main
+from compression import timing
 from compression.timing import LLAMA3_8B, SvdTimingArgs, llama3_8b_estimate, parse_shape, time_factorisation
 
 
@@ -11,12 +9,22 @@ def test_parse_shape_reads_out_by_in_and_rejects_junk():
     with pytest.raises(ValueError, match="OUTxIN"):
         parse_shape("4096*14336")
     with pytest.raises(ValueError):
-        SvdTimingArgs(report="x", methods=["magic"])
+        SvdTimingArgs(methods=["magic"])
 
 
 @pytest.mark.parametrize("method", ["plain", "whitened"])
-def test_time_factorisation_is_positive(method):
-    assert 0 < time_factorisation(48, 32, method, "cpu", calib_tokens=64) < 60
+def test_time_factorisation_times_the_factorisation_asked_for(method, monkeypatch):
+    calls = []
+    real = timing.factorise
+
+    def spy(weight, rank, how, gram=None, damping=1e-2):
+        calls.append((tuple(weight.shape), rank, how, gram is not None))
+        return real(weight, rank, how, gram, damping)
+
+    monkeypatch.setattr(timing, "factorise", spy)
+    seconds = time_factorisation(48, 32, method, "cpu", rank_ratio=0.25, calib_tokens=64, repeats=2)
+    assert seconds > 0
+    assert calls == [((48, 32), 8, method, method == "whitened")] * 2  # rank 0.25·min(48, 32), once per repeat
 
 
 def test_llama3_8b_estimate_sums_32_layers():
@@ -25,13 +33,4 @@ def test_llama3_8b_estimate_sums_32_layers():
     assert estimate["attn"] == pytest.approx(32 * (2 + 1 + 1 + 2))
     assert estimate["attn+mlp"] == pytest.approx(32 * (2 + 1 + 1 + 2 + 5 + 5 + 7))
     assert llama3_8b_estimate({"4096x4096": 1.0}) is None
-    assert len(LLAMA3_8B["attn"]) == 4 and len(LLAMA3_8B["mlp"]) == 3
-
-
-def test_bench_svd_command_writes_json_and_table(tmp_path):
-    assert main(["bench-svd", "--report", str(tmp_path), "--shapes", "40x24,24x40", "--devices", "cpu"]) == 0
-    report = json.loads((tmp_path / "svd_timing.json").read_text())
-    assert {(r["shape"], r["method"]) for r in report["rows"]} == {
-        ("40x24", "plain"), ("24x40", "plain"), ("40x24", "whitened"), ("24x40", "whitened")}
-    assert "| cpu | whitened | 40x24 | 6 |" in (tmp_path / "svd_timing.md").read_text()
-    assert main(["bench-svd", "--report", str(tmp_path), "--shapes", "40by24"]) == 2
+    assert LLAMA3_8B["layers"] == 32

@@ -3,16 +3,16 @@
 import pytest
 import torch
 
-from chatbot.classifier import DEFAULT_MODEL_DIR, IntentClassifier
+from chatbot.classifier import load_classifier
 from chatbot.data import load_dataset
-from chatbot.language import ASSETS_DATA
+from chatbot.settings import DEFAULT_MODEL_DIR, training_files
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    return IntentClassifier.load(DEFAULT_MODEL_DIR)
+    return load_classifier(DEFAULT_MODEL_DIR)
 
 
 @pytest.mark.parametrize("text, intent", [
@@ -30,9 +30,9 @@ def test_classifies_real_messages(classifier, text, intent):
 
 
 def test_bfloat16_predictions_match_float32(classifier):
-    texts = [e.text for e in load_dataset(sorted(ASSETS_DATA.glob("*.csv"))).split("test")][::4]
-    fp32 = IntentClassifier.load(DEFAULT_MODEL_DIR, dtype=torch.float32)
-    bf16 = IntentClassifier.load(DEFAULT_MODEL_DIR, dtype=torch.bfloat16)
+    texts = [e.text for e in load_dataset(training_files()).split("test")][::4]
+    fp32 = load_classifier(DEFAULT_MODEL_DIR, dtype=torch.float32)
+    bf16 = load_classifier(DEFAULT_MODEL_DIR, dtype=torch.bfloat16)
     a = [p.intent for p in fp32.predict(texts)]
     b = [p.intent for p in bf16.predict(texts)]
     agreement = sum(x == y for x, y in zip(a, b)) / len(a)

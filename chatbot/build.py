@@ -1,0 +1,161 @@
+"""Building a model version: compress → heal (LoRA) → evaluate, into one self-contained model folder.
+
+A build starts from one of two places:
+
+* a **tuned source** (an uncompressed classifier trained on the same intents, e.g. the shipped
+  one): its adapter and head are merged, the tuned model is compressed, and healing starts from its
+  head, gently (:attr:`BuildPolicy.source_lr`) and distilled from it (:attr:`BuildPolicy.source_distill`),
+  which measured best (docs/benchmarks.md: whitened attention 0.25, 0.958 against 0.948 undistilled);
+* the raw **base**, when no tuned source fits the data: the base is compressed and the classifier
+  learnt from scratch (:attr:`BuildPolicy.base_lr`).
+
+At ratio 1 with a source, the source itself is the version (copied and evaluated, not trained). The
+admin tab and ``python -m chatbot sweep`` both build through :func:`build_version`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatbot import lora
+from chatbot.classifier import build_model, load_classifier
+from chatbot.data import load_dataset
+from chatbot.evaluate import evaluate
+from chatbot.folder import SOURCE_ADAPTER, ModelFolder
+from chatbot.lora import LoraSettings
+from chatbot.settings import DEFAULT_BASE, ROOT, TRAINING_DATA, compressed_cache
+from chatbot.train import FitSettings, Start, TrainArgs, train
+from compression.compress import CompressArgs, compress_model, store_in_cache
+
+
+@dataclass
+class HealArgs:
+    fit: FitSettings = field(default_factory=lambda: FitSettings(epochs=3))
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
+    max_per_intent: int | None = None
+    """Heal on at most this many examples per intent and language (faster builds)."""
+    distill: float = 0.0
+    """Weight of the source classifier's soft targets in the healing loss (0 = labels only; needs a source)."""
+
+    def __post_init__(self):
+        if not 0 <= self.distill <= 1:
+            raise ValueError("distill must be in [0, 1]")
+        if self.max_per_intent is not None and self.max_per_intent < 1:
+            raise ValueError("max-per-intent must be ≥ 1")
+
+
+@dataclass
+class BuildPolicy:
+    """How an admin build heals, by where it starts (the sweep sets each value itself)."""
+
+    source_lr: float = 5e-4
+    """Healing learning rate when a tuned source was compressed (it only has to recover)."""
+    source_distill: float = 0.5
+    """Weight of the source's soft targets when healing a compressed source."""
+    base_lr: float = 1e-3
+    """Learning rate when the classifier is learnt from the raw base."""
+    epochs: int = 2
+    """Healing epochs an admin build runs unless the admin says otherwise."""
+    max_per_intent: int | None = 12
+    """Healing examples per intent and language an admin build uses unless told otherwise."""
+
+    def heal(self, has_source: bool, epochs: int | None = None, max_per_intent: int | None = None) -> HealArgs:
+        lr = self.source_lr if has_source else self.base_lr
+        return HealArgs(fit=FitSettings(epochs=epochs or self.epochs, lr=lr),
+                        max_per_intent=max_per_intent or self.max_per_intent,
+                        distill=self.source_distill if has_source else 0.0)
+
+
+def source_problem(source: str | Path, intents: list[str]) -> str | None:
+    """Why ``source`` cannot seed a compressed version for data with ``intents``, or None."""
+    spec = ModelFolder.read(source)
+    if spec.compression or spec.source:
+        return f"{source} is itself compressed; start from an uncompressed classifier"
+    if spec.labels != list(intents):
+        return f"{source} was trained on other intents than the data; start from the base instead"
+    return None
+
+
+def pick_source(candidates: list[Path], intents: list[str]) -> Path | None:
+    """The first candidate that can seed a compressed version for ``intents`` (see :func:`source_problem`)."""
+    return next((c for c in candidates if source_problem(c, intents) is None), None)
+
+
+def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | None, method: str,
+                      compress_targets: str, ratio: float, seed: int, step) -> tuple[Start, dict | None]:
+    """The model healing starts from (source merged, compressed below ratio 1) and the compression report."""
+    own_source, source_info = None, None
+    if source:  # copied first: what is merged is what the folder keeps, even if the source changes later
+        own_source = folder / SOURCE_ADAPTER
+        shutil.copytree(ModelFolder.adapter_dir(source), own_source, dirs_exist_ok=True)
+        source_info = {"adapter": SOURCE_ADAPTER, "from": str(source), "fingerprint": lora.fingerprint(own_source)}
+    step(0.0, "loading base")
+    model, tokenizer = build_model(base, num_labels, source_adapter=own_source)
+    start = Start(model, tokenizer, base, None, source_info)
+    if ratio >= 1:
+        return start, None
+    args = CompressArgs(method=method, targets=compress_targets, rank_ratio=ratio, seed=seed,
+                        calib=list(TRAINING_DATA))
+    result = compress_model(model, tokenizer, args, calib_root=ROOT,
+                            progress=lambda f, d="": step(0.05 + 0.15 * f, f"compress: {d}"))
+    recipe = result["recipe"]
+    if source_info:
+        recipe["source"] = source_info["fingerprint"]
+    store_in_cache(model, compressed_cache(), base, recipe)
+    start.compression = recipe
+    return start, {k: v for k, v in result["report"].items() if k != "layers"}
+
+
+def summarise(folder: Path, classifier, report: dict, **build: object) -> dict:
+    """The version's table row: how it was built, its size, accuracy and latency."""
+    embedding = classifier.embedding_parameters()
+    return {
+        "folder": str(folder), **build, "parameters": report["parameters"],
+        "non_embedding_parameters": report["parameters"] - embedding,
+        "size_mb": report["parameters"] * next(classifier.model.parameters()).element_size() / 1e6,
+        "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+        "per_language": {k: v["accuracy"] for k, v in report.get("per_language", {}).items()},
+        "per_language_f1": {k: v["macro_f1"] for k, v in report.get("per_language", {}).items()},
+        "latency_ms": report["latency_ms"], "n": report["n"],
+    }
+
+
+def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, method: str = "whitened",
+                  compress_targets: str = "attn", ratio: float = 1.0, heal: HealArgs | None = None,
+                  progress=None, eval_split: str = "test", source: str | Path | None = None) -> dict:
+    """Compress at ``ratio`` (1 = leave dense), LoRA-heal on ``data``'s train split, evaluate on
+    ``eval_split``. Writes a model folder to ``out`` and returns its summary (see the module docstring)."""
+    heal = heal or HealArgs()
+    step = progress or (lambda fraction, desc="": None)
+    started = time.perf_counter()
+    dataset = load_dataset(data, seed=heal.fit.seed)
+    source = Path(source) if source else None
+    folder, compression, compress_s = Path(out), None, 0.0
+    if source:
+        if problem := source_problem(source, dataset.intents):
+            raise ValueError(problem)
+        base = ModelFolder.read(source).base
+    if source and ratio >= 1:
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+    else:
+        start, compression = _compressed_start(base, len(dataset.intents), folder, source, method,
+                                               compress_targets, ratio, heal.fit.seed, step)
+        compress_s = time.perf_counter() - started if compression else 0.0
+        train_args = TrainArgs(data=list(data), out=str(out), base=base, fit=heal.fit, lora=heal.lora,
+                               max_per_intent=heal.max_per_intent, patience=heal.fit.epochs,
+                               teacher=str(source) if source and heal.distill > 0 else None, distill=heal.distill)
+        folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), start=start)
+        del start
+    step(0.85, "evaluating")
+    classifier = load_classifier(folder)
+    report = evaluate(classifier, dataset.split(eval_split))
+    summary = summarise(folder, classifier, report, base=base, method=method if ratio < 1 else "none",
+                        targets=compress_targets if ratio < 1 else "none", ratio=ratio,
+                        source=str(source) if source else None)
+    summary.update(compression=compression, compress_s=compress_s, total_s=time.perf_counter() - started)
+    ModelFolder.write_evaluation(folder, summary, report)
+    step(1.0, "done")
+    return summary

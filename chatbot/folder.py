@@ -1,0 +1,116 @@
+"""A model folder: one trained classifier on disk, and the only code that reads or writes ``model.json``.
+
+Layout::
+
+    model.json          what the classifier is (this module's :class:`ModelFolder`)
+    adapter/            LoRA weights + score head (peft's format)
+    source_adapter/     only when built by compressing a tuned classifier: that classifier's adapter,
+                        merged into the base before the compression recipe is applied
+    evaluation.json     only when evaluated by a build: the summary row and the full report
+
+What ``model.json`` says, in the order loading uses it (:func:`chatbot.classifier.load_classifier`):
+the ``base`` → merge the ``source`` adapter → apply the ``compression`` recipe → load the ``adapter``
+(trained with the ``lora`` settings) → a head over ``labels`` whose logits are divided by
+``temperature``, reading at most ``max_length`` tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+from chatbot.model import ModelLoadError
+from chatbot.settings import MAX_LENGTH
+
+FORMAT = 1
+SETTINGS_FILE, EVALUATION_FILE = "model.json", "evaluation.json"
+ADAPTER, SOURCE_ADAPTER = "adapter", "source_adapter"
+
+
+@dataclass
+class ModelFolder:
+    base: str
+    """The base model: an embedded name, a model folder or a hub id."""
+    labels: list[str]
+    """The intents, in the order of the head's outputs."""
+    temperature: float
+    """Calibration: probabilities are softmax(logits / temperature)."""
+    max_length: int = MAX_LENGTH
+    """Messages are truncated to this many tokens."""
+    lora: dict | None = None
+    """The adapter's settings (``chatbot.lora.LoraSettings`` as a dict)."""
+    compression: dict | None = None
+    """The compression recipe re-applied to the (source-merged) base, or None when dense."""
+    source: dict | None = None
+    """``{adapter, from, fingerprint}`` of the tuned classifier merged before compressing, or None."""
+    languages: list[str] = field(default_factory=list)
+    """Languages of the training data."""
+    metrics: dict = field(default_factory=dict)
+    """Training history, dev accuracy, temperature fit, sizes."""
+    train_args: dict = field(default_factory=dict)
+    """The arguments training ran with."""
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    format: int = FORMAT
+
+    def __post_init__(self):
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            raise ModelLoadError("a model folder needs distinct labels")
+        if not self.temperature > 0 or self.max_length < 1:
+            raise ModelLoadError("temperature must be > 0 and max_length ≥ 1")
+        if self.source is not None and "adapter" not in self.source:
+            raise ModelLoadError("source lacks its adapter folder")
+
+    # -- the files ------------------------------------------------------------------------------
+    @classmethod
+    def read(cls, folder: str | Path) -> "ModelFolder":
+        """The folder's ``model.json``; a clear one-line :class:`ModelLoadError` when it cannot be used."""
+        path = Path(folder) / SETTINGS_FILE
+        if not path.is_file():
+            raise ModelLoadError(f"{folder} is not a model folder (no {SETTINGS_FILE}); "
+                                 "train one with: python -m chatbot train")
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ModelLoadError(f"{path} is damaged: {err}") from None
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{path} is damaged: not a JSON object")
+        for key in ("base", "labels", "temperature"):
+            if key not in raw:
+                raise ModelLoadError(f"{path} lacks {key!r}")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except TypeError as err:
+            raise ModelLoadError(f"{path} is damaged: {err}") from None
+
+    def write(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
+        return folder
+
+    @staticmethod
+    def adapter_dir(folder: str | Path) -> Path:
+        return Path(folder) / ADAPTER
+
+    def source_adapter_dir(self, folder: str | Path) -> Path | None:
+        return Path(folder) / self.source["adapter"] if self.source else None
+
+    @property
+    def is_compressed(self) -> bool:
+        return self.compression is not None
+
+    # -- evaluation -----------------------------------------------------------------------------
+    @staticmethod
+    def write_evaluation(folder: str | Path, summary: dict, report: dict) -> None:
+        (Path(folder) / EVALUATION_FILE).write_text(json.dumps({"summary": summary, "report": report}, indent=2))
+
+    @staticmethod
+    def read_evaluation(folder: str | Path) -> dict:
+        """``evaluation.json`` as written by a build or by ``python -m chatbot evaluate``, or {}."""
+        try:
+            return json.loads((Path(folder) / EVALUATION_FILE).read_text())
+        except (OSError, ValueError):
+            return {}

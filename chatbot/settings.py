@@ -1,0 +1,78 @@
+"""Settings that several modules share, each defined once: paths, environment variables, languages.
+
+Everything a deployment may change comes from the environment, read when it is needed (so tests
+and the app can set it per process):
+
+| variable | what | default |
+|---|---|---|
+| ``CHATBOT_HOME`` | conversations database, model versions, secrets | ``~/.local/share/chatbot`` |
+| ``CHATBOT_CACHE`` | dequantised bases, cached compression factors | ``~/.cache/chatbot`` |
+| ``CHATBOT_DATABASE_URL`` | any SQLAlchemy URL (e.g. ``postgresql+psycopg://…``) | a SQLite file in the home |
+| ``CHATBOT_DEFAULT_MODEL`` | the model folder served when no version is live | ``assets/model`` |
+| ``CHATBOT_ADMIN_PASSWORD`` | enables the admin tab | unset: admin disabled |
+| ``CHATBOT_BROWSER_SECRET`` | signs what the browser keeps | generated per installation |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository: assets are read from here whatever the working directory."""
+ASSETS = ROOT / "assets"
+DEFAULT_MODEL_DIR = ASSETS / "model"
+"""The shipped default model (see README for how it is rebuilt)."""
+REPLIES_DIR = ASSETS / "replies"
+DATA_DIR = ASSETS / "data"
+
+LANGUAGES = ("en", "fr", "de", "nl", "es", "it", "pt")
+"""The languages customers are answered in (detection, data, replies, reports)."""
+DEFAULT_BASE = "gemma3-270m"
+"""The embedded base model the shipped classifier is built on."""
+MAX_LENGTH = 96
+"""Messages are truncated to this many tokens (training, inference, calibration)."""
+
+HOME_ENV, CACHE_ENV, DATABASE_ENV = "CHATBOT_HOME", "CHATBOT_CACHE", "CHATBOT_DATABASE_URL"
+DEFAULT_MODEL_ENV, ADMIN_PASSWORD_ENV, BROWSER_SECRET_ENV = (
+    "CHATBOT_DEFAULT_MODEL", "CHATBOT_ADMIN_PASSWORD", "CHATBOT_BROWSER_SECRET")
+
+
+TRAINING_DATA = tuple(f"assets/data/{lang}.csv" for lang in LANGUAGES)
+"""Our own intent data, one file per language, relative to :data:`ROOT`: what the default model
+trains on and compression calibrates on (recipes record these relative paths, so they re-apply on
+any checkout)."""
+
+
+def training_files() -> list[str]:
+    """:data:`TRAINING_DATA` as absolute paths, for reading from any working directory."""
+    return [str(ROOT / path) for path in TRAINING_DATA]
+
+
+def home() -> Path:
+    """Where the app keeps its state: ``$CHATBOT_HOME`` or ``~/.local/share/chatbot``."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".local" / "share" / "chatbot")
+
+
+def cache_dir() -> Path:
+    """Where derived model files are cached: ``$CHATBOT_CACHE`` or ``~/.cache/chatbot``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "chatbot")
+
+
+def compressed_cache() -> Path:
+    """Factorised weights of compression recipes, keyed by recipe (see ``compression.compress``)."""
+    return cache_dir() / "compressed"
+
+
+def database_url(home_dir: str | Path | None = None) -> str:
+    """``$CHATBOT_DATABASE_URL``, or a SQLite file in the home folder."""
+    if url := os.environ.get(DATABASE_ENV):
+        return url
+    folder = Path(home_dir) if home_dir else home()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'conversations.db'}"
+
+
+def default_model_dir() -> Path:
+    """``$CHATBOT_DEFAULT_MODEL`` or the shipped model."""
+    return Path(os.environ.get(DEFAULT_MODEL_ENV) or DEFAULT_MODEL_DIR)

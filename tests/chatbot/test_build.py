@@ -1,0 +1,81 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from chatbot.build import BuildPolicy, HealArgs, build_version, pick_source
+from chatbot.classifier import load_classifier
+from chatbot.folder import SOURCE_ADAPTER, ModelFolder
+from chatbot.lora import LoraSettings
+from chatbot.train import FitSettings
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
+
+
+def quick_heal(**kw) -> HealArgs:
+    return HealArgs(fit=FitSettings(epochs=1, lr=1e-4), lora=LoraSettings(r=2), **kw)
+
+
+def test_version_built_from_a_tuned_source_starts_from_its_accuracy(tiny_base, tiny_data, tiny_model, tmp_path):
+    dense = build_version([str(tiny_data)], tmp_path / "dense", ratio=1.0, source=tiny_model)
+    assert dense["method"] == "none" and (tmp_path / "dense" / "adapter").is_dir()
+    built = build_version([str(tiny_data)], tmp_path / "v", method="whitened", compress_targets="attn+mlp",
+                          ratio=0.25, heal=quick_heal(), source=tiny_model)
+    folder = tmp_path / "v"
+    assert (folder / SOURCE_ADAPTER / "adapter_model.safetensors").exists()
+    spec = ModelFolder.read(folder)
+    assert spec.source["adapter"] == SOURCE_ADAPTER and spec.compression["source"] == spec.source["fingerprint"]
+    assert built["parameters"] < dense["parameters"]
+    assert ModelFolder.read_evaluation(folder)["summary"]["accuracy"] == built["accuracy"]
+    # compressing the tuned model keeps most of what it learnt; from the raw base the head is random
+    from_base = build_version([str(tiny_data)], tmp_path / "raw", base=str(tiny_base), method="whitened",
+                              compress_targets="attn+mlp", ratio=0.25, heal=quick_heal())
+    assert built["accuracy"] > from_base["accuracy"]
+    # the folder is self-contained: with the source moved away and no cached factors, it reloads
+    # (recompressing) to the same predictions
+    texts = ["hello there", "where is my order", "cancel it please"]
+    before = load_classifier(folder, device="cpu", dtype=torch.float32).probabilities(texts)
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_model, moved)
+    shutil.rmtree(tiny_model / "adapter")
+    try:
+        shutil.rmtree(tmp_path / "cache" / "compressed")
+        after = load_classifier(folder, device="cpu", dtype=torch.float32).probabilities(texts)
+    finally:
+        shutil.copytree(moved / "adapter", tiny_model / "adapter")
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_source_must_be_uncompressed_and_know_the_same_intents(tiny_data, tiny_model, tmp_path):
+    settings = json.loads((tiny_model / "model.json").read_text())
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    (other / "model.json").write_text(json.dumps({**settings, "labels": settings["labels"][::-1]}))
+    with pytest.raises(ValueError, match="other intents"):
+        build_version([str(tiny_data)], tmp_path / "x", ratio=0.5, source=other)
+    assert pick_source([other, tiny_model], settings["labels"]) == tiny_model
+    (other / "model.json").write_text(json.dumps({**settings, "compression": {"ranks": {}}}))
+    with pytest.raises(ValueError, match="itself compressed"):
+        build_version([str(tiny_data)], tmp_path / "y", ratio=0.5, source=other)
+    assert pick_source([other], settings["labels"]) is None
+
+
+def test_healing_distils_from_the_source(tiny_data, tiny_model, tmp_path):
+    build_version([str(tiny_data)], tmp_path / "v", method="whitened", compress_targets="attn", ratio=0.5,
+                  heal=quick_heal(distill=0.5), source=tiny_model)
+    train_args = ModelFolder.read(tmp_path / "v").train_args
+    assert train_args["teacher"] == str(tiny_model) and train_args["distill"] == 0.5
+    assert train_args["fit"]["lr"] == 1e-4
+
+
+def test_the_policy_heals_a_source_gently_and_a_base_from_scratch():
+    policy = BuildPolicy()
+    from_source, from_base = policy.heal(True), policy.heal(False, epochs=5, max_per_intent=3)
+    assert (from_source.fit.lr, from_source.distill) == (policy.source_lr, policy.source_distill)
+    assert (from_base.fit.lr, from_base.distill) == (policy.base_lr, 0.0)
+    assert (from_source.fit.epochs, from_source.max_per_intent) == (policy.epochs, policy.max_per_intent)
+    assert (from_base.fit.epochs, from_base.max_per_intent) == (5, 3)

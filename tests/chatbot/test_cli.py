@@ -1,0 +1,63 @@
+import argparse
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pytest
+
+from chatbot import cli
+
+
+@dataclass
+class Inner:
+    r: int = 8
+    """Rank."""
+    names: list[str] = field(default_factory=lambda: ["a", "b"])
+    """Names."""
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise ValueError("r must be ≥ 1")
+
+
+@dataclass
+class Clash:
+    one: Inner = field(default_factory=Inner)
+    two: Inner = field(default_factory=Inner)
+
+
+def parse(cls, argv):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser, cls)
+    return cli.build(cls, parser.parse_args(argv))
+
+
+def test_two_settings_with_one_flag_are_refused():
+    with pytest.raises(AssertionError, match="both be --r"):  # two un-prefixed Inner would collide
+        parse(Clash, [])
+
+
+@dataclass
+class Composed:
+    data: list[str]
+    """Files."""
+    inner: Inner = field(default_factory=lambda: Inner(r=4), metadata={"prefix": "inner_"})
+    flag: bool = False
+    """A flag."""
+    cli_aliases: ClassVar[dict[str, str]] = {"old_r": "inner_r"}
+
+
+def test_composed_settings_take_the_composer_defaults_flags_and_aliases():
+    args = parse(Composed, ["--data", "x,y"])
+    assert args == Composed(data=["x", "y"], inner=Inner(r=4, names=["a", "b"]), flag=False)
+    args = parse(Composed, ["--data", "x", "--inner-r", "7", "--inner-names", "c", "--flag"])
+    assert args.inner == Inner(r=7, names=["c"]) and args.flag
+    assert parse(Composed, ["--data", "x", "--old-r", "9"]).inner.r == 9
+    with pytest.raises(ValueError, match="r must be"):  # validation stays in the dataclass
+        parse(Composed, ["--data", "x", "--inner-r", "0"])
+
+
+def test_help_comes_from_attribute_docstrings():
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser, Composed)
+    text = parser.format_help()
+    assert "Rank. (default: 4)" in text and "--old-r" in text and "A flag." in text

@@ -1,0 +1,114 @@
+"""The command line as users call it: ``python -m chatbot …`` (in-process through ``main``, or a subprocess)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chatbot.__main__ import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "chatbot", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_classify_prints_json_lines(tiny_model):
+    result = run_cli("classify", "--model", str(tiny_model), "cancel order stop 1", "refund money back 3")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["intent"] for line in lines] == ["cancel_order", "get_refund"]
+    assert len(lines[0]["top"]) == 3 and 0 < lines[0]["confidence"] <= 1
+
+
+def test_evaluate_writes_the_report_contract(tiny_model, tiny_data, tmp_path):
+    report_path = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(tiny_data), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    for key in ("accuracy", "macro_f1", "n", "per_language", "per_intent", "confusion", "latency_ms", "parameters"):
+        assert key in report
+    assert set(report["per_language"]) == {"en", "fr"}
+    assert {"p50", "p95"} <= set(report["latency_ms"])
+    assert report["accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("limit", [1, 4, 7])
+def test_evaluate_limit_scores_that_many_rows(tiny_model, tiny_data, tmp_path, limit):
+    report_path = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "all",
+                 "--limit", str(limit), "--latency-sample", "2", "--report", str(report_path)]) == 0
+    assert json.loads(report_path.read_text())["n"] == limit
+
+
+def test_detect_scores_a_text_lang_file(tmp_path, capsys):
+    path = tmp_path / "langs.csv"
+    path.write_text("text,lang\nOù est mon colis ?,fr\nWhere is my parcel please?,en\n")
+    assert main(["detect", "--data", str(path), "--report", str(tmp_path / "d.json")]) == 0
+    assert json.loads((tmp_path / "d.json").read_text())["n"] == 2
+    assert "accuracy 1.0000" in capsys.readouterr().out
+
+
+def test_errors_are_one_line(tmp_path):
+    result = run_cli("classify", "--model", str(tmp_path / "missing"), "hello")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+    result = run_cli("train", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "not found" in result.stderr
+
+
+def test_compress_writes_a_folder_training_can_start_from(tiny_base, tiny_data, tmp_path, capsys, monkeypatch):
+    from chatbot.classifier import build_model
+    from compression.svd import LowRankLinear
+
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
+    code = main(["compress", "--base", str(tiny_base), "--calib", str(tiny_data), "--calib-size", "30",
+                 "--method", "whitened", "--targets", "attn+mlp", "--rank-ratio", "0.25", "--out", str(tmp_path / "c"),
+                 "--report", str(tmp_path / "r.json")])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "q_proj" in table and "down_proj" in table and "model" in table
+    info = json.loads((tmp_path / "c" / "compression.json").read_text())
+    assert info["base"] == str(tiny_base) and len(info["recipe"]["ranks"]) == 14
+    model, _ = build_model(str(tmp_path / "c"), 3)
+    assert sum(isinstance(m, LowRankLinear) for m in model.modules()) == 14
+    assert list((tmp_path / "cache" / "compressed").glob("*.safetensors"))
+    assert main(["compress", "--base", str(tiny_base), "--targets", "everything"]) == 2
+
+
+def test_python_m_compression_is_the_same_command(tiny_base, tiny_data, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "compression", "--base", str(tiny_base), "--calib", str(tiny_data),
+                             "--calib-size", "20", "--targets", "attn", "--out", str(tmp_path / "c")],
+                            capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "CHATBOT_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "c" / "compression.json").exists() and "q_proj" in result.stdout
+
+
+def test_bench_svd_writes_json_and_table(tmp_path):
+    assert main(["bench-svd", "--report", str(tmp_path), "--shapes", "40x24,24x40", "--devices", "cpu"]) == 0
+    report = json.loads((tmp_path / "svd_timing.json").read_text())
+    assert {(r["shape"], r["method"]) for r in report["rows"]} == {
+        ("40x24", "plain"), ("24x40", "plain"), ("40x24", "whitened"), ("24x40", "whitened")}
+    assert "| cpu | whitened | 40x24 | 6 |" in (tmp_path / "svd_timing.md").read_text()
+    assert main(["bench-svd", "--report", str(tmp_path), "--shapes", "40by24"]) == 2
+
+
+def test_old_flags_keep_working():
+    """Renamed settings keep their published flags: --targets and --lora-r on train, --targets on sweep."""
+    import argparse
+
+    from chatbot import cli
+    from chatbot.sweep import SweepArgs
+    from chatbot.train import TrainArgs
+
+    for cls, argv, check in [
+        (TrainArgs, ["--data", "a.csv", "--out", "o", "--targets", "q_proj,v_proj", "--lora-r", "4", "--epochs", "2"],
+         lambda a: a.lora.targets == ["q_proj", "v_proj"] and a.lora.r == 4 and a.fit.epochs == 2),
+        (SweepArgs, ["--data", "a.csv", "--report", "r", "--targets", "attn", "--lora-targets", "q_proj",
+                     "--epochs", "5", "--max-per-intent", "3"],
+         lambda a: a.compress_targets == ["attn"] and a.heal.lora.targets == ["q_proj"] and a.heal.fit.epochs == 5
+         and a.heal.max_per_intent == 3),
+    ]:
+        parser = argparse.ArgumentParser()
+        cli.add_arguments(parser, cls)
+        assert check(cli.build(cls, parser.parse_args(argv)))

@@ -1,0 +1,45 @@
+import pytest
+
+from chatbot.classifier import Prediction
+from chatbot.data import Example
+from chatbot.evaluate import evaluate, format_report, known_rows, score
+
+
+def test_score_counts_per_language_and_intent():
+    gold = ["a", "a", "b", "b"]
+    pred = ["a", "b", "b", "b"]
+    report = score(gold, pred, ["en", "en", "fr", "fr"])
+    assert report["accuracy"] == 0.75 and report["n"] == 4
+    # per language, macro-F1 averages over the intents that language has (en: only a)
+    assert report["per_language"] == {"en": {"accuracy": 0.5, "macro_f1": pytest.approx(2 / 3), "n": 2},
+                                      "fr": {"accuracy": 1.0, "macro_f1": 1.0, "n": 2}}
+    assert report["per_intent"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert report["confusion"] == {"labels": ["a", "b"], "matrix": [[1, 1], [0, 2]]}
+
+
+class Fixed:
+    """A classifier that says ``a`` for texts starting with a, ``b`` otherwise."""
+
+    labels = ["a", "b"]
+
+    def predict(self, texts, k=3, batch_size=32):
+        return [Prediction("a", 0.9, [("a", 0.9), ("b", 0.1)]) if t.startswith("a")
+                else Prediction("b", 0.6, [("b", 0.6), ("a", 0.4)]) for t in texts]
+
+    def latency_ms(self, texts):
+        return [1.0] * len(texts)
+
+    def parameter_count(self):
+        return 42
+
+
+def test_evaluate_reports_unknown_intents_without_scoring_them():
+    rows = [Example("a1", "a", "en"), Example("b1", "b", "en"), Example("a2", "b", "fr"), Example("z", "zzz", "en")]
+    assert known_rows(rows, {"a", "b"}) == (rows[:3], {"zzz": 1})
+    report = evaluate(Fixed(), rows, latency_sample=2)
+    assert report["n"] == 3 and report["accuracy"] == pytest.approx(2 / 3)
+    assert report["unknown_intents"] == {"zzz": 1} and report["parameters"] == 42
+    assert report["mean_confidence"] == pytest.approx((0.9 + 0.6 + 0.9) / 3)
+    assert "zzz (1)" in format_report(report)
+    with pytest.raises(ValueError, match="none of the rows"):
+        evaluate(Fixed(), [Example("z", "zzz", "en")])

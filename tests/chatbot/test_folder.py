@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from chatbot.folder import ModelFolder
+from chatbot.model import ModelLoadError
+
+
+def test_write_then_read_gives_the_same_folder(tmp_path):
+    folder = ModelFolder(base="gemma3-270m", labels=["a", "b"], temperature=1.5, lora={"r": 8},
+                         compression={"method": "whitened", "ranks": {"x": 3}},
+                         source={"adapter": "source_adapter", "from": "s", "fingerprint": "f"})
+    folder.write(tmp_path)
+    again = ModelFolder.read(tmp_path)
+    assert again == folder and again.is_compressed
+    assert again.source_adapter_dir(tmp_path) == tmp_path / "source_adapter"
+
+
+def test_the_shipped_model_reads():
+    from chatbot.settings import DEFAULT_MODEL_DIR
+
+    spec = ModelFolder.read(DEFAULT_MODEL_DIR)
+    assert spec.base == "gemma3-270m" and len(spec.labels) == 27 and not spec.is_compressed
+    assert spec.source_adapter_dir(DEFAULT_MODEL_DIR) is None
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not a model folder"),
+    ("{not json", "damaged"),
+    ("[1, 2]", "damaged"),
+    (json.dumps({"base": "b", "labels": ["a"]}), "lacks 'temperature'"),
+    (json.dumps({"base": "b", "labels": ["a", "a"], "temperature": 1}), "distinct labels"),
+    (json.dumps({"base": "b", "labels": ["a"], "temperature": 0}), "temperature"),
+])
+def test_unusable_folders_are_one_line_errors(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "model.json").write_text(content)
+    with pytest.raises(ModelLoadError, match=message):
+        ModelFolder.read(tmp_path)
+
+
+def test_evaluation_round_trip(tmp_path):
+    assert ModelFolder.read_evaluation(tmp_path) == {}
+    ModelFolder.write_evaluation(tmp_path, {"accuracy": 0.5}, {"n": 2})
+    assert ModelFolder.read_evaluation(tmp_path) == {"summary": {"accuracy": 0.5}, "report": {"n": 2}}
