@@ -22,8 +22,9 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 
 from chatbot.language import Detection, LanguageDetector
-from chatbot.policy import PolicyConfig, decide
+from chatbot.policy import PolicyConfig, decide, in_scope
 from chatbot.replies import Catalogue
+from chatbot.settings import OUT_OF_SCOPE
 from chatbot.store import Store, now
 
 MAX_CHARS = 1000
@@ -36,7 +37,7 @@ class Turn:
     conversation_id: str
     reply: str
     action: str
-    """answer, clarify, fallback, handoff, waiting, agent, unsupported, empty, too_long, error."""
+    """answer, clarify, fallback, out_of_scope, handoff, waiting, agent, unsupported, empty, too_long, error."""
     lang: str
     intent: str | None = None
     confidence: float | None = None
@@ -209,17 +210,22 @@ class Assistant:
         if action == "answer":
             return self._answer(conversation, turn, prediction.intent, prediction.confidence, top)
         turn.intent, turn.confidence, turn.top, turn.action = prediction.intent, prediction.confidence, top, action
-        if action == "handoff":
+        if action == "out_of_scope":  # says what the bot handles and offers a person; never hands off alone
+            conversation.failures += 1
+            turn.intent = OUT_OF_SCOPE
+            turn.confidence = next((c for i, c in prediction.top if i == OUT_OF_SCOPE), None)
+            turn.reply = self.catalogue.line("out_of_scope", lang)
+        elif action == "handoff":
             reason = prediction.intent if prediction.intent in self.policy.handoff_intents else "repeated_failures"
             self._hand_off(conversation, reason)
             turn.reply = self._handoff_reply(prediction.intent, lang)
-        elif action == "clarify":
+        elif action == "clarify" and len(options := in_scope(prediction.top)[:2]) == 2:
             conversation.failures += 1
-            first, second = prediction.top[0][0], prediction.top[1][0]
-            turn.choices = [{"intent": i, "label": self.catalogue.label(i, lang)} for i in (first, second)]
+            turn.choices = [{"intent": i, "label": self.catalogue.label(i, lang)} for i, _ in options]
             turn.reply = self.catalogue.line("clarify", lang, first=turn.choices[0]["label"],
                                              second=turn.choices[1]["label"])
-        else:
+        else:  # too unsure to ask between two intents: ask to rephrase
+            turn.action = "fallback"
             conversation.failures += 1
             turn.reply = self.catalogue.line("fallback", lang)
         return turn
@@ -255,7 +261,7 @@ class Assistant:
         if not customer:
             return {"lang": lang, "intent": None, "reply": self.catalogue.line("agent_joined", lang)}
         intent = customer[-1]["intent"]
-        if intent in self.policy.handoff_intents:  # the customer asked for a person: greet as one
+        if intent in self.policy.handoff_intents or intent == OUT_OF_SCOPE:  # greet as a person
             return {"lang": lang, "intent": intent, "reply": self.catalogue.line("agent_joined", lang)}
         return {"lang": lang, "intent": intent, "reply": self.catalogue.reply(intent, lang)}
 

@@ -23,9 +23,9 @@ from typing import ClassVar
 
 from chatbot import machine
 from chatbot.data import Example, limit_per_intent, load_dataset, stratified_sample
-from chatbot.evaluate import latency_summary, score
+from chatbot.evaluate import latency_summary, scope_scores, score
 from chatbot.lora import LoraSettings
-from chatbot.settings import DEFAULT_BASE
+from chatbot.settings import DEFAULT_BASE, OUT_OF_SCOPE
 from chatbot.train import FitSettings
 
 
@@ -47,6 +47,8 @@ class BenchArgs:
     """Rows carved from the training rows per language for early stopping and calibration."""
     eval_limit: int | None = None
     """Score at most this many evaluation rows (a seeded stratified sample)."""
+    tune_split: str | None = None
+    """A split never trained on (e.g. dev) on which the LLM's out-of-scope threshold is tuned; default: the carved dev."""
     fit: FitSettings = field(default_factory=FitSettings)
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
     name: str = ""
@@ -58,6 +60,10 @@ class BenchArgs:
     def __post_init__(self):
         if self.eval_split not in ("test", "dev"):
             raise ValueError("eval split must be test or dev")
+        if self.tune_split is not None and self.tune_split not in ("dev", "test", "train"):
+            raise ValueError("tune split must be train, dev or test")
+        if self.tune_split == self.eval_split:
+            raise ValueError("tune the threshold on another split than the one scored")
 
 
 def make_splits(args: BenchArgs) -> dict[str, list[Example]]:
@@ -84,7 +90,8 @@ def make_splits(args: BenchArgs) -> dict[str, list[Example]]:
         train = stratified_sample(train, args.max_train, args.fit.seed)
     if args.eval_limit:
         evaluation = stratified_sample(evaluation, args.eval_limit, args.fit.seed)
-    return {"train": train, "dev": dev, "eval": evaluation}
+    tune = dataset.split(args.tune_split) if args.tune_split and args.tune_split != "train" else dev
+    return {"train": train, "dev": dev, "eval": evaluation, "tune": tune}
 
 
 def _peak_mb() -> float:
@@ -147,7 +154,22 @@ def run_llm(splits: dict, args: BenchArgs, base: str, workdir: Path) -> dict:
                            parameters=classifier.parameter_count())
     result["model_folder"] = str(folder) if args.keep_models else None
     result["dev_accuracy"] = ModelFolder.read(folder).metrics["dev_accuracy"]
+    if OUT_OF_SCOPE in classifier.labels:
+        result["threshold"] = _threshold_variant(classifier, splits)
     return result
+
+
+def _threshold_variant(classifier, splits: dict) -> dict:
+    """Out of scope also below a confidence threshold on the best intent, tuned on the tune split."""
+    from chatbot.evaluate import policy_verdicts, scope_scores, tune_out_of_scope
+    from chatbot.policy import PolicyConfig
+
+    tune = splits["tune"]
+    tuned = tune_out_of_scope(classifier.predict([e.text for e in tune]), [e.intent for e in tune])
+    rows = splits["eval"]
+    verdict, _ = policy_verdicts(classifier.predict([e.text for e in rows]), PolicyConfig(out_of_scope=tuned["threshold"]))
+    return {"tuned": tuned, "tune_rows": len(tune),
+            **scope_scores([e.intent for e in rows], verdict, [e.lang for e in rows])}
 
 
 def _score_system(predict, splits: dict, train_time: float, parameters: int | None) -> dict:
@@ -159,6 +181,8 @@ def _score_system(predict, splits: dict, train_time: float, parameters: int | No
         preds += predict(texts[i:i + 64])
     report = score([e.intent for e in rows], preds, [e.lang for e in rows])
     report.pop("confusion")
+    if OUT_OF_SCOPE in known:  # trained with an out-of-scope class: scored as CLINC150 does
+        report.update(scope_scores([e.intent for e in rows], preds, [e.lang for e in rows]))
     report["unknown_eval_intents"] = sorted({e.intent for e in rows} - known)
     report["train_time_s"] = train_time
     report["latency_ms"] = latency_summary(_latencies(predict, texts))
@@ -217,8 +241,10 @@ def run_bench(args: BenchArgs) -> dict:
 def markdown_table(report: dict) -> str:
     langs = report["languages"]
     show_langs = len(langs) > 1
-    head = ["system", "accuracy", "macro-F1"] + ([f"acc {lang}" for lang in langs] if show_langs else []) + \
-           ["train s", "p50 ms", "p95 ms", "msg/s batched", "peak MB", "parameters"]
+    scoped = any("out_of_scope" in r for r in report["results"].values())
+    head = (["system", "accuracy", "macro-F1"] + (["in-scope acc", "out-of-scope recall"] if scoped else [])
+            + ([f"acc {lang}" for lang in langs] if show_langs else [])
+            + ["train s", "p50 ms", "p95 ms", "msg/s batched", "peak MB", "parameters"])
     lines = [f"### {report['name'] or 'bench'}", "",
              f"{report['date']} · {report['machine']} · rows: " +
              ", ".join(f"{k} {v}" for k, v in report["rows"].items()), "",
@@ -228,10 +254,21 @@ def markdown_table(report: dict) -> str:
             lines.append(f"| {system} | failed: {r['error']} |")
             continue
         cells = [system, f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}"]
+        if scoped:
+            cells += [_scope(r, "in_scope", "accuracy"), _scope(r, "out_of_scope", "recall")]
         if show_langs:
             cells += [f"{r['per_language'].get(lang, {}).get('accuracy', float('nan')):.3f}" for lang in langs]
         cells += [f"{r['train_time_s']:.0f}", f"{r['latency_ms']['p50']:.1f}", f"{r['latency_ms']['p95']:.1f}",
                   f"{r['messages_per_s_batched']:.0f}", f"{r['peak_memory_mb']:.0f}",
                   f"{r['parameters']:,}" if r.get("parameters") else "–"]
         lines.append("| " + " | ".join(cells) + " |")
+        if "threshold" in r:
+            t = r["threshold"]
+            lines.append(f"| {system} + threshold {t['tuned']['threshold']:.2f} (tuned on {t['tune_rows']} rows) | | | "
+                         f"{_scope(t, 'in_scope', 'accuracy')} | {_scope(t, 'out_of_scope', 'recall')} |")
     return "\n".join(lines) + "\n"
+
+
+def _scope(result: dict, part: str, key: str) -> str:
+    value = result.get(part, {}).get(key)
+    return "–" if value is None else f"{value:.4f}"

@@ -9,8 +9,11 @@ A build starts from one of two places:
 * the raw **base**, when no tuned source fits the data: the base is compressed and the classifier
   learnt from scratch (:attr:`BuildPolicy.base_lr`).
 
-At ratio 1 with a source, the source itself is the version (copied and evaluated, not trained). The
-admin tab and ``python -m chatbot sweep`` both build through :func:`build_version`.
+What is compressed is a :class:`Compression`: SVD of chosen layers (one rank ratio, or one parameter
+budget with ranks chosen per matrix) and, optionally, the vocabulary trimmed to our languages. When
+nothing is compressed and there is a source, the source itself is the version (copied and
+evaluated, not trained). The admin tab and ``python -m chatbot sweep`` both build through
+:func:`build_version`.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from chatbot.data import load_dataset
 from chatbot.evaluate import evaluate
 from chatbot.folder import SOURCE_ADAPTER, ModelFolder
 from chatbot.lora import LoraSettings
-from chatbot.settings import DEFAULT_BASE, ROOT, TRAINING_DATA, compressed_cache
+from chatbot.settings import DEFAULT_BASE, LANGUAGES, ROOT, TRAINING_DATA, compressed_cache
 from chatbot.train import FitSettings, Start, TrainArgs, train
 from compression.compress import CompressArgs, compress_model, store_in_cache
+from compression.vocab import trim_recipe, trim_vocabulary
 
 
 @dataclass
@@ -84,9 +88,46 @@ def pick_source(candidates: list[Path], intents: list[str]) -> Path | None:
     return next((c for c in candidates if source_problem(c, intents) is None), None)
 
 
-def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | None, method: str,
-                      compress_targets: str, ratio: float, seed: int, step) -> tuple[Start, dict | None]:
-    """The model healing starts from (source merged, compressed below ratio 1) and the compression report."""
+@dataclass
+class Compression:
+    """What a build does to the model before healing it."""
+
+    method: str = "whitened"
+    """plain or whitened (activation-aware) SVD."""
+    targets: str = "attn"
+    """Layers factorised: attn, mlp, attn+mlp or module names joined by +."""
+    ratio: float = 1.0
+    """Rank as a share of each matrix's min(m, n); 1 leaves the layers dense."""
+    params_keep: float | None = None
+    """Keep this share of the targeted parameters, ranks chosen per matrix (overrides ratio)."""
+    trim_vocab: bool = False
+    """Cut the input embedding to the tokens our languages can produce."""
+
+    def __post_init__(self):
+        if not 0 < self.ratio <= 1:
+            raise ValueError("rank ratio must be in (0, 1]")
+        if self.params_keep is not None and not 0 < self.params_keep < 1:
+            raise ValueError("params keep must be in (0, 1)")
+
+    @property
+    def factorises(self) -> bool:
+        return self.params_keep is not None or self.ratio < 1
+
+    @property
+    def changes_model(self) -> bool:
+        return self.factorises or self.trim_vocab
+
+    def describe(self) -> dict:
+        """The fields of a version's table row that say how it was compressed."""
+        return {"method": self.method if self.factorises else "none",
+                "targets": self.targets if self.factorises else "none", "ratio": self.ratio,
+                "params_keep": self.params_keep, "vocab": "trimmed" if self.trim_vocab else "full"}
+
+
+def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | None, spec: Compression, seed: int,
+                      step) -> tuple[Start, dict | None]:
+    """The model healing starts from (source merged, factorised, vocabulary trimmed as ``spec`` says)
+    and the compression report."""
     own_source, source_info = None, None
     if source:  # copied first: what is merged is what the folder keeps, even if the source changes later
         own_source = folder / SOURCE_ADAPTER
@@ -94,19 +135,23 @@ def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | N
         source_info = {"adapter": SOURCE_ADAPTER, "from": str(source), "fingerprint": lora.fingerprint(own_source)}
     step(0.0, "loading base")
     model, tokenizer = build_model(base, num_labels, source_adapter=own_source)
-    start = Start(model, tokenizer, base, None, source_info)
-    if ratio >= 1:
-        return start, None
-    args = CompressArgs(method=method, targets=compress_targets, rank_ratio=ratio, seed=seed,
-                        calib=list(TRAINING_DATA))
-    result = compress_model(model, tokenizer, args, calib_root=ROOT,
-                            progress=lambda f, d="": step(0.05 + 0.15 * f, f"compress: {d}"))
-    recipe = result["recipe"]
-    if source_info:
-        recipe["source"] = source_info["fingerprint"]
-    store_in_cache(model, compressed_cache(), base, recipe)
-    start.compression = recipe
-    return start, {k: v for k, v in result["report"].items() if k != "layers"}
+    start, report = Start(model, tokenizer, base, None, source_info), {}
+    if spec.factorises:
+        args = CompressArgs(method=spec.method, targets=spec.targets, rank_ratio=spec.ratio, seed=seed,
+                            params_keep=spec.params_keep, calib=list(TRAINING_DATA))
+        result = compress_model(model, tokenizer, args, calib_root=ROOT,
+                                progress=lambda f, d="": step(0.05 + 0.15 * f, f"compress: {d}"))
+        recipe = result["recipe"]
+        if source_info:
+            recipe["source"] = source_info["fingerprint"]
+        store_in_cache(model, compressed_cache(), base, recipe)
+        start.compression = recipe
+        report = {k: v for k, v in result["report"].items() if k != "layers"}
+        report["ranks"] = {r["name"]: (None if r["dense"] else r["rank"]) for r in result["report"]["layers"]}
+    if spec.trim_vocab:
+        start.vocab, kept = trim_recipe(tokenizer, LANGUAGES)
+        report["vocab"] = trim_vocabulary(model, kept, tokenizer.convert_tokens_to_ids(start.vocab["fallback"]))
+    return start, report or None
 
 
 def summarise(folder: Path, classifier, report: dict, **build: object) -> dict:
@@ -125,9 +170,12 @@ def summarise(folder: Path, classifier, report: dict, **build: object) -> dict:
 
 def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, method: str = "whitened",
                   compress_targets: str = "attn", ratio: float = 1.0, heal: HealArgs | None = None,
-                  progress=None, eval_split: str = "test", source: str | Path | None = None) -> dict:
-    """Compress at ``ratio`` (1 = leave dense), LoRA-heal on ``data``'s train split, evaluate on
+                  progress=None, eval_split: str = "test", source: str | Path | None = None,
+                  params_keep: float | None = None, trim_vocab: bool = False) -> dict:
+    """Compress (at ``ratio``, or to ``params_keep`` of the targets' parameters with per-matrix ranks;
+    optionally trimming the vocabulary), LoRA-heal on ``data``'s train split, evaluate on
     ``eval_split``. Writes a model folder to ``out`` and returns its summary (see the module docstring)."""
+    spec = Compression(method, compress_targets, ratio, params_keep, trim_vocab)
     heal = heal or HealArgs()
     step = progress or (lambda fraction, desc="": None)
     started = time.perf_counter()
@@ -138,11 +186,10 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
         if problem := source_problem(source, dataset.intents):
             raise ValueError(problem)
         base = ModelFolder.read(source).base
-    if source and ratio >= 1:
+    if source and not spec.changes_model:
         shutil.copytree(source, folder, dirs_exist_ok=True)
     else:
-        start, compression = _compressed_start(base, len(dataset.intents), folder, source, method,
-                                               compress_targets, ratio, heal.fit.seed, step)
+        start, compression = _compressed_start(base, len(dataset.intents), folder, source, spec, heal.fit.seed, step)
         compress_s = time.perf_counter() - started if compression else 0.0
         train_args = TrainArgs(data=list(data), out=str(out), base=base, fit=heal.fit, lora=heal.lora,
                                max_per_intent=heal.max_per_intent, patience=heal.fit.epochs,
@@ -152,8 +199,7 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
     step(0.85, "evaluating")
     classifier = load_classifier(folder)
     report = evaluate(classifier, dataset.split(eval_split))
-    summary = summarise(folder, classifier, report, base=base, method=method if ratio < 1 else "none",
-                        targets=compress_targets if ratio < 1 else "none", ratio=ratio,
+    summary = summarise(folder, classifier, report, base=base, **spec.describe(),
                         source=str(source) if source else None)
     summary.update(compression=compression, compress_s=compress_s, total_s=time.perf_counter() - started)
     ModelFolder.write_evaluation(folder, summary, report)

@@ -6,10 +6,11 @@ Loading a folder (:func:`load_classifier`) is one path, in this order:
 1. the **base** with a fresh head (:func:`chatbot.model.load_base`);
 2. the tuned **source** adapter merged in, when the folder was built by compressing a tuned classifier;
 3. the **compression** recipe applied (factors from the cache, or recomputed from its calibration data);
-4. the folder's own **adapter** loaded with key checks (:func:`chatbot.lora.load`), then merged;
-5. moved to the inference device and dtype (bfloat16 on CUDA and on CPUs with native bfloat16).
+4. the **vocabulary** trimmed to the tokens our languages can produce (same logits for their text);
+5. the folder's own **adapter** loaded with key checks (:func:`chatbot.lora.load`), then merged;
+6. moved to the inference device and dtype (bfloat16 on CUDA and on CPUs with native bfloat16).
 
-Steps 1–3 are :func:`build_model`, which training uses too, so a model trains on exactly what it
+Steps 1–4 are :func:`build_model`, which training uses too, so a model trains on exactly what it
 will be loaded on. ``--base`` may also name a compressed base folder written by ``python -m chatbot
 compress --out``: its factorised layers are loaded from that folder.
 """
@@ -28,6 +29,7 @@ from chatbot.machine import inference_dtype, pick_device
 from chatbot.model import ModelLoadError, load_base
 from chatbot.settings import ROOT, compressed_cache
 from compression.compress import apply_recipe, load_compressed_weights, read_recipe
+from compression.vocab import apply_trim
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,14 @@ def describe_base(base: str) -> tuple[str, dict | None]:
 
 
 def build_model(base: str, num_labels: int, source_adapter: str | Path | None = None,
-                compression: dict | None = None, dtype: torch.dtype = torch.float32):
-    """Base → merged source adapter → compression recipe: the model an adapter trains or loads on.
+                compression: dict | None = None, vocab: dict | None = None, dtype: torch.dtype = torch.float32):
+    """Base → merged source adapter → compression recipe → vocabulary trim: the model an adapter
+    trains or loads on.
 
     Returns ``(model, tokenizer)``; the model is plain (no adapter) and trainable."""
     info = read_recipe(base) if Path(base).is_dir() else None
     if info:  # a compressed base folder: its own factorised weights
-        if source_adapter or compression:
+        if source_adapter or compression or vocab:
             raise ModelLoadError(f"{base} is already compressed: give its base instead to add a source or a recipe")
         model, tokenizer = load_base(info["base"], num_labels, dtype)
         load_compressed_weights(model, base, info["recipe"])
@@ -67,6 +70,11 @@ def build_model(base: str, num_labels: int, source_adapter: str | Path | None = 
             apply_recipe(model, tokenizer, base, compression, compressed_cache(), calib_root=ROOT)
         except ValueError as err:
             raise ModelLoadError(str(err)) from None
+    if vocab:
+        try:
+            apply_trim(model, tokenizer, vocab)
+        except ValueError as err:
+            raise ModelLoadError(f"vocabulary trim: {err}") from None
     return model, tokenizer
 
 
@@ -75,7 +83,8 @@ def load_classifier(folder: str | Path, device: str | None = None, dtype: torch.
     """The classifier a model folder describes, ready for inference (see the module docstring)."""
     folder = Path(folder)
     spec = ModelFolder.read(folder)
-    model, tokenizer = build_model(spec.base, len(spec.labels), spec.source_adapter_dir(folder), spec.compression)
+    model, tokenizer = build_model(spec.base, len(spec.labels), spec.source_adapter_dir(folder), spec.compression,
+                                   spec.vocab)
     model = lora.load(model, ModelFolder.adapter_dir(folder))
     if merge:
         model = lora.merge(model)
@@ -102,6 +111,7 @@ class IntentClassifier:
         return sum(p.numel() for p in self.model.parameters())
 
     def embedding_parameters(self) -> int:
+        """Rows of the input embedding actually stored (a trimmed vocabulary keeps fewer)."""
         return self.model.get_input_embeddings().weight.numel()
 
     @torch.no_grad()

@@ -195,17 +195,24 @@ class TuneArgs:
 
 
 def run_tune(args: TuneArgs) -> dict:
-    """Pick the policy's answer threshold on held-out data and show coverage at candidate values."""
+    """Pick the policy's answer threshold on held-out data and show coverage at candidate values;
+    with out_of_scope rows, also the out-of-scope threshold that maximises in-scope accuracy +
+    out-of-scope recall (answer thresholds are measured on the in-scope rows)."""
     import numpy as np
 
     from chatbot.classifier import load_classifier
     from chatbot.data import load_dataset
+    from chatbot.evaluate import tune_out_of_scope
     from chatbot.policy import PolicyConfig, tune_answer_threshold
+    from chatbot.settings import OUT_OF_SCOPE
 
     rows = load_dataset(args.data, min_examples=1).split(args.split)
     classifier = load_classifier(args.model)
     rows = [e for e in rows if e.intent in classifier.labels]
     predictions = classifier.predict([e.text for e in rows])
+    scoped = OUT_OF_SCOPE in {e.intent for e in rows}
+    out_of_scope = tune_out_of_scope(predictions, [e.intent for e in rows]) if scoped else None
+    predictions, rows = zip(*[(p, e) for p, e in zip(predictions, rows) if e.intent != OUT_OF_SCOPE])
     confidence = np.array([p.confidence for p in predictions])
     correct = np.array([p.intent == e.intent for p, e in zip(predictions, rows)])
     gap = np.array([p.top[0][1] - p.top[1][1] for p in predictions])
@@ -219,7 +226,7 @@ def run_tune(args: TuneArgs) -> dict:
               "tuned": tune_answer_threshold(confidence, correct, args.target, floor=default.fallback),
               "below_fallback": float((confidence < default.fallback).mean()),
               "wrong_below_fallback": float((~correct & (confidence < default.fallback)).sum() / max(1, (~correct).sum())),
-              "table": table}
+              "table": table, "out_of_scope": out_of_scope}
     print(json.dumps(result, indent=2))
     if args.report:
         write_json(args.report, result)

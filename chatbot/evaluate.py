@@ -3,7 +3,14 @@
 Report fields (a contract for outside scripts): ``accuracy``, ``macro_f1``, ``n``, ``per_language``
 (``{lang: {accuracy, macro_f1, n}}``), ``per_intent`` (``{intent: {precision, recall, f1, support}}``),
 ``confusion`` (``{labels, matrix}``), ``latency_ms`` (``{p50, p95}``), ``parameters``, plus
-``unknown_intents`` (rows whose intent the model does not know: reported, not scored).
+``unknown_intents`` (rows whose intent the model does not know: reported, not scored) and ``policy``
+(the share of messages the dialogue policy would answer, clarify, fall back on, say out of scope or
+hand off, as a first message of a conversation).
+
+When the data has ``out_of_scope`` rows, ``in_scope`` (``{accuracy, n, per_language}``) and
+``out_of_scope`` (``{recall, precision, n, per_language}``) score them as CLINC150 does: a message
+counts as out of scope when the policy says so (the label, or a confidence threshold); in-scope
+accuracy counts such a verdict on an in-scope message as wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from chatbot.data import Example
+from chatbot.policy import PolicyConfig, decide
+from chatbot.settings import OUT_OF_SCOPE
 
 
 def score(gold: list[str], pred: list[str], langs: list[str] | None = None) -> dict:
@@ -57,13 +66,65 @@ def known_rows(examples: list[Example], known: set[str]) -> tuple[list[Example],
     return [e for e in examples if e.intent in known], dict(sorted(unknown.items()))
 
 
-def evaluate(classifier, examples: list[Example], latency_sample: int = 50, batch_size: int = 32) -> dict:
+def scope_scores(gold: list[str], verdict: list[str], langs: list[str]) -> dict:
+    """In-scope accuracy and out-of-scope recall/precision (CLINC150's definitions), overall and per language."""
+    def one(idx: list[int]) -> tuple[dict, dict]:
+        inside = [i for i in idx if gold[i] != OUT_OF_SCOPE]
+        outside = [i for i in idx if gold[i] == OUT_OF_SCOPE]
+        said_out = [i for i in idx if verdict[i] == OUT_OF_SCOPE]
+        caught = sum(verdict[i] == OUT_OF_SCOPE for i in outside)
+        return ({"accuracy": sum(verdict[i] == gold[i] for i in inside) / len(inside) if inside else None,
+                 "n": len(inside)},
+                {"recall": caught / len(outside) if outside else None,
+                 "precision": caught / len(said_out) if said_out else None, "n": len(outside)})
+
+    everything = list(range(len(gold)))
+    in_scope, out_of_scope = one(everything)
+    groups = defaultdict(list)
+    for i, lang in enumerate(langs):
+        groups[lang or "unknown"].append(i)
+    per = {lang: one(idx) for lang, idx in sorted(groups.items())}
+    in_scope["per_language"] = {lang: v[0] for lang, v in per.items()}
+    out_of_scope["per_language"] = {lang: v[1] for lang, v in per.items()}
+    return {"in_scope": in_scope, "out_of_scope": out_of_scope}
+
+
+def policy_verdicts(predictions, policy: PolicyConfig) -> tuple[list[str], dict[str, float]]:
+    """Per message, the label or ``out_of_scope`` when the policy says so; and the share of each action."""
+    actions = [decide(policy, p.top, 0) for p in predictions]
+    verdict = [OUT_OF_SCOPE if a == "out_of_scope" else p.intent for a, p in zip(actions, predictions)]
+    shares = {a: n / len(actions) for a, n in sorted(Counter(actions).items())}
+    return verdict, shares
+
+
+def tune_out_of_scope(predictions, gold: list[str], policy: PolicyConfig | None = None) -> dict:
+    """The threshold on the best intent's confidence (``PolicyConfig.out_of_scope``) that maximises
+    in-scope accuracy + out-of-scope recall on labelled data, with both at that threshold."""
+    policy = policy or PolicyConfig()
+    best = None
+    for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
+        candidate = PolicyConfig(**{**policy.__dict__, "out_of_scope": float(t)})
+        verdict, _ = policy_verdicts(predictions, candidate)
+        scores = scope_scores(gold, verdict, [""] * len(gold))
+        objective = (scores["in_scope"]["accuracy"] or 0) + (scores["out_of_scope"]["recall"] or 0)
+        if best is None or objective > best["objective"] + 1e-12:
+            best = {"threshold": float(t), "objective": objective, "in_scope_accuracy": scores["in_scope"]["accuracy"],
+                    "out_of_scope_recall": scores["out_of_scope"]["recall"]}
+    return best
+
+
+def evaluate(classifier, examples: list[Example], latency_sample: int = 50, batch_size: int = 32,
+             policy: PolicyConfig | None = None) -> dict:
     """The full report for a loaded :class:`~chatbot.classifier.IntentClassifier`."""
     rows, unknown = known_rows(examples, set(classifier.labels))
     if not rows:
         raise ValueError("none of the rows has an intent the model knows")
     predictions = classifier.predict([e.text for e in rows], batch_size=batch_size)
-    report = score([e.intent for e in rows], [p.intent for p in predictions], [e.lang for e in rows])
+    gold, langs = [e.intent for e in rows], [e.lang for e in rows]
+    report = score(gold, [p.intent for p in predictions], langs)
+    verdict, report["policy"] = policy_verdicts(predictions, policy or PolicyConfig())
+    if OUT_OF_SCOPE in gold:
+        report.update(scope_scores(gold, verdict, langs))
     step = max(1, len(rows) // latency_sample)
     report["latency_ms"] = latency_summary(classifier.latency_ms([e.text for e in rows[::step][:latency_sample]]))
     report["parameters"] = classifier.parameter_count()
@@ -78,11 +139,24 @@ def format_report(report: dict) -> str:
     if "latency_ms" in report:
         lat = report["latency_ms"]
         lines.append(f"latency p50 {lat['p50']:.1f} ms   p95 {lat['p95']:.1f} ms   parameters {report.get('parameters', 0):,}")
+    if "out_of_scope" in report:
+        ins, out = report["in_scope"], report["out_of_scope"]
+        lines.append(f"in-scope accuracy {ins['accuracy']:.4f} (n {ins['n']})   out-of-scope recall "
+                     f"{out['recall']:.4f}, precision {_maybe(out['precision'])} (n {out['n']})")
+    if report.get("policy"):
+        lines.append("policy: " + ", ".join(f"{a} {share:.1%}" for a, share in report["policy"].items()))
     if report.get("per_language"):
         lines.append("")
         lines.append(f"{'language':<10}{'accuracy':>10}{'macro-F1':>10}{'n':>7}")
+        scoped = "out_of_scope" in report
+        if scoped:
+            lines[-1] += f"{'in-scope':>10}{'oos rec.':>10}"
         for lang, r in report["per_language"].items():
-            lines.append(f"{lang:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{r['n']:>7}")
+            line = f"{lang:<10}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{r['n']:>7}"
+            if scoped:
+                line += (f"{_maybe(report['in_scope']['per_language'][lang]['accuracy']):>10}"
+                         f"{_maybe(report['out_of_scope']['per_language'][lang]['recall']):>10}")
+            lines.append(line)
     lines.append("")
     lines.append(f"{'intent':<28}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>6}")
     for intent, r in report["per_intent"].items():
@@ -92,3 +166,7 @@ def format_report(report: dict) -> str:
         lines.append("not scored (intent unknown to the model): "
                      + ", ".join(f"{k} ({v})" for k, v in report["unknown_intents"].items()))
     return "\n".join(lines)
+
+
+def _maybe(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"

@@ -9,9 +9,9 @@ Layout::
     evaluation.json     only when evaluated by a build: the summary row and the full report
 
 What ``model.json`` says, in the order loading uses it (:func:`chatbot.classifier.load_classifier`):
-the ``base`` → merge the ``source`` adapter → apply the ``compression`` recipe → load the ``adapter``
-(trained with the ``lora`` settings) → a head over ``labels`` whose logits are divided by
-``temperature``, reading at most ``max_length`` tokens.
+the ``base`` → merge the ``source`` adapter → apply the ``compression`` recipe → trim the ``vocab``
+→ load the ``adapter`` (trained with the ``lora`` settings) → a head over ``labels`` whose logits
+are divided by ``temperature``, reading at most ``max_length`` tokens.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class ModelFolder:
     """The compression recipe re-applied to the (source-merged) base, or None when dense."""
     source: dict | None = None
     """``{adapter, from, fingerprint}`` of the tuned classifier merged before compressing, or None."""
+    vocab: dict | None = None
+    """The vocabulary trim (``compression.vocab`` recipe: languages, kept ids' fingerprint), or None."""
     languages: list[str] = field(default_factory=list)
     """Languages of the training data."""
     metrics: dict = field(default_factory=dict)
@@ -100,7 +102,7 @@ class ModelFolder:
 
     @property
     def is_compressed(self) -> bool:
-        return self.compression is not None
+        return self.compression is not None or self.vocab is not None
 
     # -- evaluation -----------------------------------------------------------------------------
     @staticmethod

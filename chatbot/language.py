@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from chatbot.settings import LANGUAGES, training_files
+from chatbot.settings import INTENT_DATA, LANGUAGES, absolute
 
 _NO_LANGUAGE = re.compile(
     r"\S+@\S+|https?://\S+|www\.\S+|#?[A-Za-z]{0,3}[-#]?\d[\w\-/#.]*|[^\w\s]|_", re.UNICODE
@@ -157,7 +157,7 @@ class LanguageDetector:
 
         from chatbot.data import load_dataset
 
-        examples = [e for e in load_dataset(sorted(training_files())).examples if e.lang in self.supported]
+        examples = [e for e in load_dataset(sorted(absolute(INTENT_DATA))).examples if e.lang in self.supported]
         if len({e.lang for e in examples}) < 2:
             return None
         features = make_union(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True),

@@ -1,9 +1,12 @@
-"""The dialogue policy: answer, ask, or hand off to a person, from calibrated confidences.
+"""The dialogue policy: answer, ask, say it is out of scope, or hand off to a person, from calibrated confidences.
 
+* say what the bot can help with when the message is **out of scope**: the classifier's top label
+  is ``out_of_scope``, or no intent reaches ``out_of_scope`` confidence (a threshold; 0 turns it
+  off). It counts as a failure but never hands off on its own, and never gets an intent's answer;
 * answer when the top intent is confident (≥ ``answer``) and clearly ahead of the second
   (by ≥ ``gap``);
-* ask the customer to choose between the top two when the top intent is plausible (≥ ``fallback``)
-  but not confident, or too close to the second;
+* ask the customer to choose between the two likeliest intents when the top intent is plausible
+  (≥ ``fallback``) but not confident, or too close to the second;
 * ask to rephrase below ``fallback`` (Rasa's and Dialogflow's usual fallback threshold is ~0.3);
 * hand off to a person for intents that need one (contact_human_agent, complaint), and after
   ``max_failures`` consecutive turns the bot could not answer.
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ACTIONS = ("answer", "clarify", "fallback", "handoff")
+from chatbot.settings import OUT_OF_SCOPE
 
 
 @dataclass
@@ -29,6 +32,8 @@ class PolicyConfig:
     """Below this the bot asks the customer to rephrase."""
     gap: float = 0.1
     """The top intent must lead the second by this much to be answered without asking."""
+    out_of_scope: float = 0.0
+    """Below this confidence of the best intent the message counts as out of scope (0: only the label decides)."""
     max_failures: int = 3
     """Consecutive clarifications/fallbacks before a person takes over."""
     handoff_intents: list[str] = field(default_factory=lambda: ["contact_human_agent", "complaint"])
@@ -37,14 +42,22 @@ class PolicyConfig:
     def __post_init__(self):
         if not 0 <= self.fallback <= self.answer <= 1:
             raise ValueError("thresholds must satisfy 0 ≤ fallback ≤ answer ≤ 1")
-        if not 0 <= self.gap < 1 or self.max_failures < 1:
-            raise ValueError("gap must be in [0, 1) and max failures ≥ 1")
+        if not 0 <= self.gap < 1 or self.max_failures < 1 or not 0 <= self.out_of_scope <= 1:
+            raise ValueError("gap and out-of-scope threshold must be in [0, 1), max failures ≥ 1")
+
+
+def in_scope(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The intents among ``top``, best first, without the out-of-scope label."""
+    return [(intent, p) for intent, p in top if intent != OUT_OF_SCOPE]
 
 
 def decide(config: PolicyConfig, top: list[tuple[str, float]], failures: int) -> str:
-    """The action for a message whose intents, best first, are ``top``; ``failures`` counts the
+    """The action for a message whose labels, best first, are ``top``; ``failures`` counts the
     conversation's consecutive unanswered turns before this one."""
     intent, confidence = top[0]
+    intents = in_scope(top)
+    if intent == OUT_OF_SCOPE or not intents or intents[0][1] < config.out_of_scope:
+        return "out_of_scope"
     second = top[1][1] if len(top) > 1 else 0.0
     if intent in config.handoff_intents and confidence >= config.fallback:
         return "handoff"

@@ -38,15 +38,26 @@ DEFAULT_MODEL_ENV, ADMIN_PASSWORD_ENV, BROWSER_SECRET_ENV = (
     "CHATBOT_DEFAULT_MODEL", "CHATBOT_ADMIN_PASSWORD", "CHATBOT_BROWSER_SECRET")
 
 
-TRAINING_DATA = tuple(f"assets/data/{lang}.csv" for lang in LANGUAGES)
-"""Our own intent data, one file per language, relative to :data:`ROOT`: what the default model
-trains on and compression calibrates on (recipes record these relative paths, so they re-apply on
-any checkout)."""
+OUT_OF_SCOPE = "out_of_scope"
+"""The label of messages none of the intents serves (trained on examples we wrote)."""
+INTENT_DATA = tuple(f"assets/data/{lang}.csv" for lang in LANGUAGES)
+"""Short, clean requests for each intent, one file per language (the language detector learns how
+customers write each language from these)."""
+TRAINING_DATA = (INTENT_DATA + tuple(f"assets/data/out_of_scope/{lang}.csv" for lang in LANGUAGES)
+                 + tuple(f"assets/data/hard/{lang}.csv" for lang in LANGUAGES))
+"""All our own data, relative to :data:`ROOT`: the intents, out-of-scope messages and hard messages
+(multi-sentence, typos, texting style, confusable pairs). The default model trains on it and
+compression calibrates on it (recipes record these relative paths, so they re-apply on any checkout)."""
+
+
+def absolute(paths) -> list[str]:
+    """Repository-relative data paths as absolute paths, for reading from any working directory."""
+    return [str(ROOT / path) for path in paths]
 
 
 def training_files() -> list[str]:
-    """:data:`TRAINING_DATA` as absolute paths, for reading from any working directory."""
-    return [str(ROOT / path) for path in TRAINING_DATA]
+    """:data:`TRAINING_DATA`, absolute."""
+    return absolute(TRAINING_DATA)
 
 
 def home() -> Path:

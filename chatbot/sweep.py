@@ -1,4 +1,5 @@
-"""``python -m chatbot sweep``: build a version per rank ratio × method × compression targets.
+"""``python -m chatbot sweep``: build a version per rank ratio (or parameter budget) × method ×
+compression targets × vocabulary.
 
 The uncompressed model comes first, in the same run; every point is built by
 :func:`chatbot.build.build_version`. Writes ``sweep.json`` (after every point, so a stopped sweep keeps
@@ -36,6 +37,10 @@ class SweepArgs:
     """Factorisation methods."""
     compress_targets: list[str] = field(default_factory=lambda: ["attn", "attn+mlp"])
     """Layers to compress: attn, mlp, attn+mlp or module names joined by + (q_proj+o_proj)."""
+    params_keep: list[float] = field(default_factory=list)
+    """Parameter budgets (share of the targeted parameters kept) with ranks chosen per matrix, besides the ratios."""
+    vocab: list[str] = field(default_factory=lambda: ["full"])
+    """Vocabulary of every point: full, trimmed (to our languages' tokens), or both."""
     heal: HealArgs = field(default_factory=HealArgs)
     jobs: int = 1
     """Points built at once, each in its own process (a GPU has room for several small models)."""
@@ -48,6 +53,10 @@ class SweepArgs:
             raise ValueError("jobs must be ≥ 1")
         if self.heal.distill and not self.source:
             raise ValueError("--distill needs --source: the tuned classifier is the teacher")
+        if any(not 0 < k < 1 for k in self.params_keep):
+            raise ValueError("params keep must be in (0, 1)")
+        if not self.vocab or set(self.vocab) - {"full", "trimmed"}:
+            raise ValueError("vocab must be full, trimmed or both")
 
 
 @dataclass(frozen=True)
@@ -55,20 +64,28 @@ class Point:
     ratio: float
     method: str
     targets: str
+    keep: float | None = None
+    vocab: str = "full"
 
     @property
     def name(self) -> str:
-        return "dense" if self.ratio == 1 else f"{self.method}-{self.targets.replace('+', '_')}-{self.ratio:g}"
+        trimmed = "-trimmed" if self.vocab == "trimmed" else ""
+        if self.method == "none":
+            return "dense" + trimmed
+        size = f"keep{self.keep:g}" if self.keep is not None else f"{self.ratio:g}"
+        return f"{self.method}-{self.targets.replace('+', '_')}-{size}{trimmed}"
 
     def error_row(self, err: BaseException) -> dict:
-        return {"ratio": self.ratio, "method": self.method, "targets": self.targets,
-                "error": f"{type(err).__name__}: {err}"}
+        return {"ratio": self.ratio, "method": self.method, "targets": self.targets, "params_keep": self.keep,
+                "vocab": self.vocab, "error": f"{type(err).__name__}: {err}"}
 
 
 def points(args: SweepArgs) -> list[Point]:
-    """The uncompressed point first (when ratio 1 is asked for), then every compressed combination."""
-    dense = [Point(1.0, "none", "none")] if 1.0 in args.ratios else []
-    return dense + [Point(r, m, t) for t in args.compress_targets for m in args.methods for r in args.ratios if r < 1]
+    """The uncompressed points first (when ratio 1 is asked for), then every compressed combination."""
+    dense = [Point(1.0, "none", "none", vocab=v) for v in args.vocab] if 1.0 in args.ratios else []
+    sized = [(r, None) for r in args.ratios if r < 1] + [(1.0, k) for k in args.params_keep]
+    return dense + [Point(r, m, t, k, v) for v in args.vocab for t in args.compress_targets for m in args.methods
+                    for r, k in sized]
 
 
 def build_point(args: SweepArgs, point: Point, threads: int | None = None) -> dict:
@@ -79,7 +96,8 @@ def build_point(args: SweepArgs, point: Point, threads: int | None = None) -> di
         torch.set_num_threads(threads)
     try:
         return build_version(args.data, Path(args.report) / point.name, args.base, point.method, point.targets,
-                             point.ratio, args.heal, source=args.source)
+                             point.ratio, args.heal, source=args.source, params_keep=point.keep,
+                             trim_vocab=point.vocab == "trimmed")
     except Exception as err:  # noqa: BLE001 - one failed point does not lose the others
         return point.error_row(err)
 
@@ -139,15 +157,18 @@ def run_sweep(args: SweepArgs, build=build_point) -> dict:
 def markdown_table(report: dict) -> str:
     rows = [r for r in report["points"] if "accuracy" in r]
     langs = sorted({lang for r in rows for lang in r["per_language"]})
-    head = ["rank ratio", "method", "targets", "parameters", "non-embedding", "size MB", "accuracy", "macro-F1"] + \
-           [f"acc {lang}" for lang in langs] + ["p50 ms"]
+    head = ["rank ratio", "keep", "method", "targets", "vocab", "parameters", "non-embedding", "size MB", "accuracy",
+            "macro-F1"] + [f"acc {lang}" for lang in langs] + ["p50 ms"]
     lines = [f"{report.get('date', '')} · {report.get('machine', '')}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["points"]:
+        keep = "–" if r.get("params_keep") is None else f"{r['params_keep']:g}"
         if "error" in r:
-            lines.append(f"| {r['ratio']} | {r['method']} | {r['targets']} | failed: {r['error']} |")
+            lines.append(f"| {r['ratio']} | {keep} | {r['method']} | {r['targets']} | {r.get('vocab', 'full')} | "
+                         f"failed: {r['error']} |")
             continue
-        lines.append("| " + " | ".join([f"{r['ratio']:g}", r["method"], r["targets"], f"{r['parameters']:,}",
+        lines.append("| " + " | ".join([f"{r['ratio']:g}", keep, r["method"], r["targets"], r.get("vocab", "full"),
+                                         f"{r['parameters']:,}",
                                          f"{r['non_embedding_parameters']:,}" if "non_embedding_parameters" in r else "–",
                                          f"{r['size_mb']:.0f}", f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}"]
                                         + [f"{r['per_language'].get(lang, float('nan')):.3f}" for lang in langs]

@@ -176,6 +176,7 @@ class Start:
     base: str
     compression: dict | None = None
     source: dict | None = None
+    vocab: dict | None = None
 
     @classmethod
     def from_base(cls, base: str, num_labels: int) -> "Start":
@@ -334,7 +335,8 @@ def save(s: Setup, args: TrainArgs, fit_report: dict, val_report: dict, dataset:
     if s.accelerator.is_main_process:
         lora.save(model, ModelFolder.adapter_dir(out))
         ModelFolder(
-            base=s.start.base, compression=s.start.compression, source=s.start.source, labels=s.labels,
+            base=s.start.base, compression=s.start.compression, source=s.start.source, vocab=s.start.vocab,
+            labels=s.labels,
             temperature=val_report["temperature"], max_length=args.max_length, lora=asdict(args.lora),
             languages=dataset.languages, train_args=asdict(args),
             metrics={**fit_report, **val_report, "trainable_parameters": lora.trainable_parameters(model),

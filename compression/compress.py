@@ -21,7 +21,7 @@ from torch import nn
 
 from compression.calibration import collect_grams, read_texts
 from compression.svd import (METHODS, LowRankLinear, break_even_rank, find_linears, low_rank_skeleton,
-                             output_error, replace_module, saves_parameters)
+                             output_error, replace_module, saves_parameters, spectrum)
 
 TARGET_GROUPS = {
     "attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
@@ -50,7 +50,10 @@ class CompressArgs:
     rank: int | None = None
     """Absolute rank for every matrix (overrides --rank-ratio)."""
     param_share: float | None = None
-    """Keep this share of each matrix's parameters: r = share·mn/(m+n) (overrides the others)."""
+    """Keep this share of each matrix's parameters: r = share·mn/(m+n) (overrides the ratio and rank)."""
+    params_keep: float | None = None
+    """Keep this share of all targeted parameters, ranks chosen per matrix from their whitened truncation
+    errors (overrides the others)."""
     skip: list[str] = field(default_factory=list)
     """Leave layers dense whose name contains any of these (e.g. layers.0.,layers.17.)."""
     calib: list[str] = field(default_factory=list)
@@ -75,10 +78,12 @@ class CompressArgs:
             raise ValueError("rank ratio must be in (0, 1]")
         if self.param_share is not None and not 0 < self.param_share <= 1:
             raise ValueError("param share must be in (0, 1]")
+        if self.params_keep is not None and not 0 < self.params_keep < 1:
+            raise ValueError("params keep must be in (0, 1)")
         if self.rank is not None and self.rank < 1:
             raise ValueError("rank must be ≥ 1")
-        if self.rank_ratio is None and self.rank is None and self.param_share is None:
-            raise ValueError("give --rank-ratio, --rank or --param-share")
+        if self.rank_ratio is None and self.rank is None and self.param_share is None and self.params_keep is None:
+            raise ValueError("give --rank-ratio, --rank, --param-share or --params-keep")
         if self.calib_size < 1:
             raise ValueError("calib size must be ≥ 1")
 
@@ -111,10 +116,61 @@ def _module_type(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
+def allocate_ranks(spectra: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]], keep: float) -> dict[str, int]:
+    """Ranks per matrix that keep at most ``keep`` of the matrices' parameters and lose the least output.
+
+    Matrix i at rank r loses e_i(r)² = Σ_{j>r} σ_ij² / Σ_j σ_ij² of its (whitened) output energy; each
+    extra rank costs m_i + n_i parameters and wins back σ_{i,r+1}² / Σ_j σ_ij². Greedily buying the rank
+    with the best gain per parameter minimises Σ_i e_i(r_i)² under the budget (the gains of one matrix
+    fall as its rank grows, so the greedy order is the optimal one). Every matrix keeps rank ≥ 1; one
+    that reaches its break-even rank is bought back whole (a rank at or past break-even means dense).
+    """
+    import heapq
+
+    total = sum(m * n for m, n in shapes.values())
+    budget = keep * total
+    rank = {name: 1 for name in spectra}
+    spent = sum(m + n for m, n in shapes.values())
+    if spent > budget:
+        raise ValueError(f"keeping {keep:.0%} of the parameters is less than rank 1 for every matrix")
+    energy = {name: (s.double() ** 2 / (s.double() ** 2).sum()) for name, s in spectra.items()}
+
+    def next_unit(name):
+        m, n = shapes[name]
+        r, even = rank[name], break_even_rank(m, n)
+        if r > even:
+            return None  # dense already
+        gain, cost = (float(energy[name][r]), m + n) if r < even else (float(energy[name][r:].sum()), m * n - r * (m + n))
+        return (-gain / max(cost, 1), name, cost)
+
+    heap = [unit for name in sorted(spectra) if (unit := next_unit(name))]
+    heapq.heapify(heap)
+    while heap:
+        _, name, cost = heapq.heappop(heap)
+        if spent + cost > budget:
+            continue  # this matrix's next rank does not fit; cheaper ones elsewhere may
+        spent += cost
+        m, n = shapes[name]
+        rank[name] = rank[name] + 1 if rank[name] < break_even_rank(m, n) else min(m, n)
+        if unit := next_unit(name):
+            heapq.heappush(heap, unit)
+    return rank
+
+
+def plan_ranks(layers: list[tuple[str, nn.Linear]], grams: dict[str, torch.Tensor], args: CompressArgs) -> dict[str, int]:
+    """The rank each layer gets by ``args``' rule (a rank that saves nothing leaves the layer dense)."""
+    if args.params_keep is None:
+        return {name: args.rank_for(lin.out_features, lin.in_features) for name, lin in layers}
+    spectra = {name: spectrum(lin.weight, args.method, grams[name], args.damping) for name, lin in layers}
+    return allocate_ranks(spectra, {name: (lin.out_features, lin.in_features) for name, lin in layers},
+                          args.params_keep)
+
+
 def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=None,
-                   calib_root: str | Path | None = None) -> dict:
+                   calib_root: str | Path | None = None, fixed_ranks: dict[str, int] | None = None) -> dict:
     """Factorise ``model`` in place; returns the recipe and the accounting report. Relative
-    calibration paths that do not exist from here are read from ``calib_root``."""
+    calibration paths that do not exist from here are read from ``calib_root``. ``fixed_ranks`` (a
+    recorded recipe's) are used as they are; the targeted layers they do not name stay dense."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
@@ -125,10 +181,12 @@ def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=Non
     grams = collect_grams(model, tokenizer, texts, layers,
                           progress=(lambda f: progress(0.2 * f, "calibrating")) if progress else None)
     calib_time = time.perf_counter() - started
+    planned = ({name: fixed_ranks.get(name, min(lin.out_features, lin.in_features)) for name, lin in layers}
+               if fixed_ranks is not None else plan_ranks(layers, grams, args))
     rows, ranks = [], {}
     for i, (name, linear) in enumerate(tqdm(layers, desc=f"{args.method} SVD", leave=False)):
         m, n = linear.out_features, linear.in_features
-        rank = args.rank_for(m, n)
+        rank = planned[name]
         row = {"name": name, "type": _module_type(name), "shape": [m, n], "rank": rank,
                "params_before": m * n, "dtype_bytes": linear.weight.element_size()}
         if not saves_parameters(m, n, rank):
@@ -192,6 +250,10 @@ def format_accounting(report: dict) -> str:
     lines.append(f"time {report['seconds']:.1f} s (calibration {report['calibration_seconds']:.1f} s)")
     if report["dense_layers_left"]:
         lines.append(f"{len(report['dense_layers_left'])} layer(s) left dense: that rank would not save parameters")
+    ranks: dict[str, list[str]] = {}
+    for r in report["layers"]:
+        ranks.setdefault(r["type"], []).append("dense" if r["dense"] else str(r["rank"]))
+    lines += ["ranks, layer by layer:"] + [f"  {name:<10} {' '.join(values)}" for name, values in ranks.items()]
     return "\n".join(lines)
 
 
@@ -257,7 +319,7 @@ def apply_recipe(model: nn.Module, tokenizer, base: str, recipe: dict, cache: Pa
         raise ValueError("this model was compressed by an older version of the factorisation and its "
                          "factors are no longer cached; rebuild it")
     args = CompressArgs(**{k: v for k, v in recipe.items() if k in CompressArgs.__dataclass_fields__})
-    result = compress_model(model, tokenizer, args, calib_root=calib_root)
+    result = compress_model(model, tokenizer, args, calib_root=calib_root, fixed_ranks=recipe["ranks"])
     if result["recipe"]["calib_fingerprint"] != recipe["calib_fingerprint"]:
         raise ValueError("the calibration data changed since this model was compressed; "
                          "recompress it or restore the calibration files")

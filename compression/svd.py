@@ -92,6 +92,28 @@ def _svd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.linalg.svd(a, full_matrices=False)
 
 
+def _whitener(weight: torch.Tensor, method: str, gram: torch.Tensor | None, damping: float) -> torch.Tensor | None:
+    """L with L Lᵀ = XᵀX + λI for ``whitened`` (None for ``plain``), in float64 on the weight's device."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if method == "plain":
+        return None
+    if gram is None:
+        raise ValueError("whitened SVD needs the Gram matrix of the layer's inputs (calibration)")
+    return _cholesky(gram.to(device=weight.device, dtype=torch.float64), damping)
+
+
+def spectrum(weight: torch.Tensor, method: str = "plain", gram: torch.Tensor | None = None,
+             damping: float = 1e-2) -> torch.Tensor:
+    """The singular values σ of W (plain) or W L (whitened), largest first, in float64.
+
+    Truncating to rank r loses Σ_{j>r} σ_j² of ‖W Xᵀ‖² (whitened; of ‖W‖_F² for plain), so the
+    relative output error at rank r is √(Σ_{j>r} σ_j² / Σ_j σ_j²): what rank allocation trades off."""
+    W = weight.detach().to(torch.float64)
+    L = _whitener(W, method, gram, damping)
+    return torch.linalg.svdvals(W if L is None else W @ L)
+
+
 def factorise(weight: torch.Tensor, rank: int, method: str = "plain", gram: torch.Tensor | None = None,
               damping: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, B) with B A ≈ W, A: r×n ("down"), B: m×r ("up"); returned in W's dtype and on its device.
@@ -101,19 +123,15 @@ def factorise(weight: torch.Tensor, rank: int, method: str = "plain", gram: torc
     returns do not change the factors, or LoRA adapters trained on them, from one machine to another
     (up to round-off; near-equal singular values can still mix their vectors).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     m, n = weight.shape
+    W = weight.detach().to(torch.float64)
+    L = _whitener(W, method, gram, damping)
     if not 1 <= rank <= min(m, n):
         raise ValueError(f"rank {rank} out of range 1..{min(m, n)} for a {m}×{n} matrix")
-    W = weight.detach().to(torch.float64)
-    if method == "plain":
+    if L is None:
         U, S, Vh = _svd(W)
         right = Vh[:rank]
     else:
-        if gram is None:
-            raise ValueError("whitened SVD needs the Gram matrix of the layer's inputs (calibration)")
-        L = _cholesky(gram.to(device=W.device, dtype=torch.float64), damping)
         U, S, Vh = _svd(W @ L)
         # right = V_rᵀ L⁻¹, i.e. solve Lᵀ Z = V_r for Z and transpose.
         right = torch.linalg.solve_triangular(L.T, Vh[:rank].T, upper=True).T

@@ -23,7 +23,7 @@ SCRIPT = {
 class ScriptedClassifier:
     """Answers by the message's position in SCRIPT: confident, ambiguous, human."""
 
-    labels = ["track_order", "delivery_period", "contact_human_agent", "complaint", "review"]
+    labels = ["track_order", "delivery_period", "contact_human_agent", "complaint", "review", "out_of_scope"]
 
     def predict(self, texts, k=3):
         out = []
@@ -32,6 +32,8 @@ class ScriptedClassifier:
                 top = [("track_order", 0.93), ("delivery_period", 0.04), ("review", 0.01)]
             elif any(text == s[2] for s in SCRIPT.values()):
                 top = [("contact_human_agent", 0.88), ("complaint", 0.06), ("review", 0.01)]
+            elif "weather" in text:
+                top = [("out_of_scope", 0.81), ("review", 0.1), ("track_order", 0.05)]
             elif "boom" in text:
                 raise RuntimeError("model crashed")
             else:
@@ -130,3 +132,16 @@ def test_card_numbers_are_masked_before_storing(assistant):
 def test_clean_text():
     assert clean_text(b"caf\xc3\xa9 \x00ok") == "café ok"
     assert clean_text(None) == ""
+
+
+def test_out_of_scope_says_what_the_bot_does_counts_as_a_failure_and_never_hands_off(assistant):
+    catalogue = Catalogue.load()
+    first = assistant.respond(None, "what's the weather like in Paris today?")
+    assert (first.action, first.intent, first.status) == ("out_of_scope", "out_of_scope", "bot")
+    assert first.reply == catalogue.line("out_of_scope", "en") and first.confidence == 0.81
+    cid = first.conversation_id
+    for _ in range(3):  # more out-of-scope messages than max_failures: still no hand-off
+        assert assistant.respond(cid, "and the weather tomorrow in Paris?").action == "out_of_scope"
+    assert assistant.store.conversation(cid)["status"] == "bot"
+    # they counted as failures: the next unclear message goes to a person
+    assert assistant.respond(cid, "I have a question about something").action == "handoff"

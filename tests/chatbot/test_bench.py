@@ -25,3 +25,36 @@ def test_bench_writes_json_and_markdown(tiny_data, tiny_base, tmp_path):
     table = (tmp_path / "bench.md").read_text()
     assert "| tfidf-svm |" in table and "acc fr" in table
     assert report["rows"]["eval"] == saved["rows"]["eval"]
+
+
+def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tmp_path):
+    """Data with an out_of_scope class: every system reports in-scope accuracy and out-of-scope
+    recall, and the LLM also with a threshold tuned on a split it never trained on."""
+    import csv
+    import random
+
+    from conftest import WORDS
+
+    rng = random.Random(0)
+    rows = []
+    for split, n in (("train", 14), ("dev", 5), ("test", 6)):
+        for intent, words in WORDS.items():
+            rows += [{"text": " ".join(rng.choice(words) for _ in range(3)) + f" {split}{i}", "intent": intent,
+                      "lang": "en", "split": split} for i in range(n)]
+        rows += [{"text": f"{rng.choice(['hello', 'what', 'weather', 'joke'])} {i} {split} zz", "intent": "out_of_scope",
+                  "lang": "en", "split": split} for i in range(n)]
+    path = tmp_path / "oos.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "intent", "lang", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    report = run_bench(BenchArgs(data=[str(path)], report=str(tmp_path / "r"), bases=[str(tiny_base)],
+                                 fit=FitSettings(epochs=2, batch_size=8), dev_per_language=6, tune_split="dev"))
+    for system, result in report["results"].items():
+        assert "error" not in result, result
+        assert result["in_scope"]["n"] == 18 and result["out_of_scope"]["n"] == 6
+    llm = report["results"][str(tiny_base)]
+    assert llm["threshold"]["tune_rows"] == 20 and 0 <= llm["threshold"]["tuned"]["threshold"] < 1
+    assert llm["threshold"]["out_of_scope"]["recall"] >= llm["out_of_scope"]["recall"]
+    table = (tmp_path / "r" / "bench.md").read_text()
+    assert "out-of-scope recall" in table and "+ threshold" in table

@@ -79,3 +79,20 @@ def test_the_policy_heals_a_source_gently_and_a_base_from_scratch():
     assert (from_base.fit.lr, from_base.distill) == (policy.base_lr, 0.0)
     assert (from_source.fit.epochs, from_source.max_per_intent) == (policy.epochs, policy.max_per_intent)
     assert (from_base.fit.epochs, from_base.max_per_intent) == (5, 3)
+
+
+def test_a_budget_with_per_matrix_ranks_and_a_trimmed_vocabulary_build_and_reload(tiny_data, tiny_model, tmp_path):
+    built = build_version([str(tiny_data)], tmp_path / "v", method="whitened", compress_targets="attn+mlp",
+                          heal=quick_heal(), source=tiny_model, params_keep=0.5, trim_vocab=True)
+    spec = ModelFolder.read(tmp_path / "v")
+    assert spec.compression["params_keep"] == 0.5 and spec.vocab["kept"] > 0
+    assert (built["params_keep"], built["vocab"]) == (0.5, "trimmed")
+    ranks = built["compression"]["ranks"]
+    assert len(set(ranks.values())) > 1  # ranks chosen per matrix, not one for all
+    texts = ["cancel order stop 1", "where parcel 2"]
+    first = load_classifier(tmp_path / "v", device="cpu", dtype=torch.float32)
+    again = load_classifier(tmp_path / "v", device="cpu", dtype=torch.float32)
+    assert torch.equal(first.logits(texts), again.logits(texts))
+    from compression.vocab import is_trimmed
+
+    assert is_trimmed(first.model)

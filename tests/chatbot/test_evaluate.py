@@ -43,3 +43,43 @@ def test_evaluate_reports_unknown_intents_without_scoring_them():
     assert "zzz (1)" in format_report(report)
     with pytest.raises(ValueError, match="none of the rows"):
         evaluate(Fixed(), [Example("z", "zzz", "en")])
+
+
+def test_scope_scores_follow_clinc150():
+    from chatbot.evaluate import scope_scores
+
+    gold = ["a", "a", "b", "out_of_scope", "out_of_scope", "out_of_scope"]
+    said = ["a", "out_of_scope", "b", "out_of_scope", "b", "out_of_scope"]
+    langs = ["en", "en", "fr", "en", "fr", "fr"]
+    result = scope_scores(gold, said, langs)
+    # in scope: an out-of-scope verdict on an in-scope message is wrong (2 of 3 right)
+    assert result["in_scope"]["accuracy"] == pytest.approx(2 / 3) and result["in_scope"]["n"] == 3
+    # out of scope: 2 of 3 caught; 3 verdicts said out of scope, 2 of them right
+    assert result["out_of_scope"]["recall"] == pytest.approx(2 / 3)
+    assert result["out_of_scope"]["precision"] == pytest.approx(2 / 3)
+    assert result["out_of_scope"]["per_language"]["en"] == {"recall": 1.0, "precision": 0.5, "n": 1}
+    assert result["in_scope"]["per_language"]["fr"] == {"accuracy": 1.0, "n": 1}
+
+
+class WithOutOfScope(Fixed):
+    labels = ["a", "b", "out_of_scope"]
+
+    def predict(self, texts, k=3, batch_size=32):
+        return [Prediction("out_of_scope", 0.7, [("out_of_scope", 0.7), ("a", 0.2), ("b", 0.1)]) if t.startswith("?")
+                else Prediction("b", 0.35, [("b", 0.35), ("a", 0.33), ("out_of_scope", 0.32)]) if t.startswith("m")
+                else Fixed.predict(self, [t])[0] for t in texts]
+
+
+def test_evaluate_reports_scope_and_what_the_policy_would_do():
+    from chatbot.policy import PolicyConfig
+
+    rows = [Example("a1", "a", "en"), Example("b1", "b", "en"), Example("?x", "out_of_scope", "en"),
+            Example("maybe", "out_of_scope", "en")]
+    report = evaluate(WithOutOfScope(), rows, latency_sample=2)
+    assert report["out_of_scope"]["recall"] == 0.5 and report["in_scope"]["accuracy"] == 1.0
+    assert report["policy"] == {"answer": 0.5, "clarify": 0.25, "out_of_scope": 0.25}
+    # a threshold on the best intent catches the unsure one too
+    strict = evaluate(WithOutOfScope(), rows, latency_sample=2, policy=PolicyConfig(out_of_scope=0.4))
+    assert strict["out_of_scope"]["recall"] == 1.0 and strict["policy"]["out_of_scope"] == 0.5
+    assert "out-of-scope recall 1.0000" in format_report(strict)
+    assert "out_of_scope" not in evaluate(Fixed(), rows[:2], latency_sample=2)

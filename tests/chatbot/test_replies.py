@@ -5,9 +5,9 @@ import pytest
 from chatbot.data import load_dataset
 from chatbot.replies import Catalogue
 from chatbot.settings import LANGUAGES as SUPPORTED
-from chatbot.settings import REPLIES_DIR, training_files
+from chatbot.settings import INTENT_DATA, REPLIES_DIR, absolute
 
-INTENTS = load_dataset(training_files()).intents
+INTENTS = load_dataset(absolute(INTENT_DATA)).intents
 
 
 def test_every_intent_and_line_exists_in_every_language():

@@ -33,7 +33,7 @@ def test_sweep_runs_dense_first_and_writes_table_and_plot(tiny_base, tiny_data, 
     assert dense["non_embedding_parameters"] < dense["parameters"]
     assert compressed["compression"]["model_params_after"] < compressed["compression"]["model_params_before"]
     assert (tmp_path / "sweep.png").stat().st_size > 1000
-    assert "| 0.25 | whitened | attn+mlp |" in (tmp_path / "sweep.md").read_text()
+    assert "| 0.25 | – | whitened | attn+mlp | full |" in (tmp_path / "sweep.md").read_text()
     assert json.loads((tmp_path / "sweep.json").read_text())["points"][0]["ratio"] == 1.0
 
 

@@ -107,3 +107,41 @@ def test_calibration_files_are_required_and_relative_ones_read_from_a_root(tiny_
         compress_model(model, tokenizer, relative)
     result = compress_model(model, tokenizer, relative, calib_root=tiny_data.parent)
     assert result["recipe"]["calib"] == [tiny_data.name] and result["recipe"]["ranks"]
+
+
+def test_allocation_spends_the_budget_where_the_error_is():
+    from compression.compress import allocate_ranks
+
+    torch.manual_seed(0)
+    flat = torch.ones(32)  # every direction matters as much: truncation hurts
+    steep = 0.5 ** torch.arange(32, dtype=torch.float64)  # a few directions carry everything
+    shapes = {"flat": (32, 32), "steep": (32, 32)}
+    ranks = allocate_ranks({"flat": flat, "steep": steep}, shapes, keep=0.4)
+    # steep's 2nd and 3rd directions (3/16 and 3/64 of its energy) beat flat's 1/32 each, its 4th (3/256)
+    # does not: 12 ranks of 64 parameters fit in 0.4·2048, 3 for steep and 9 for flat
+    assert ranks == {"flat": 9, "steep": 3}
+    spent = sum(r * 64 for r in ranks.values())
+    assert 0.4 * 2048 - 64 < spent <= 0.4 * 2048  # the budget is used, not exceeded
+    # a budget that allows it buys a matrix back whole (dense) rather than past its break-even rank
+    generous = allocate_ranks({"flat": flat, "steep": steep}, shapes, keep=0.9)
+    assert generous["flat"] == 32
+    with pytest.raises(ValueError, match="rank 1"):
+        allocate_ranks({"flat": flat}, {"flat": (32, 32)}, keep=0.01)
+
+
+def test_params_keep_allocates_per_matrix_and_the_recipe_reapplies_its_ranks(tiny_base, tiny_data, tmp_path):
+    model, tokenizer, result = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn+mlp",
+                                               params_keep=0.5)
+    report, ranks = result["report"], result["recipe"]["ranks"]
+    kept = sum(r["params_after"] for r in report["layers"]) / sum(r["params_before"] for r in report["layers"])
+    assert 0.4 < kept <= 0.5
+    assert len({r["rank"] for r in report["layers"] if not r["dense"]}) > 2  # not one rank for every matrix
+    uniform = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn+mlp", param_share=0.5)[2]
+    total = lambda res: sum(r["error"] ** 2 for r in res["report"]["layers"])  # noqa: E731
+    assert total(result) < total(uniform)  # the same budget, spent better
+    # re-applying uses the recorded ranks as they are
+    fresh, _ = load_tiny_hf(tiny_base)
+    apply_recipe(fresh, tokenizer, str(tiny_base), result["recipe"], tmp_path / "cache")
+    assert {n: m.rank for n, m in fresh.named_modules() if isinstance(m, LowRankLinear)} == ranks
+    from compression.compress import format_accounting
+    assert "ranks, layer by layer:" in format_accounting(report)

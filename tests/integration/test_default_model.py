@@ -73,3 +73,30 @@ def test_generalises_to_real_customer_messages(classifier):
     predictions = classifier.predict([e.text for e in rows])
     accuracy = sum(p.intent == e.intent for p, e in zip(predictions, rows)) / len(rows)
     assert len(rows) == 27 * 6 and accuracy >= 0.8, accuracy
+
+
+OUT_OF_SCOPE_SCRIPT = {
+    "en": ("Can you recommend a good Italian restaurant near the station?", "Where is my order 48213? It still hasn't arrived."),
+    "fr": ("Tu connais une bonne recette de crêpes ?", "Où en est ma commande 48213 ? Elle n'est toujours pas arrivée."),
+    "de": ("Wie wird das Wetter morgen in Hamburg?", "Wo bleibt meine Bestellung 48213? Sie ist immer noch nicht da."),
+    "nl": ("Wie heeft de Tour de France vorig jaar gewonnen?", "Waar blijft mijn bestelling 48213? Die is nog steeds niet binnen."),
+    "es": ("¿Me puedes escribir un poema sobre el mar?", "¿Dónde está mi pedido 48213? Todavía no ha llegado."),
+    "it": ("Qual è la capitale dell'Australia?", "Dov'è il mio ordine 48213? Non è ancora arrivato."),
+    "pt": ("Sabes qual é a melhor praia do Algarve?", "Onde está a minha encomenda 48213? Ainda não chegou."),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(OUT_OF_SCOPE_SCRIPT))
+def test_an_out_of_scope_message_is_answered_with_what_the_bot_does_in_the_language(classifier, tmp_path, lang):
+    from chatbot.assistant import Assistant
+    from chatbot.replies import Catalogue
+    from chatbot.store import Store
+
+    assistant = Assistant(classifier, Store(f"sqlite:///{tmp_path / 'c.db'}"), version="default")
+    catalogue = Catalogue.load()
+    other, question = OUT_OF_SCOPE_SCRIPT[lang]
+    first = assistant.respond(None, other)
+    assert (first.lang, first.action, first.status) == (lang, "out_of_scope", "bot"), first
+    assert first.reply == catalogue.line("out_of_scope", lang)
+    second = assistant.respond(first.conversation_id, question)  # the bot still helps with what it does
+    assert (second.action, second.intent) == ("answer", "track_order"), second
