@@ -33,7 +33,7 @@ from chatbot.build import BuildPolicy, build_version, pick_source
 from chatbot.classifier import load_classifier
 from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
-from chatbot.keys import Vault
+from chatbot.keys import Vault, browser_secret
 from chatbot.language import LanguageDetector
 from chatbot.replies import Catalogue
 from chatbot.settings import ADMIN_PASSWORD_ENV, database_url, default_model_dir, home, training_files
@@ -126,6 +126,10 @@ class Service:
         """Language and top intents of a message, stored nowhere (the public /analyse endpoint)."""
         return self._live().analyse(text)
 
+    def browser_secret(self) -> str:
+        """What the customer's browser state (their conversation id) is encrypted with."""
+        return browser_secret(self.home)
+
     # -- staff ---------------------------------------------------------------------------------
     def sign_in(self, name: str, password: str, client: str | None = None) -> bool:
         return self.accounts.sign_in(name, password, client)
@@ -137,6 +141,11 @@ class Service:
 
     def _record(self, caller: Caller, action: str, target=None, detail=None, session=None) -> None:
         self.audit.record(caller.name, action, target, detail, caller.client, session=session)
+
+    def staff_analyse(self, caller: Caller | None, text) -> dict:
+        """:meth:`analyse` from the agent console."""
+        require(caller, "agent")
+        return self.analyse(text)
 
     def queue(self, caller: Caller | None) -> list[dict]:
         require(caller, "agent")
