@@ -473,9 +473,21 @@ def create_server(service: Service, login_throttle: Throttle | None = None):
     gr.mount_gradio_app(app, build_staff_app(service), "/staff", auth=functools.partial(staff_auth, service),
                         auth_message="Staff sign-in: agents and admins (accounts from `python -m chatbot users`).",
                         footer_links=[], ssr_mode=False, css=CSS, max_file_size=1, run_history=False)
-    gr.mount_gradio_app(app, build_customer_app(service), "/", footer_links=["api"], ssr_mode=False, css=CSS,
+    customers = build_customer_app(service)
+    gr.mount_gradio_app(app, customers, "/", footer_links=["api"], ssr_mode=False, css=CSS,
                         max_file_size=1, run_history=False)
-    return Guard(app, login_throttle=login_throttle)
+    return Guard(app, login_throttle=login_throttle, batch_inputs=batch_inputs(customers, ""))
+
+
+def batch_inputs(blocks: gr.Blocks, prefix: str) -> dict:
+    """``{(prefix, fn_index or api_name): number of inputs}`` of the batched handlers of ``blocks``."""
+    shapes = {}
+    for index, fn in blocks.fns.items():
+        if fn.batch:
+            shapes[(prefix, index)] = len(fn.inputs)
+            if fn.api_name:
+                shapes[(prefix, fn.api_name)] = len(fn.inputs)
+    return shapes
 
 
 class Server:

@@ -7,6 +7,9 @@
 * file uploads (Gradio's ``/gradio_api/upload``) are refused with 403: no feature needs them;
 * sign-in attempts (``POST …/login``) are limited per client address (:class:`Throttle`, 429 beyond),
   on top of the per-account lockout of :mod:`chatbot.accounts`;
+* a call of a *batched* handler gets exactly as many input values as the handler takes (missing
+  ones are None, extra ones dropped): Gradio zips the inputs of the calls it batches together, so
+  one call with too few values would otherwise fail every call of its batch;
 * the client's address is put in :data:`client_address` for the audit trail of a sign-in.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -58,11 +62,19 @@ class BodyTooLarge(Exception):
     pass
 
 
+_CALL = re.compile(r"^(?P<prefix>.*?)/gradio_api/(?:queue/join|(?:call/v2|call|run|api)/(?P<name>[\w-]+))/?$")
+
+
 class Guard:
-    def __init__(self, app, max_body: int = MAX_REQUEST_BYTES, login_throttle: Throttle | None = None):
+    """``batch_inputs`` maps ``(mount prefix, fn_index or api_name)`` of each batched handler to its
+    number of inputs (see ``app.batch_inputs``)."""
+
+    def __init__(self, app, max_body: int = MAX_REQUEST_BYTES, login_throttle: Throttle | None = None,
+                 batch_inputs: dict | None = None):
         self.app = app
         self.max_body = max_body
         self.login_throttle = login_throttle or Throttle()
+        self.batch_inputs = batch_inputs or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -81,6 +93,11 @@ class Guard:
             except ValueError:
                 return await _refuse(send, 400, "Bad Content-Length.")
             if too_large:
+                return await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
+        call = _CALL.match(path) if method == "POST" and self.batch_inputs else None
+        if call:
+            receive = await self._shaped(call, scope, receive)
+            if receive is None:
                 return await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
         received, started = 0, False
 
@@ -104,6 +121,42 @@ class Guard:
         except BodyTooLarge:
             if not started:
                 await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
+
+
+    async def _shaped(self, call: re.Match, scope, receive):
+        """``receive`` giving the body with a batched handler's ``data`` cut or padded to its inputs."""
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body:
+                return None
+        try:
+            payload = json.loads(body)
+            key = call.group("name") if call.group("name") else payload.get("fn_index")
+            width = self.batch_inputs.get((call.group("prefix"), key))
+            if width is not None:
+                data = payload.get("data")
+                data = list(data) if isinstance(data, list) else []
+                payload["data"] = (data + [None] * width)[:width]
+                body = json.dumps(payload).encode()
+                scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
+                    (b"content-length", str(len(body)).encode())]
+        except (ValueError, AttributeError, TypeError):
+            pass  # not a JSON object: the app refuses it itself
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
 
 
 async def _refuse(send, status: int, detail: str) -> None:
