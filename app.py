@@ -471,7 +471,7 @@ def create_server(service: Service, login_throttle: Throttle | None = None):
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_api_route("/staff", lambda: RedirectResponse("/staff/"), include_in_schema=False)
     gr.mount_gradio_app(app, build_staff_app(service), "/staff", auth=functools.partial(staff_auth, service),
-                        auth_message="Staff sign-in: agents and admins (accounts from `python -m chatbot users`).",
+                        auth_message="Staff sign-in (agents and admins).",
                         footer_links=[], ssr_mode=False, css=CSS, max_file_size=1, run_history=False)
     customers = build_customer_app(service)
     gr.mount_gradio_app(app, customers, "/", footer_links=["api"], ssr_mode=False, css=CSS,
