@@ -185,11 +185,10 @@ def shown_as_errors():
 
 def staff_load(service: Service, request: gr.Request):
     with shown_as_errors():
-        caller = caller_of(service, request)
-        queue, recent = queues(service, request)
-        is_admin = caller.role == "admin"
-        who = (f"Signed in as **{caller.name}** ({caller.role}) · [Sign out](logout)")
-        return who, gr.update(visible=is_admin), queue, recent
+        caller = service.staff_member(caller_of(service, request))
+    queue, recent = queues(service, request)
+    who = f"Signed in as **{caller.name}** ({caller.role}) · [Sign out](logout)"
+    return who, gr.update(visible=caller.role == "admin"), queue, recent
 
 
 def queues(service: Service, request: gr.Request):
@@ -212,8 +211,10 @@ def open_conversation(service: Service, conversation_id, request: gr.Request):
             view["suggested"]["reply"], gr.update(choices=views.revealable_choices(messages), value=None), "")
 
 
-def pick_row(table, evt: gr.SelectData):
+def pick_row(service: Service, table, evt: gr.SelectData, request: gr.Request):
     """The conversation id of the clicked row (the last column) of a table the staff member sees."""
+    with shown_as_errors():
+        service.staff_member(caller_of(service, request))
     row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
     return table.iloc[row, -1] if hasattr(table, "iloc") else table[row][-1]
 
@@ -306,8 +307,8 @@ def agent_tab(service: Service) -> None:
     view = [status, transcript, intents, suggestion, masked, revealed]
     refresh_queue.click(bind(queues, service), None, [queue, recent], **private)
     poll.tick(bind(queues, service), None, [queue, recent], show_progress="hidden", **private)
-    queue.select(pick_row, queue, selected, **private)
-    recent.select(pick_row, recent, selected, **private)
+    queue.select(bind(pick_row, service), queue, selected, **private)
+    recent.select(bind(pick_row, service), recent, selected, **private)
     selected.change(bind(open_conversation, service), selected, view, **private)
     transcript.select(bind(pick_message, service), selected, intents, **private)
     for button, handler in ((send, agent_send), (take_over, agent_take_over), (close, agent_close)):
@@ -439,8 +440,9 @@ def admin_tab(service: Service):
 
 def admin_load(service: Service, request: gr.Request):
     """The admin tab's content when an admin opens the console; nothing (and no error) for an agent."""
-    caller = caller_of(service, request)
-    if caller is None or caller.role != "admin" or caller.disabled:
+    try:
+        service.staff_member(caller_of(service, request), "admin")
+    except AccessDenied:
         return (gr.skip(),) * 6
     return admin_view(service, request)
 
@@ -475,7 +477,7 @@ def create_server(service: Service, login_throttle: Throttle | None = None):
                         footer_links=[], ssr_mode=False, css=CSS, max_file_size=1, run_history=False)
     customers = build_customer_app(service)
     gr.mount_gradio_app(app, customers, "/", footer_links=["api"], ssr_mode=False, css=CSS,
-                        max_file_size=1, run_history=False)
+                        max_file_size=1, run_history=False, show_error=False)  # no internals shown to customers
     return Guard(app, login_throttle=login_throttle, batch_inputs=batch_inputs(customers, ""))
 
 

@@ -142,6 +142,10 @@ class Service:
     def _record(self, caller: Caller, action: str, target=None, detail=None, session=None) -> None:
         self.audit.record(caller.name, action, target, detail, caller.client, session=session)
 
+    def staff_member(self, caller: Caller | None, role: str = "agent") -> Caller:
+        """``caller`` if they may act as ``role`` now; else :class:`~chatbot.accounts.AccessDenied`."""
+        return require(caller, role)
+
     def staff_analyse(self, caller: Caller | None, text) -> dict:
         """:meth:`analyse` from the agent console."""
         require(caller, "agent")

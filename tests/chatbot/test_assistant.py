@@ -207,8 +207,9 @@ def test_an_unknown_or_malformed_id_starts_a_new_conversation(assistant):
 def test_a_huge_message_costs_no_more_than_a_long_one(assistant):
     import time
 
+    assistant.respond(None, "où est ma commande")  # the detector's models are loaded at first use
     start = time.perf_counter()
     turn = assistant.respond(None, "où est ma commande " * 220_000)  # ~4 MB
-    assert time.perf_counter() - start < 1.5
+    assert time.perf_counter() - start < 0.5  # without the early cut: seconds
     assert turn.action == "too_long"
     assert len(assistant.store.messages(turn.conversation_id)[0]["text"]) <= 20000

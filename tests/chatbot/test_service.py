@@ -41,7 +41,7 @@ def admin(service):
 
 
 # Every staff and admin method with arguments that would work for the right caller.
-AGENT_METHODS = {"staff_analyse": ("hello",), "queue": (), "recent": (), "conversation": ("CID",), "take_over": ("CID",),
+AGENT_METHODS = {"staff_member": (), "staff_analyse": ("hello",), "queue": (), "recent": (), "conversation": ("CID",), "take_over": ("CID",),
                  "send": ("CID", "hello"), "close": ("CID",), "reveal": ("CID", 0, 1)}
 ADMIN_METHODS = {"erase": ("CID",), "audit_log": (), "users": (), "versions": (), "promote": ("default",),
                  "rollback": (), "delete": ("nothing",), "start_build": (0.5, "plain", "attn"), "cancel_jobs": ()}
