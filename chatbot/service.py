@@ -70,9 +70,12 @@ class Service:
         self.store = Store(database or database_url(self.home), vault=Vault(home_dir=self.home))
         self.audit = Audit(self.store)
         self.accounts = Accounts(self.store, self.audit)
-        if self.accounts.bootstrap_admin(os.environ.get(ADMIN_PASSWORD_ENV)):
-            log.warning("Created the admin account 'admin' from %s (the database had no admin). Sign in at "
-                        "/staff, then manage accounts with `python -m chatbot users`.", ADMIN_PASSWORD_ENV)
+        try:
+            if self.accounts.bootstrap_admin(os.environ.get(ADMIN_PASSWORD_ENV)):
+                log.warning("Created the admin account 'admin' from %s (the database had no admin). Sign in at "
+                            "/staff/, then manage accounts with `python -m chatbot users`.", ADMIN_PASSWORD_ENV)
+        except ValueError as err:  # a too short password: the app serves customers all the same
+            log.error("No admin created from %s: %s", ADMIN_PASSWORD_ENV, err)
         self.data = data or training_files()
         self.policy = policy or BuildPolicy()
         self._swap = threading.Lock()

@@ -46,11 +46,6 @@ def valid_conversation_id(value, legacy: bool = False) -> bool:
     return isinstance(value, str) and bool(CONVERSATION_ID.match(value) or (legacy and LEGACY_ID.match(value)))
 
 
-def mask_sensitive(text: str) -> str:
-    """Kept for callers of the old name: see :func:`chatbot.pii.mask`."""
-    return mask(text).text
-
-
 # --- schema -------------------------------------------------------------------------------------
 class Base(DeclarativeBase):
     pass

@@ -154,3 +154,15 @@ def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):
     assert service.registry.names() == ["default"] and service.assistant.version == "default"
     actions = [e["action"] for e in service.audit.entries()]
     assert actions[:3] == ["cancel", "build", "build"]
+
+
+def test_the_first_admin_is_bootstrapped_from_the_environment_only_once(tmp_path, tiny_model, monkeypatch, caplog):
+    monkeypatch.setenv("CHATBOT_ADMIN_PASSWORD", "short")
+    service = Service(home_dir=tmp_path, default_model=tiny_model)  # refused, but customers are served
+    assert service.caller("admin") is None and "No admin created" in caplog.text
+    monkeypatch.setenv("CHATBOT_ADMIN_PASSWORD", PASSWORD)
+    service = Service(home_dir=tmp_path, default_model=tiny_model)
+    assert service.caller("admin").role == "admin" and "Created the admin account 'admin'" in caplog.text
+    monkeypatch.setenv("CHATBOT_ADMIN_PASSWORD", "another long password")
+    service = Service(home_dir=tmp_path, default_model=tiny_model)  # an admin exists: nothing changes
+    assert service.sign_in("admin", PASSWORD) and not service.sign_in("admin", "another long password")

@@ -5,7 +5,8 @@ import pytest
 
 from chatbot.keys import Vault
 from chatbot.settings import STORED_CHARS
-from chatbot.store import Conversation, Store, mask_sensitive, now, valid_conversation_id
+from chatbot.pii import mask_sensitive
+from chatbot.store import Conversation, Store, now, valid_conversation_id
 
 
 @pytest.fixture()
