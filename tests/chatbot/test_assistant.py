@@ -213,3 +213,21 @@ def test_a_huge_message_costs_no_more_than_a_long_one(assistant):
     assert time.perf_counter() - start < 0.5  # without the early cut: seconds
     assert turn.action == "too_long"
     assert len(assistant.store.messages(turn.conversation_id)[0]["text"]) <= 20000
+
+
+def test_a_retry_racing_the_first_try_is_answered_with_the_stored_turn(assistant, monkeypatch):
+    """Two tries of one message in flight at once: the second's insert meets the unique index and is
+    answered from what the first stored."""
+    first = assistant.respond_batch([{"conversation_id": None, "text": SCRIPT["es"][0], "client_message_id": "r-1"}])[0]
+    real = assistant.store.stored_turn
+    calls = []
+
+    def not_yet(s, conversation, client_message_id):
+        calls.append(client_message_id)
+        return None if len(calls) == 1 else real(s, conversation, client_message_id)  # the race: not seen at first
+
+    monkeypatch.setattr(assistant.store, "stored_turn", not_yet)
+    again = assistant.respond_batch([{"conversation_id": first.conversation_id, "text": SCRIPT["es"][0],
+                                      "client_message_id": "r-1"}])[0]
+    assert len(calls) == 2 and (again.reply, again.action) == (first.reply, first.action)
+    assert len(assistant.store.messages(first.conversation_id)) == 2
