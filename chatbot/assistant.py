@@ -34,8 +34,8 @@ from sqlalchemy.exc import IntegrityError
 from chatbot.language import Detection, LanguageDetector
 from chatbot.policy import PolicyConfig, decide
 from chatbot.replies import Catalogue
-from chatbot.settings import MAX_MESSAGE_CHARS as MAX_CHARS
-from chatbot.settings import RAW_CHARS, STORED_CHARS  # noqa: F401 - STORED_CHARS: the store cuts, after masking
+from chatbot.settings import MAX_MESSAGE_CHARS as MAX_CHARS  # the name the catalogue and tests use
+from chatbot.settings import RAW_CHARS
 from chatbot.store import CLIENT_MESSAGE_ID, Store, now, valid_conversation_id
 
 log = logging.getLogger(__name__)
