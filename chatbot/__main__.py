@@ -1,4 +1,5 @@
-"""``python -m chatbot COMMAND``: train, evaluate, classify, bench, bench-svd, sweep, compress, chat, detect, tune."""
+"""``python -m chatbot COMMAND``: train, evaluate, classify, bench, bench-svd, sweep, compress, chat, detect, tune,
+users, purge, erase."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def command_table():
         "detect": (commands.DetectArgs, commands.run_detect, ("text",), "detect the language of messages or score a file"),
         "tune": (commands.TuneArgs, commands.run_tune, (), "tune the dialogue policy's thresholds on dev data"),
         "chat": (commands.ChatArgs, commands.run_chat, (), "chat with the bot in the terminal"),
+        "users": (commands.UsersArgs, commands.run_users, ("action", "name"),
+                  "staff accounts: add NAME --role agent|admin, list, disable NAME, enable NAME, passwd NAME"),
+        "purge": (commands.PurgeArgs, commands.run_purge, (), "delete conversations older than --older-than (90d)"),
+        "erase": (commands.EraseArgs, commands.run_erase, ("conversation_id",),
+                  "delete one conversation and its messages (a customer's request)"),
     }
 
 

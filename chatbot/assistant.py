@@ -2,34 +2,43 @@
 
 A turn goes through small steps, in this order, and a message stops at the first that settles it:
 
-1. **gate**: the conversation's state and the message itself, before any model runs: a conversation
-   waiting for or handled by a person gets no bot answer; an empty or too long message is refused;
+1. **gate**: the request, the conversation's state and the message itself, before any model runs:
+   raw input is cut to a bound first and every field is checked (a malformed one is dropped, never
+   trusted: a conversation id the server did not hand out starts a new conversation); a
+   conversation waiting for or handled by a person gets no bot answer; an empty or too long message
+   is refused;
 2. **detect** the language (with the conversation's and the browser's as priors); a message in a
    language we do not serve is told so;
 3. **classify** (one forward pass for every message of a batch that got this far);
 4. **decide** with the policy (answer, clarify, fall back, hand off) and pick the reply in the
    customer's language;
 5. **persist** the customer's message, the reply and the conversation's new state in one
-   transaction (the conversation is re-read there, so an agent who took over meanwhile wins).
+   transaction (the conversation is re-read there, so an agent who took over meanwhile wins); a
+   retried message (same client message id) returns the stored turn instead of a second one.
+
+Each message of a batch succeeds or fails on its own: a step that fails for one message gives that
+customer an apology (its turn rolled back whole) and the others their answers.
 
 Nothing in the UI decides anything; everything a screen shows comes from a :class:`Turn` or the store.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
+from sqlalchemy.exc import IntegrityError
+
 from chatbot.language import Detection, LanguageDetector
 from chatbot.policy import PolicyConfig, decide, in_scope
 from chatbot.replies import Catalogue
-from chatbot.settings import OUT_OF_SCOPE
-from chatbot.store import Store, now
+from chatbot.settings import MAX_MESSAGE_CHARS as MAX_CHARS  # the name the catalogue and tests use
+from chatbot.settings import OUT_OF_SCOPE, RAW_CHARS
+from chatbot.store import CLIENT_MESSAGE_ID, Store, now, valid_conversation_id
 
-MAX_CHARS = 1000
-"""Longest message the bot classifies; longer ones are stored (up to STORED_CHARS) and refused."""
-STORED_CHARS = 20000
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,10 +61,15 @@ class Turn:
 
 
 def clean_text(text) -> str:
-    """Text as a string, without control characters or invalid code points, spaces collapsed."""
+    """Text as a string cut to ``RAW_CHARS`` first, without control characters or invalid code points
+    (lone surrogates included), spaces collapsed; anything but text, bytes or a number is empty."""
     if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    text = "" if text is None else str(text)
+        text = text[:RAW_CHARS * 4].decode("utf-8", errors="replace")
+    elif isinstance(text, (int, float)) and not isinstance(text, bool):
+        text = str(text)
+    elif not isinstance(text, str):
+        text = ""
+    text = text[:RAW_CHARS]
     text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in "\n\t")
     return re.sub(r"\s+", " ", text.replace("\ufffd", " ")).strip()
 
@@ -73,6 +87,7 @@ class Pending:
     text: str
     accept_language: str | None = None
     choice: str | None = None
+    client_message_id: str | None = None
     conversation_lang: str | None = None
     settled: str | None = None
     """The action a step before classification decided (waiting, agent, empty, too_long, unsupported)."""
@@ -124,15 +139,40 @@ class Assistant:
     def respond_batch(self, requests: list[dict]) -> list[Turn]:
         """Several customers' messages at once (``{conversation_id, text, accept_language, choice}``):
         each goes through the steps of a turn, with one classifier pass for all that need it."""
-        pending = [self._gate(r) for r in requests]
+        pending = []
+        for request in requests:
+            try:
+                pending.append(self._gate(request))
+            except Exception as err:  # noqa: BLE001 - this request alone fails
+                pending.append(self._failed(None, err))
         for p in pending:
-            self._detect(p)
-        self._classify([p for p in pending if p.needs_model])
-        return [self._persist(p) for p in pending]
+            try:
+                if p.error is None:
+                    self._detect(p)
+            except Exception as err:  # noqa: BLE001
+                p.error, p.settled = _error(err), "error"
+        self._classify([p for p in pending if p.needs_model and p.error is None])
+        return [self._persist_alone(p) for p in pending]
 
-    def _gate(self, request: dict) -> Pending:
-        p = Pending(request.get("conversation_id") or None, clean_text(request.get("text")),
-                    request.get("accept_language"), request.get("choice"))
+    def _failed(self, p: Pending | None, err: Exception) -> Pending:
+        log.exception("a customer request failed")
+        p = p or Pending(None, "")
+        p.error, p.settled = _error(err), "error"
+        return p
+
+    def _gate(self, request) -> Pending:
+        request = request if isinstance(request, dict) else {}
+
+        def text_field(name, pattern=None, limit=256):
+            value = request.get(name)
+            if not isinstance(value, str) or len(value) > limit or (pattern and not pattern.match(value)):
+                return None
+            return value
+
+        conversation_id = request.get("conversation_id")
+        p = Pending(conversation_id if valid_conversation_id(conversation_id) else None,
+                    clean_text(request.get("text")), clean_text(text_field("accept_language") or ""),
+                    text_field("choice", limit=64), text_field("client_message_id", CLIENT_MESSAGE_ID, 64))
         conversation = self.store.conversation(p.conversation_id) if p.conversation_id else None
         if conversation:
             p.conversation_lang = conversation["lang"]
@@ -169,23 +209,54 @@ class Assistant:
             except Exception as err:  # noqa: BLE001 - the customer gets an apology, the turn is kept
                 p.error = f"{type(err).__name__}: {err}"[:300]
 
+    def _persist_alone(self, p: Pending) -> Turn:
+        """:meth:`_persist`, with a failure costing only this turn (rolled back whole) and a concurrent
+        retry of the same message answered with the turn stored first."""
+        try:
+            return self._persist(p)
+        except IntegrityError:
+            if p.client_message_id:
+                try:
+                    return self._persist(p)  # the other try committed first: it is found now
+                except Exception as err:  # noqa: BLE001
+                    self._failed(p, err)
+            else:
+                self._failed(p, RuntimeError("the turn could not be stored"))
+        except Exception as err:  # noqa: BLE001
+            self._failed(p, err)
+        lang = p.detection.lang if p.detection else "en"
+        return Turn(p.conversation_id or "", self.catalogue.line("error", lang), "error", lang,
+                    top=[{"error": p.error or "failed"}], status="")
+
     def _persist(self, p: Pending) -> Turn:
         with self.store.session() as s, s.begin():
             conversation = self.store.get_or_create(s, p.conversation_id)
+            stored = self.store.stored_turn(s, conversation, p.client_message_id)
+            if stored:
+                return self._replay(conversation, stored)
             turn = self._decide(conversation, p)
-            stored = p.text[:STORED_CHARS] if p.text else "(empty message)"
-            self.store.add_message(s, conversation, "customer", stored, lang=turn.lang, intent=turn.intent,
-                                   confidence=turn.confidence, top=turn.top or None, action=turn.action,
-                                   model_version=self.version)
+            self.store.add_message(s, conversation, "customer", p.text or "(empty message)", lang=turn.lang,
+                                   intent=turn.intent, confidence=turn.confidence, top=turn.top or None,
+                                   action=turn.action, model_version=self.version,
+                                   client_message_id=p.client_message_id)
             if turn.reply:
                 self.store.add_message(s, conversation, "bot", turn.reply, lang=turn.lang, action=turn.action,
                                        model_version=self.version)
             turn.conversation_id, turn.status = conversation.id, conversation.status
         return turn
 
+    @staticmethod
+    def _replay(conversation, stored: list) -> Turn:
+        """The turn a retried message got the first time (nothing new is stored)."""
+        first = stored[0]
+        reply = next((m for m in stored[1:] if m.role == "bot"), None)
+        return Turn(conversation.id, reply.text if reply else "", first.action or "", first.lang or "en",
+                    first.intent, first.confidence, list(first.top or []), status=conversation.status,
+                    model_version=first.model_version)
+
     def _decide(self, conversation, p: Pending) -> Turn:
         """The turn for ``p``; updates ``conversation`` (language, failures, status) in place."""
-        lang = p.detection.lang
+        lang = p.detection.lang if p.detection else "en"
         turn = Turn(conversation.id, "", "", lang, model_version=self.version)
         if conversation.status == "closed":  # the customer writes again: the bot picks it up
             conversation.status, conversation.failures = "bot", 0
@@ -276,3 +347,7 @@ class Assistant:
         if conversation is None:
             raise ValueError(f"no conversation {conversation_id}")
         self.store.set_status(conversation_id, "closed", self.catalogue.line("closed", conversation["lang"] or "en"))
+
+
+def _error(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"[:300]

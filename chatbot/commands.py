@@ -277,3 +277,133 @@ def run_bench_svd(args: BenchSvdArgs) -> dict:
     write_report(report, args.report)
     print(markdown_table(report))
     return report
+
+
+# --- staff accounts and data retention (no model is loaded) ------------------------------------
+def _data(database: str | None):
+    """Store, audit trail and accounts of the installation (``$CHATBOT_HOME`` / ``$CHATBOT_DATABASE_URL``)."""
+    from chatbot.accounts import Accounts
+    from chatbot.audit import Audit
+    from chatbot.settings import database_url
+    from chatbot.store import Store
+
+    store = Store(database or database_url())
+    audit = Audit(store)
+    return store, audit, Accounts(store, audit)
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"[:80]
+    except (KeyError, OSError):
+        return "cli"
+
+
+@dataclass
+class UsersArgs:
+    action: str
+    """add, list, disable, enable or passwd."""
+    name: str | None = None
+    """The account (all but list)."""
+    role: str = "agent"
+    """agent or admin (add)."""
+    password_stdin: bool = False
+    """Read the password from the first line of standard input instead of asking (scripts, tests)."""
+    database: str | None = None
+    """Database URL (default: $CHATBOT_DATABASE_URL or a SQLite file in $CHATBOT_HOME)."""
+
+    def __post_init__(self):
+        if self.action not in ("add", "list", "disable", "enable", "passwd"):
+            raise ValueError("users: add, list, disable, enable or passwd")
+        if self.action != "list" and not self.name:
+            raise ValueError(f"users {self.action} needs a NAME")
+        if self.role not in ("agent", "admin"):
+            raise ValueError("role must be agent or admin")
+
+
+def _read_password(args: UsersArgs) -> str:
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass(f"Password for {args.name}: ")
+    if getpass.getpass("Again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def run_users(args: UsersArgs) -> list[dict] | None:
+    """Staff accounts: ``users add NAME --role agent|admin``, ``list``, ``disable``/``enable NAME``, ``passwd NAME``."""
+    _, _, accounts = _data(args.database)
+    if args.action == "list":
+        rows = accounts.list()
+        for row in rows:
+            state = "disabled" if row["disabled"] else ("locked" if row["locked_until"] else "active")
+            print(f"{row['name']:<24} {row['role']:<6} {state:<8} last sign-in {row['last_sign_in'] or 'never'}")
+        return rows
+    if args.action == "add":
+        accounts.add(args.name, args.role, _read_password(args), actor=_actor())
+        print(f"user {args.name} added ({args.role})")
+    elif args.action == "passwd":
+        accounts.set_password(args.name, _read_password(args), actor=_actor())
+        print(f"password of {args.name} changed (and any lockout lifted)")
+    else:
+        accounts.set_disabled(args.name, args.action == "disable", actor=_actor())
+        print(f"user {args.name} {args.action}d")
+    return None
+
+
+def parse_age(value: str):
+    """``90d``, ``12h``, ``30m``, ``2w`` or a number of days, as a timedelta."""
+    import re
+    from datetime import timedelta
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([dhmw]?)\s*", str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not an age such as 90d, 12h, 30m or 2w")
+    number, unit = float(match.group(1)), match.group(2) or "d"
+    return timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}[unit]: number})
+
+
+@dataclass
+class PurgeArgs:
+    older_than: str | None = None
+    """Delete conversations whose last message is older than this (90d, 12h, 2w; default: $CHATBOT_RETENTION_DAYS or 90 days)."""
+    database: str | None = None
+    """Database URL (default: $CHATBOT_DATABASE_URL or a SQLite file in $CHATBOT_HOME)."""
+
+    def __post_init__(self):
+        if self.older_than is not None:
+            parse_age(self.older_than)
+
+
+def run_purge(args: PurgeArgs) -> int:
+    """Delete conversations past the retention period (run it daily, e.g. from cron)."""
+    from chatbot.settings import retention_days
+
+    age = parse_age(args.older_than or f"{retention_days()}d")
+    store, audit, _ = _data(args.database)
+    actor = _actor()
+    count = store.purge(age, audit=lambda s, n: audit.record(actor, "purge", None,
+                                                             f"{n} conversation(s) older than {age}", session=s))
+    print(f"deleted {count} conversation(s) older than {age}")
+    return count
+
+
+@dataclass
+class EraseArgs:
+    conversation_id: str
+    """The conversation to delete with all its messages (a customer's erasure request)."""
+    database: str | None = None
+    """Database URL (default: $CHATBOT_DATABASE_URL or a SQLite file in $CHATBOT_HOME)."""
+
+
+def run_erase(args: EraseArgs) -> int:
+    store, audit, _ = _data(args.database)
+    actor = _actor()
+    count = store.erase(args.conversation_id, audit=lambda s: audit.record(actor, "erase", args.conversation_id,
+                                                                           session=s))
+    print(f"conversation {args.conversation_id} erased ({count} message(s))")
+    return count

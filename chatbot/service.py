@@ -1,45 +1,46 @@
-"""What the app serves: the live assistant, the conversation store, model versions and admin jobs.
+"""What the app serves: the live assistant, the conversation store, staff accounts, versions and builds.
 
-One :class:`Service` per server process. Customers, agents and admins all go through it; the UI
-(``app.py``) only wires components to these methods. Promotion swaps the live classifier under a
-lock after the new one is fully loaded, so a customer turn sees either the old or the new model.
-A build runs in a background thread; if it fails or is cancelled, the live model is untouched.
+One :class:`Service` per server process. Customers, agents and admins all go through its public
+methods; the UI (``app.py``) only wires components to them. Customers are anonymous: a conversation
+id the server handed out is their capability, and the customer methods return nothing of any other
+conversation. Every staff and admin method takes the :class:`~chatbot.accounts.Caller` (made from the
+web session's user name by :meth:`Service.caller`) and refuses with an
+:class:`~chatbot.accounts.AccessDenied` the wrong role, a disabled account or no caller; each action
+is written to the audit trail with who did it.
+
+Promotion swaps the live classifier under a lock after the new one is fully loaded, so a customer
+turn sees either the old or the new model. A build runs in a background thread; if it fails or is
+cancelled, the live model is untouched.
 """
 
 from __future__ import annotations
 
-import hmac
+import logging
 import os
+import re
 import shutil
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 
+from chatbot.accounts import Accounts, Caller, require
 from chatbot.assistant import Assistant
+from chatbot.audit import Audit
 from chatbot.build import BuildPolicy, build_version, pick_source
 from chatbot.classifier import load_classifier
 from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
+from chatbot.keys import Vault, browser_secret
 from chatbot.language import LanguageDetector
 from chatbot.replies import Catalogue
 from chatbot.settings import ADMIN_PASSWORD_ENV, database_url, default_model_dir, home, training_files
-from chatbot.store import Store
+from chatbot.store import Store, valid_conversation_id
 from chatbot.versions import DEFAULT_VERSION, Registry
 
-
-class AdminDenied(PermissionError):
-    """Wrong or missing admin password, or admin disabled."""
-
-
-def check_admin(password: str | None) -> None:
-    """Raise :class:`AdminDenied` unless ``password`` matches ``$CHATBOT_ADMIN_PASSWORD``."""
-    expected = os.environ.get(ADMIN_PASSWORD_ENV)
-    if not expected:
-        raise AdminDenied(f"Admin is disabled: set the {ADMIN_PASSWORD_ENV} environment variable and restart.")
-    if not hmac.compare_digest((password or "").encode(), expected.encode()):
-        raise AdminDenied("Wrong admin password.")
+log = logging.getLogger(__name__)
 
 
 class Cancelled(Exception):
@@ -66,7 +67,15 @@ class Service:
         self.home = Path(home_dir or home())
         self.home.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(self.home, default_model or default_model_dir())
-        self.store = Store(database or database_url(self.home))
+        self.store = Store(database or database_url(self.home), vault=Vault(home_dir=self.home))
+        self.audit = Audit(self.store)
+        self.accounts = Accounts(self.store, self.audit)
+        try:
+            if self.accounts.bootstrap_admin(os.environ.get(ADMIN_PASSWORD_ENV)):
+                log.warning("Created the admin account 'admin' from %s (the database had no admin). Sign in at "
+                            "/staff/, then manage accounts with `python -m chatbot users`.", ADMIN_PASSWORD_ENV)
+        except ValueError as err:  # a too short password: the app serves customers all the same
+            log.error("No admin created from %s: %s", ADMIN_PASSWORD_ENV, err)
         self.data = data or training_files()
         self.policy = policy or BuildPolicy()
         self._swap = threading.Lock()
@@ -75,46 +84,190 @@ class Service:
         self.assistant = Assistant(load_classifier(self.registry.folder(live)), self.store,
                                    Catalogue.load(), LanguageDetector().warm_up(), version=live)
 
-    # -- customers -----------------------------------------------------------------------------
-    def respond_batch(self, requests: list[dict]):
+    def _live(self) -> Assistant:
         with self._swap:
-            assistant = self.assistant
-        return assistant.respond_batch(requests)
+            return self.assistant
 
-    def chat(self, texts: list[str], conversation_ids: list[str], accept_languages: list[str]):
-        """A batch of customer messages, as Gradio's queue hands them over (parallel lists)."""
-        return self.respond_batch([{"conversation_id": c or None, "text": t, "accept_language": a}
-                                   for t, c, a in zip(texts, conversation_ids, accept_languages)])
+    # -- customers (anonymous: a conversation id is their capability) -------------------------
+    def respond_batch(self, requests: list[dict]):
+        return self._live().respond_batch(requests)
 
-    # -- versions ------------------------------------------------------------------------------
-    def promote(self, name: str) -> None:
+    def chat(self, texts, conversation_ids, accept_languages, client_message_ids=None):
+        """A batch of customer messages, as Gradio's queue hands them over (parallel lists); each one
+        succeeds or fails on its own, whatever its fields hold."""
+        def column(values):
+            return list(values) if isinstance(values, (list, tuple)) else [values]
+
+        texts = column(texts)
+        count = len(texts)
+        ids, accepts = column(conversation_ids), column(accept_languages)
+        client_ids = column(client_message_ids) if client_message_ids is not None else []
+        at = lambda values, i: values[i] if i < len(values) else None  # noqa: E731
+        return self.respond_batch([{"conversation_id": at(ids, i), "text": texts[i], "accept_language": at(accepts, i),
+                                    "client_message_id": at(client_ids, i)} for i in range(count)])
+
+    def choose(self, conversation_id, intent, accept_language=None):
+        """The customer clicked a clarification choice."""
+        return self.respond_batch([{"conversation_id": conversation_id, "text": "", "choice": intent,
+                                    "accept_language": accept_language}])[0]
+
+    def history(self, conversation_id) -> list[dict]:
+        """The messages of the caller's own conversation (the id is the proof); [] for any other value."""
+        return self.store.messages(conversation_id) if valid_conversation_id(conversation_id) else []
+
+    def language(self, conversation_id, accept_language: str | None) -> str:
+        """The conversation's language, else the browser's (for the greeting)."""
+        known = self.store.conversation(conversation_id) if valid_conversation_id(conversation_id) else None
+        if known and known["lang"]:
+            return known["lang"]
+        return self._live().detector.detect("", None, accept_language if isinstance(accept_language, str) else "").lang
+
+    def greeting(self, lang: str) -> str:
+        return self._live().greeting(lang)
+
+    def analyse(self, text) -> dict:
+        """Language and top intents of a message, stored nowhere (the public /analyse endpoint)."""
+        return self._live().analyse(text)
+
+    def browser_secret(self) -> str:
+        """What the customer's browser state (their conversation id) is encrypted with."""
+        return browser_secret(self.home)
+
+    # -- staff ---------------------------------------------------------------------------------
+    def sign_in(self, name: str, password: str, client: str | None = None) -> bool:
+        return self.accounts.sign_in(name, password, client)
+
+    def caller(self, name: str | None, client: str | None = None) -> Caller | None:
+        """The staff member a web session names, as the database knows them now (None: nobody)."""
+        caller = self.accounts.caller(name)
+        return replace(caller, client=client) if caller and client else caller
+
+    def _record(self, caller: Caller, action: str, target=None, detail=None, session=None) -> None:
+        self.audit.record(caller.name, action, target, detail, caller.client, session=session)
+
+    def staff_member(self, caller: Caller | None, role: str = "agent") -> Caller:
+        """``caller`` if they may act as ``role`` now; else :class:`~chatbot.accounts.AccessDenied`."""
+        return require(caller, role)
+
+    def staff_analyse(self, caller: Caller | None, text) -> dict:
+        """:meth:`analyse` from the agent console."""
+        require(caller, "agent")
+        return self.analyse(text)
+
+    def queue(self, caller: Caller | None) -> list[dict]:
+        require(caller, "agent")
+        return self.store.queue()
+
+    def recent(self, caller: Caller | None, limit: int = 15) -> list[dict]:
+        require(caller, "agent")
+        return self.store.recent(max(1, min(int(limit), 200)))
+
+    def conversation(self, caller: Caller | None, conversation_id) -> dict | None:
+        """``{"info", "messages", "suggested"}`` of one conversation, or None when there is none."""
+        require(caller, "agent")
+        info = self.store.conversation(conversation_id)
+        if info is None:
+            return None
+        return {"info": info, "messages": self.store.messages(conversation_id),
+                "suggested": self._live().suggested_reply(conversation_id)}
+
+    def take_over(self, caller: Caller | None, conversation_id) -> None:
+        require(caller, "agent")
+        lang = self._existing(conversation_id)["lang"] or "en"
+        self.store.set_status(conversation_id, "agent", self._live().catalogue.line("agent_joined", lang),
+                              audit=lambda s: self._record(caller, "take_over", conversation_id, session=s))
+
+    def send(self, caller: Caller | None, conversation_id, text: str) -> None:
+        require(caller, "agent")
+        self.store.agent_message(conversation_id, text if isinstance(text, str) else "",
+                                 audit=lambda s: self._record(caller, "send", conversation_id, session=s))
+
+    def close(self, caller: Caller | None, conversation_id) -> None:
+        require(caller, "agent")
+        lang = self._existing(conversation_id)["lang"] or "en"
+        self.store.set_status(conversation_id, "closed", self._live().catalogue.line("closed", lang),
+                              audit=lambda s: self._record(caller, "close", conversation_id, session=s))
+
+    def reveal(self, caller: Caller | None, conversation_id, message_id: int, index: int) -> dict:
+        """The clear value behind one ``#n`` placeholder of one message (audited, refused or not found)."""
+        require(caller, "agent")
+        self._existing(conversation_id)
+        value = self.store.reveal(conversation_id, message_id, index)
+        self._record(caller, "reveal", conversation_id, f"message {message_id} value #{index} ({value['kind']})")
+        return value
+
+    def _existing(self, conversation_id) -> dict:
+        info = self.store.conversation(conversation_id)
+        if info is None:
+            raise ValueError("no such conversation")
+        return info
+
+    # -- admins: data ----------------------------------------------------------------------------
+    def erase(self, caller: Caller | None, conversation_id) -> int:
+        """Delete one conversation on the customer's request; returns the number of messages deleted."""
+        require(caller, "admin")
+        return self.store.erase(conversation_id, audit=lambda s: self._record(caller, "erase", conversation_id,
+                                                                               session=s))
+
+    def audit_log(self, caller: Caller | None, limit: int = 200) -> list[dict]:
+        require(caller, "admin")
+        return self.audit.entries(max(1, min(int(limit), 1000)))
+
+    def users(self, caller: Caller | None) -> list[dict]:
+        require(caller, "admin")
+        return self.accounts.list()
+
+    def purge(self, older_than: timedelta, actor: str = "cli") -> int:
+        """Delete conversations older than ``older_than`` (the retention command; no web caller)."""
+        return self.store.purge(older_than, audit=lambda s, n: self.audit.record(
+            actor, "purge", None, f"{n} conversation(s) older than {older_than}", session=s))
+
+    # -- admins: versions ----------------------------------------------------------------------
+    def versions(self, caller: Caller | None) -> list[dict]:
+        require(caller, "admin")
+        return self.registry.summaries()
+
+    def promote(self, caller: Caller | None, name: str) -> None:
+        require(caller, "admin")
+        self._promote(name)
+        self._record(caller, "promote", name)
+
+    def _promote(self, name: str) -> None:
         classifier = load_classifier(self.registry.folder(name))  # fully loaded before the swap
         with self._swap:
             self.registry.set_live(name)
             self.assistant = Assistant(classifier, self.store, self.assistant.catalogue, self.assistant.detector,
                                        self.assistant.policy, version=name)
 
-    def rollback(self) -> str:
+    def rollback(self, caller: Caller | None) -> str:
+        require(caller, "admin")
         previous = self.registry.previous
         if not previous or previous == self.registry.live:
             raise ValueError("there is no previous version to roll back to")
-        self.promote(previous)
+        self._promote(previous)
+        self._record(caller, "rollback", previous)
         return previous
 
-    def delete(self, name: str) -> None:
+    def delete(self, caller: Caller | None, name: str) -> None:
+        require(caller, "admin")
         self.registry.delete(name)
+        self._record(caller, "delete", name)
 
     # -- admin builds --------------------------------------------------------------------------
-    def start_build(self, ratio: float, method: str, targets: str, epochs: int | None = None,
+    def start_build(self, caller: Caller | None, ratio: float, method: str, targets: str, epochs: int | None = None,
                     max_per_intent: int | None = None) -> Job:
         """Compress → heal → evaluate in a background thread; the version appears only when complete.
 
         It compresses the live classifier when that one is uncompressed, else the shipped one, so
         healing starts from a tuned model; the raw base when neither fits the data (see chatbot.build)."""
+        require(caller, "admin")
         if any(j.status == "running" for j in self._jobs.values()):
             raise ValueError("a build is already running; wait for it or cancel it")
-        if not 0 < ratio <= 1:
+        if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
             raise ValueError("rank ratio must be in (0, 1]")
+        if method not in ("whitened", "plain") or not isinstance(targets, str) \
+                or not re.fullmatch(r"[a-z_]+(\+[a-z_]+)*", targets):
+            raise ValueError("method is whitened or plain; layers are attn, mlp, attn+mlp or module names")
         candidates = [self.registry.folder(self.registry.live), self.registry.folder(DEFAULT_VERSION)]
         base = ModelFolder.read(candidates[0]).base  # the live model's base
         name = self.registry.new_name(ratio, method, targets)
@@ -147,10 +300,14 @@ class Service:
                     shutil.rmtree(staging, ignore_errors=True)
 
         threading.Thread(target=work, name=f"build-{name}", daemon=True).start()
+        self._record(caller, "build", name, f"ratio {ratio:g}, {method}, {targets}, epochs {epochs}, "
+                                            f"{max_per_intent} per intent")
         return job
 
-    def cancel_jobs(self) -> int:
+    def cancel_jobs(self, caller: Caller | None) -> int:
+        require(caller, "admin")
         running = [j for j in self._jobs.values() if j.status == "running"]
         for j in running:
             j.cancel.set()
+            self._record(caller, "cancel", j.name)
         return len(running)

@@ -9,8 +9,11 @@ and the app can set it per process):
 | ``CHATBOT_CACHE`` | dequantised bases, cached compression factors | ``~/.cache/chatbot`` |
 | ``CHATBOT_DATABASE_URL`` | any SQLAlchemy URL (e.g. ``postgresql+psycopg://…``) | a SQLite file in the home |
 | ``CHATBOT_DEFAULT_MODEL`` | the model folder served when no version is live | ``assets/model`` |
-| ``CHATBOT_ADMIN_PASSWORD`` | enables the admin tab | unset: admin disabled |
-| ``CHATBOT_BROWSER_SECRET`` | signs what the browser keeps | generated per installation |
+| ``CHATBOT_ADMIN_PASSWORD`` | bootstraps the first admin account ``admin`` when none exists | unset |
+| ``CHATBOT_BROWSER_SECRET`` | encrypts what the browser keeps (the conversation id) | generated per installation |
+| ``CHATBOT_SECRET_KEY`` | encrypts e-mails, phone numbers and IBANs at rest (Fernet) | generated per installation |
+| ``CHATBOT_HF_ADMINS``, ``CHATBOT_HF_AGENTS`` | Hugging Face usernames (comma-separated) given a role | unset |
+| ``CHATBOT_RETENTION_DAYS`` | what ``purge`` deletes when given no ``--older-than`` | 90 |
 """
 
 from __future__ import annotations
@@ -36,6 +39,19 @@ MAX_LENGTH = 96
 HOME_ENV, CACHE_ENV, DATABASE_ENV = "CHATBOT_HOME", "CHATBOT_CACHE", "CHATBOT_DATABASE_URL"
 DEFAULT_MODEL_ENV, ADMIN_PASSWORD_ENV, BROWSER_SECRET_ENV = (
     "CHATBOT_DEFAULT_MODEL", "CHATBOT_ADMIN_PASSWORD", "CHATBOT_BROWSER_SECRET")
+SECRET_KEY_ENV, HF_ADMINS_ENV, HF_AGENTS_ENV, RETENTION_ENV = (
+    "CHATBOT_SECRET_KEY", "CHATBOT_HF_ADMINS", "CHATBOT_HF_AGENTS", "CHATBOT_RETENTION_DAYS")
+
+MAX_MESSAGE_CHARS = 1000
+"""Longest customer message the bot classifies; longer ones are stored (cut) and refused."""
+STORED_CHARS = 20000
+"""Longest text stored for one message (after masking, so a cut never leaves a card number in clear)."""
+RAW_CHARS = STORED_CHARS + 4000
+"""Raw input is cut to this many characters before any other work (cleaning, masking, detection):
+a megabyte message costs what a long one does. The margin keeps a value that the stored cut goes
+through whole until it has been masked."""
+MAX_REQUEST_BYTES = 1 << 20
+"""Largest HTTP request body the server reads (413 beyond)."""
 
 
 OUT_OF_SCOPE = "out_of_scope"
@@ -82,6 +98,11 @@ def database_url(home_dir: str | Path | None = None) -> str:
     folder = Path(home_dir) if home_dir else home()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'conversations.db'}"
+
+
+def retention_days() -> int:
+    """``$CHATBOT_RETENTION_DAYS`` or 90: how long conversations are kept by default."""
+    return int(os.environ.get(RETENTION_ENV) or 90)
 
 
 def default_model_dir() -> Path:

@@ -2,61 +2,48 @@
 
 Every turn (the customer's message, the bot's reply and the conversation's new state) is written in
 one transaction and committed before :class:`~chatbot.assistant.Assistant` returns, so what a
-customer has seen acknowledged survives a crash. Card numbers, IBANs and e-mail addresses are
-masked before anything is written.
+customer has seen acknowledged survives a crash; a turn that fails half-way leaves nothing. A
+retried turn (the same client message id in the same conversation) is stored once.
+
+A conversation id is a capability: server-generated, unguessable (192 random bits), never taken
+from a client. Personal data is masked before anything is written (``chatbot.pii``): e-mails, phone
+numbers and IBANs are kept encrypted beside the message (``Message.sealed``) so that staff can
+reveal one; card numbers, codes and expiry dates are not kept at all.
 """
 
 from __future__ import annotations
 
 import re
-import uuid
-from datetime import datetime, timezone
+import secrets
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, func,
-                        select)
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, create_engine, delete,
+                        event, func, inspect, select, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
-from chatbot.settings import database_url
+from chatbot.pii import mask
+from chatbot.settings import STORED_CHARS, database_url
 
 STATUSES = ("bot", "waiting", "agent", "closed")
 ROLES = ("customer", "bot", "agent", "system")
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
+"""What the server hands out (``secrets.token_urlsafe(24)``); anything else is not a conversation id."""
+LEGACY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+"""Ids of conversations stored before (UUID4): staff can still open them, customers start anew."""
+CLIENT_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-# --- masking ------------------------------------------------------------------------------------
-_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(\.[\w-]+)+\b")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b", re.IGNORECASE)
-_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+def new_conversation_id() -> str:
+    return secrets.token_urlsafe(24)
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d)
-        if i % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
-
-
-def mask_sensitive(text: str) -> str:
-    """Mask e-mail addresses, IBANs and card numbers (13–19 digits passing the Luhn check)."""
-    def card(match):
-        digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and _luhn(digits):
-            return "[card ****" + digits[-4:] + "]"
-        return match.group()
-
-    def iban(match):
-        compact = match.group().replace(" ", "").upper()
-        return "[IBAN " + compact[:2] + "…" + compact[-2:] + "]" if len(compact) >= 15 else match.group()
-
-    text = _EMAIL.sub("[email]", text)
-    text = _IBAN.sub(iban, text)
-    return _CARD.sub(card, text)
+def valid_conversation_id(value, legacy: bool = False) -> bool:
+    """True for a string of the server's id format (and, with ``legacy``, an old UUID id)."""
+    return isinstance(value, str) and bool(CONVERSATION_ID.match(value) or (legacy and LEGACY_ID.match(value)))
 
 
 # --- schema -------------------------------------------------------------------------------------
@@ -66,7 +53,7 @@ class Base(DeclarativeBase):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_conversation_id)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
     lang: Mapped[str | None] = mapped_column(String(8))
@@ -90,7 +77,28 @@ class Message(Base):
     top: Mapped[list | None] = mapped_column(JSON)
     action: Mapped[str | None] = mapped_column(String(20))
     model_version: Mapped[str | None] = mapped_column(String(64))
+    client_message_id: Mapped[str | None] = mapped_column(String(64))
+    """The id a client gave a customer message, so that a retried turn is stored once."""
+    sealed: Mapped[list | None] = mapped_column(JSON)
+    """``[{"kind", "token"}]``: the encrypted values behind the text's ``#n`` placeholders."""
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
+    __table_args__ = (Index("ix_messages_client_message_id", "conversation_id", "client_message_id", unique=True),)
+
+
+def _add_missing_columns(engine) -> None:
+    """Databases made before a column existed get it (nullable columns only; no data changes)."""
+    inspector = inspect(engine)
+    if "messages" not in inspector.get_table_names():
+        return
+    present = {c["name"] for c in inspector.get_columns("messages")}
+    with engine.begin() as connection:
+        for column in Message.__table__.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.execute(text(f"ALTER TABLE messages ADD COLUMN {column.name} {kind}"))
+        indexes = {i["name"] for i in inspect(connection).get_indexes("messages")}
+        if "ix_messages_client_message_id" not in indexes:
+            next(i for i in Message.__table__.indexes if i.name == "ix_messages_client_message_id").create(connection)
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -104,15 +112,28 @@ def _sqlite_pragmas(dbapi_connection, _record):
 class Store:
     """Conversations and their messages. Each writing method commits one transaction of its own; a
     caller that must write several things atomically (a whole turn) opens :meth:`session` and uses
-    the static helpers inside one ``session.begin()``."""
+    the static helpers inside one ``session.begin()``.
 
-    def __init__(self, url: str | None = None):
+    ``vault`` (:class:`chatbot.keys.Vault`) encrypts the personal values masked out of messages;
+    without one, the installation's key is used (made at the first value that needs it)."""
+
+    def __init__(self, url: str | None = None, vault=None):
         self.url = url or database_url()
         self.engine = create_engine(self.url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
+        Base.metadata.create_all(self.engine, tables=[Conversation.__table__, Message.__table__])
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._vault = vault
+
+    @property
+    def vault(self):
+        if self._vault is None:
+            from chatbot.keys import Vault
+
+            self._vault = Vault()
+        return self._vault
 
     def session(self) -> Session:
         return self._session()
@@ -124,59 +145,123 @@ class Store:
             s.add(conversation)
         return conversation.id
 
-    def get_or_create(self, s: Session, conversation_id: str | None) -> Conversation:
-        conversation = s.get(Conversation, conversation_id) if conversation_id else None
+    def get_or_create(self, s: Session, conversation_id) -> Conversation:
+        """The conversation ``conversation_id`` names, or a NEW one with a fresh server id when it names
+        none (unknown, malformed, missing): a client never chooses an id."""
+        conversation = s.get(Conversation, conversation_id) if valid_conversation_id(conversation_id) else None
         if conversation is None:
-            conversation = Conversation(id=conversation_id or str(uuid.uuid4()))
+            conversation = Conversation(id=new_conversation_id())
             s.add(conversation)
             s.flush()
         return conversation
 
-    @staticmethod
-    def add_message(s: Session, conversation: Conversation, role: str, text: str, **fields) -> Message:
+    def add_message(self, s: Session, conversation: Conversation, role: str, text: str, **fields) -> Message:
+        """Mask, then cut to ``STORED_CHARS`` (in this order), seal the revealable values, add the message."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        message = Message(conversation_id=conversation.id, role=role, text=mask_sensitive(text), **fields)
+        masked = mask(text)
+        sealed = [{"kind": v["kind"], "token": self.vault.seal(v["value"])} for v in masked.values] or None
+        message = Message(conversation_id=conversation.id, role=role, text=masked.text[:STORED_CHARS],
+                          sealed=sealed, **fields)
         s.add(message)
         conversation.updated_at = now()
         return message
 
-    def agent_message(self, conversation_id: str, text: str, lang: str | None = None) -> None:
-        """An agent's reply: the conversation is now handled by a person."""
-        text = text.strip()
+    @staticmethod
+    def stored_turn(s: Session, conversation: Conversation, client_message_id: str | None) -> list[Message] | None:
+        """The customer message with this client id and the messages after it up to the next customer
+        message (the bot's reply), when the turn was stored already."""
+        if not client_message_id:
+            return None
+        first = s.scalars(select(Message).where(Message.conversation_id == conversation.id,
+                                                Message.client_message_id == client_message_id)).first()
+        if first is None:
+            return None
+        following = s.scalars(select(Message).where(Message.conversation_id == conversation.id, Message.id > first.id)
+                              .order_by(Message.id).limit(3)).all()
+        reply = []
+        for m in following:
+            if m.role == "customer":
+                break
+            reply.append(m)
+        return [first, *reply]
+
+    def agent_message(self, conversation_id: str, text: str, lang: str | None = None, audit=None) -> None:
+        """An agent's reply: the conversation is now handled by a person. ``audit(session)`` writes the
+        audit entry inside the same transaction."""
+        text = (text or "").strip()
         if not text:
             raise ValueError("the reply is empty")
         with self.session() as s, s.begin():
-            conversation = s.get(Conversation, conversation_id)
-            if conversation is None:
-                raise ValueError(f"no conversation {conversation_id}")
+            conversation = self._existing(s, conversation_id)
             self.add_message(s, conversation, "agent", text, lang=lang or conversation.lang)
             conversation.status = "agent"
+            if audit:
+                audit(s)
 
-    def set_status(self, conversation_id: str, status: str, note: str | None = None) -> None:
+    def set_status(self, conversation_id: str, status: str, note: str | None = None, audit=None) -> None:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         with self.session() as s, s.begin():
-            conversation = s.get(Conversation, conversation_id)
-            if conversation is None:
-                raise ValueError(f"no conversation {conversation_id}")
+            conversation = self._existing(s, conversation_id)
             conversation.status = status
             if status == "bot":
                 conversation.failures = 0
             if note:
                 self.add_message(s, conversation, "system", note, lang=conversation.lang)
+            if audit:
+                audit(s)
+
+    def erase(self, conversation_id: str, audit=None) -> int:
+        """Delete one conversation and everything in it (on the customer's request); returns the
+        number of messages deleted."""
+        with self.session() as s, s.begin():
+            conversation = self._existing(s, conversation_id)
+            count = s.execute(delete(Message).where(Message.conversation_id == conversation.id)).rowcount
+            s.delete(conversation)
+            if audit:
+                audit(s)
+        return count
+
+    def purge(self, older_than: timedelta, audit=None) -> int:
+        """Delete every conversation whose last activity is older than ``older_than``; returns how many."""
+        cutoff = now() - older_than
+        with self.session() as s, s.begin():
+            ids = s.scalars(select(Conversation.id).where(Conversation.updated_at < cutoff)).all()
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk:chunk + 500]
+                s.execute(delete(Message).where(Message.conversation_id.in_(part)))
+                s.execute(delete(Conversation).where(Conversation.id.in_(part)))
+            if audit:
+                audit(s, len(ids))
+        return len(ids)
 
     # -- reading ---------------------------------------------------------------------------------
-    def conversation(self, conversation_id: str) -> dict | None:
+    def conversation(self, conversation_id) -> dict | None:
+        if not valid_conversation_id(conversation_id, legacy=True):
+            return None
         with self.session() as s:
             c = s.get(Conversation, conversation_id)
             return None if c is None else self._summary(s, c)
 
-    def messages(self, conversation_id: str, after_id: int = 0) -> list[dict]:
+    def messages(self, conversation_id, after_id: int = 0) -> list[dict]:
+        if not valid_conversation_id(conversation_id, legacy=True):
+            return []
         with self.session() as s:
             rows = s.scalars(select(Message).where(Message.conversation_id == conversation_id, Message.id > after_id)
                              .order_by(Message.id)).all()
             return [self._message(m) for m in rows]
+
+    def reveal(self, conversation_id: str, message_id: int, index: int) -> dict:
+        """``{"kind", "value"}`` of the ``#index`` value of one message of this conversation."""
+        with self.session() as s:
+            message = s.get(Message, int(message_id))
+            if message is None or message.conversation_id != conversation_id or not message.sealed:
+                raise ValueError("no such value in this conversation")
+            if not 1 <= int(index) <= len(message.sealed):
+                raise ValueError("no such value in this conversation")
+            item = message.sealed[int(index) - 1]
+        return {"kind": item["kind"], "value": self.vault.open(item["token"])}
 
     def queue(self) -> list[dict]:
         """Conversations waiting for an agent, oldest hand-off first."""
@@ -195,10 +280,19 @@ class Store:
             return s.scalar(select(func.count(Message.id)))
 
     @staticmethod
+    def _existing(s: Session, conversation_id) -> Conversation:
+        conversation = (s.get(Conversation, conversation_id)
+                        if valid_conversation_id(conversation_id, legacy=True) else None)
+        if conversation is None:
+            raise ValueError("no such conversation")
+        return conversation
+
+    @staticmethod
     def _message(m: Message) -> dict:
         return {"id": m.id, "role": m.role, "text": m.text, "lang": m.lang, "intent": m.intent,
                 "confidence": m.confidence, "top": m.top, "action": m.action, "model_version": m.model_version,
-                "created_at": m.created_at.isoformat() if m.created_at else None}
+                "created_at": m.created_at.isoformat() if m.created_at else None,
+                "revealable": [{"index": i, "kind": v["kind"]} for i, v in enumerate(m.sealed or [], 1)]}
 
     @staticmethod
     def _summary(s: Session, c: Conversation) -> dict:

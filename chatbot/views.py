@@ -130,3 +130,25 @@ def plot_versions(rows: list[dict], path: Path, live: str | None = None,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+AUDIT_COLUMNS = ["when", "who", "action", "on", "detail", "from"]
+
+
+def audit_rows(entries: list[dict]) -> list[list]:
+    return [[_time(e["at"]), e["actor"], e["action"], e["target"] or "", e["detail"] or "", e["client"] or ""]
+            for e in entries]
+
+
+USER_COLUMNS = ["user", "role", "state", "last sign-in"]
+
+
+def user_rows(users: list[dict]) -> list[list]:
+    return [[u["name"], u["role"], "disabled" if u["disabled"] else ("locked" if u["locked_until"] else "active"),
+             _time(u["last_sign_in"])] for u in users]
+
+
+def revealable_choices(messages: list[dict]) -> list[tuple[str, str]]:
+    """``(label, "message_id:index")`` for every masked value staff may reveal, for a dropdown."""
+    return [(f"message {m['id']} ({m['role']}) · {v['kind']} #{v['index']}", f"{m['id']}:{v['index']}")
+            for m in messages for v in m.get("revealable") or []]

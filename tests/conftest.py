@@ -59,6 +59,25 @@ def make_tiny_data(path: Path, per_intent_lang: int = 12, seed: int = 0) -> Path
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory):
+    """Installation secrets (encryption key, browser secret) made by the tests go to a temporary home,
+    never to the developer's own."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("CHATBOT_HOME", "CHATBOT_SECRET_KEY", "CHATBOT_BROWSER_SECRET",
+                                            "CHATBOT_ADMIN_PASSWORD")}
+    os.environ["CHATBOT_HOME"] = str(tmp_path_factory.mktemp("chatbot-home"))
+    for k in ("CHATBOT_SECRET_KEY", "CHATBOT_BROWSER_SECRET", "CHATBOT_ADMIN_PASSWORD"):
+        os.environ.pop(k, None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     return make_tiny_base(tmp_path_factory.mktemp("tiny_base"))

@@ -1,39 +1,185 @@
-"""app.py's API endpoints through gradio_client, on a tiny model (no browser)."""
+"""app.py as outsiders and staff reach it over HTTP, on a tiny model (no browser).
 
+The customer app's handlers are called generically from its ``/config`` by an anonymous client,
+with empty values and with every id it can find: it must get no other customer's text and write
+into no other conversation. The staff app must refuse every handler to anonymous clients, and its
+handlers must refuse a disabled account (and an agent on admin handlers) on the server.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+import re
+
+import httpx
 import pytest
+
+from gradio_protocol import call, config
+
+PASSWORD = "correct horse battery staple"
+SECRET = "VICTIM-SECRET-9f1c3 order 5521 at 12 rue des Lilas"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, tiny_model):
-    from gradio_client import Client
-
-    from app import build_app
+def server(tmp_path_factory, tiny_model):
+    import app
     from chatbot.service import Service
 
     service = Service(home_dir=tmp_path_factory.mktemp("home"), default_model=tiny_model)
-    demo = build_app(service)
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, ssr_mode=False)
-    yield Client(demo.local_url, verbose=False), service
-    demo.close()
+    for name, role in (("root", "admin"), ("marie", "agent"), ("eve", "agent")):
+        service.accounts.add(name, role, PASSWORD)
+    victim = service.chat([f"cancel order stop {SECRET}"], [""], ["fr"])[0].conversation_id
+    running = app.Server(app.create_server(service))
+    yield running.url, service, victim
+    running.close()
 
 
-def test_chat_endpoint_continues_a_conversation(client):
-    api, service = client
-    first = api.predict("Bonjour, je voudrais annuler ma commande", "", "fr-FR,fr;q=0.9", api_name="/chat")
-    assert first["lang"] == "fr" and first["conversation_id"] and first["reply"]
-    second = api.predict("merci", first["conversation_id"], "", api_name="/chat")
-    assert second["conversation_id"] == first["conversation_id"] and second["lang"] == "fr"
-    assert len(service.store.messages(first["conversation_id"])) == 4
+def signed_in(url: str, name: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=60)
+    assert client.post("/staff/login", data={"username": name, "password": PASSWORD}).status_code == 200
+    return client
 
 
-def test_analyse_endpoint_stores_nothing(client):
-    api, service = client
+def test_chat_endpoint_continues_a_conversation(server):
+    from gradio_client import Client
+
+    url, service, _ = server
+    api = Client(url, verbose=False)
+    first = api.predict("cancel order stop annuler commande", "", "fr-FR,fr;q=0.9", api_name="/chat")
+    assert first["conversation_id"] and first["reply"]
+    second = api.predict("refund money back", first["conversation_id"], "", api_name="/chat")
+    assert second["conversation_id"] == first["conversation_id"]
+    assert len(service.history(first["conversation_id"])) == 4
+    # a client-chosen id is never honoured: a new conversation with a server id starts
+    claimed = api.predict("where track parcel", "my-own-conversation-id", "", api_name="/chat")
+    assert claimed["conversation_id"] not in ("my-own-conversation-id", first["conversation_id"])
+    # the optional client message id: a retried turn is stored once
+    retry = [api.predict("where parcel status", first["conversation_id"], "", "msg-42", api_name="/chat")
+             for _ in range(2)]
+    assert retry[0] == retry[1] and len(service.history(first["conversation_id"])) == 6
+
+
+def test_analyse_endpoint_stores_nothing(server):
+    from gradio_client import Client
+
+    url, service, _ = server
     before = service.store.count_messages()
-    result = api.predict("Ik wil mijn bestelling annuleren", api_name="/analyse")
-    assert result["lang"]["lang"] == "nl" and len(result["top"]) == 3
+    result = Client(url, verbose=False).predict("cancel order", api_name="/analyse")
+    assert result["lang"]["lang"] and len(result["top"]) == 3
     assert service.store.count_messages() == before
 
 
-def test_only_the_two_endpoints_are_public(client):
-    api, _ = client
+def test_only_the_two_endpoints_are_public(server):
+    from gradio_client import Client
+
+    api = Client(server[0], verbose=False)
     assert set(api.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/chat", "/analyse"}
+
+
+def test_bounds_before_work(server):
+    url = server[0]
+    with httpx.Client(base_url=url, timeout=60) as client:
+        big = client.post("/gradio_api/call/chat", content=b'{"data": ["' + b"x" * (2 << 20) + b'"]}',
+                          headers={"content-type": "application/json"})
+        assert big.status_code == 413
+        assert client.post("/gradio_api/upload", files={"files": ("a.txt", b"hello")}).status_code == 403
+        assert client.post("/staff/gradio_api/upload", files={"files": ("a.txt", b"hello")}).status_code == 403
+        assert client.get("/staff", follow_redirects=False).status_code in (301, 302, 307)
+
+
+def ids_in(value) -> set[str]:
+    return set(re.findall(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])", json.dumps(value)))
+
+
+def every_handler(client: httpx.Client, prefix: str, deps: list[dict], ids: set[str], extra=()) -> list[dict]:
+    """Each handler with empty values, then with each id found so far in every input slot."""
+    results = []
+    for dep in deps:
+        width = len(dep["inputs"])
+        variants = [[None] * width, [""] * width]
+        for found in sorted(ids) + list(extra):
+            variants += [[found] * width, [found, *([""] * (width - 1))] if width else []]
+        for data in variants:
+            result = call(client, dep["id"], data, prefix, event_data={"index": [0, 0], "value": data[:1]})
+            results.append({"fn": dep.get("api_name"), "data": data, **result})
+            ids |= ids_in(result["output"])
+    return results
+
+
+def test_an_anonymous_client_gets_no_other_conversation_and_writes_into_none(server):
+    url, service, victim = server
+    before = service.history(victim)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        page = config(client)
+        mine = call(client, next(d["id"] for d in page["dependencies"] if d.get("api_name") == "chat"),
+                    ["where track parcel", "", "en", ""])
+        ids = ids_in(page) | ids_in(mine["output"])
+        assert ids and victim not in ids
+        results = every_handler(client, "", page["dependencies"], ids,
+                                extra=("A" * 32, victim[:-1] + "x", "../" * 3, "123e4567-e89b-42d3-a456-426614174000"))
+    assert len(results) > 4 * len(page["dependencies"])
+    assert any(r["success"] for r in results)  # the calls went through; refusing everything proves nothing
+    for r in results:
+        assert SECRET not in r["text"] and "VICTIM" not in r["text"] and victim not in r["text"], r["fn"]
+    assert service.history(victim) == before  # nothing written into the victim's conversation
+    names = {d.get("api_name") for d in page["dependencies"]}
+    assert not names & {"queues", "open_conversation", "agent_send", "admin_refresh"}  # no staff handler here
+
+
+def staff_dependencies(url: str) -> list[dict]:
+    with closing(signed_in(url, "root")) as admin:
+        return config(admin, "/staff/")["dependencies"]
+
+
+def test_the_staff_app_refuses_every_handler_to_anonymous_clients(server):
+    url, service, victim = server
+    deps = staff_dependencies(url)
+    assert len(deps) > 15
+    with httpx.Client(base_url=url, timeout=60) as client:
+        assert client.get("/staff/config").status_code == 401
+        assert client.get("/staff/gradio_api/info").status_code == 401
+        for dep in deps:
+            for data in ([None] * len(dep["inputs"]), [victim] * len(dep["inputs"])):
+                assert call(client, dep["id"], data, "/staff/")["status"] == 401, dep.get("api_name")
+
+
+def test_staff_handlers_refuse_a_disabled_account_and_agents_on_admin_handlers(server):
+    url, service, victim = server
+    deps = staff_dependencies(url)
+    before = service.history(victim)
+    eve = signed_in(url, "eve")
+    service.accounts.set_disabled("eve", True)  # her session is still open: every handler must check
+    try:
+        results = every_handler(eve, "/staff/", deps, {victim})
+    finally:
+        service.accounts.set_disabled("eve", False)
+        eve.close()
+    refused = [r for r in results if r["fn"] != "admin_load"]  # which shows an agent nothing, silently
+    assert refused and not any(r["success"] for r in refused)
+    assert any("disabled" in r["text"] for r in results)
+    for r in results:
+        assert SECRET not in r["text"], r["fn"]
+    assert service.history(victim) == before
+    assert [e["action"] for e in service.audit.entries(50) if e["actor"] == "eve"] == ["sign_in"]
+
+    versions = [s["name"] for s in service.registry.summaries()]
+    with closing(signed_in(url, "marie")) as marie:
+        results = every_handler(marie, "/staff/", deps, {victim, "default"})
+    admin_handlers = [r for r in results if r["fn"] in ("admin_refresh", "start_build", "cancel_build", "promote",
+                                                        "rollback", "delete", "erase_conversation")]
+    assert admin_handlers and not any(r["success"] for r in admin_handlers)
+    assert any("Only admins" in r["text"] for r in admin_handlers)
+    assert not any("root" in json.dumps(r["output"]) for r in results)  # the users table and audit trail
+    assert service.store.conversation(victim) is not None and [s["name"] for s in service.registry.summaries()] == versions
+    admin_actions = {"erase", "build", "cancel", "promote", "rollback", "delete"}
+    assert not [e for e in service.audit.entries(500) if e["action"] in admin_actions]
+
+
+def test_an_admin_reaches_the_admin_handlers(server):
+    url, service, _ = server
+    deps = {d.get("api_name"): d["id"] for d in staff_dependencies(url)}
+    with closing(signed_in(url, "root")) as admin:
+        result = call(admin, deps["admin_refresh"], [], "/staff/")
+    assert result["success"], result["text"][-500:]
+    assert "Live version" in json.dumps(result["output"]) and "root" in json.dumps(result["output"])

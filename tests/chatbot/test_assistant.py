@@ -145,3 +145,104 @@ def test_out_of_scope_says_what_the_bot_does_counts_as_a_failure_and_never_hands
     assert assistant.store.conversation(cid)["status"] == "bot"
     # they counted as failures: the next unclear message goes to a person
     assert assistant.respond(cid, "I have a question about something").action == "handoff"
+
+
+# --- one bad request harms no one else ------------------------------------------------------------
+def test_each_request_of_a_batch_succeeds_or_fails_on_its_own(assistant):
+    good = {"conversation_id": None, "text": SCRIPT["en"][0], "accept_language": "en"}
+    bad = [
+        {"conversation_id": 12345, "text": SCRIPT["fr"][0]},  # a non-string id
+        {"conversation_id": None, "text": SCRIPT["nl"][0], "accept_language": ["nl", "en"]},  # a list
+        {"conversation_id": None, "text": "Where is my parcel \ud800\udfff\ud800 now"},  # lone surrogates
+        {"conversation_id": None, "text": None, "accept_language": None},
+        {"conversation_id": {"$ne": 1}, "text": ["a", "list"], "choice": ["x"], "client_message_id": 7},
+        "not even a dict",
+        None,
+    ]
+    turns = assistant.respond_batch([good, *bad, good])
+    assert len(turns) == len(bad) + 2
+    assert turns[0].action == turns[-1].action == "answer" and turns[0].intent == "track_order"
+    assert turns[1].action == "answer" and turns[1].lang == "fr"  # the bad id is dropped, the message answered
+    assert turns[2].action == "answer" and turns[2].lang == "nl"
+    assert all(t.reply for t in turns if t.action != "agent") and all(t.conversation_id for t in turns)
+    assert len({t.conversation_id for t in turns}) == len(turns)  # none joined another's conversation
+    stored = assistant.store.messages(turns[3].conversation_id)[0]["text"]
+    assert "\ud800" not in stored and "parcel" in stored
+
+
+def test_a_failed_turn_is_rolled_back_whole_and_the_others_are_kept(assistant, monkeypatch):
+    real = assistant.store.add_message
+
+    def flaky(s, conversation, role, text, **fields):
+        if role == "bot" and "boom" in assistant_last[0]:
+            raise RuntimeError("disk full, say")
+        return real(s, conversation, role, text, **fields)
+
+    assistant_last = [""]
+    original_decide = assistant._decide
+
+    def decide(conversation, p):
+        assistant_last[0] = p.text
+        return original_decide(conversation, p)
+
+    monkeypatch.setattr(assistant.store, "add_message", flaky)
+    monkeypatch.setattr(assistant, "_decide", decide)
+    cid = assistant.respond(None, SCRIPT["en"][0]).conversation_id
+    before = assistant.store.count_messages()
+    turns = assistant.respond_batch([{"conversation_id": cid, "text": "I have a question about boom"},
+                                     {"conversation_id": None, "text": SCRIPT["de"][0]}])
+    assert turns[0].action == "error" and turns[0].reply and turns[0].conversation_id == cid
+    assert turns[1].action == "answer"
+    assert assistant.store.count_messages() == before + 2  # the failed turn left nothing, not even its message
+    assert len(assistant.store.messages(cid)) == 2
+
+
+def test_a_retried_message_is_stored_once(assistant):
+    first = assistant.respond_batch([{"conversation_id": None, "text": SCRIPT["it"][0], "client_message_id": "m-1"}])[0]
+    cid = first.conversation_id
+    again = assistant.respond_batch([{"conversation_id": cid, "text": SCRIPT["it"][1], "client_message_id": "m-2"},
+                                     {"conversation_id": cid, "text": SCRIPT["it"][1], "client_message_id": "m-2"}])
+    assert again[0].reply == again[1].reply and again[0].action == "clarify"
+    replay = assistant.respond_batch([{"conversation_id": cid, "text": SCRIPT["it"][0], "client_message_id": "m-1"}])[0]
+    assert (replay.reply, replay.action, replay.intent) == (first.reply, first.action, first.intent)
+    assert [m["role"] for m in assistant.store.messages(cid)] == ["customer", "bot"] * 2
+    # the same client id in another conversation is another message
+    other = assistant.respond_batch([{"conversation_id": None, "text": SCRIPT["it"][0], "client_message_id": "m-1"}])[0]
+    assert other.conversation_id != cid and len(assistant.store.messages(other.conversation_id)) == 2
+
+
+def test_an_unknown_or_malformed_id_starts_a_new_conversation(assistant):
+    mine = assistant.respond(None, SCRIPT["en"][0]).conversation_id
+    for claimed in ("victim-conversation", "A" * 32, mine + "x", "../" * 11):
+        turn = assistant.respond(claimed, SCRIPT["en"][0])
+        assert turn.conversation_id not in (claimed, mine) and len(assistant.store.messages(turn.conversation_id)) == 2
+    assert assistant.store.conversation("A" * 32) is None
+
+
+def test_a_huge_message_costs_no_more_than_a_long_one(assistant):
+    import time
+
+    assistant.respond(None, "où est ma commande")  # the detector's models are loaded at first use
+    start = time.perf_counter()
+    turn = assistant.respond(None, "où est ma commande " * 220_000)  # ~4 MB
+    assert time.perf_counter() - start < 0.5  # without the early cut: seconds
+    assert turn.action == "too_long"
+    assert len(assistant.store.messages(turn.conversation_id)[0]["text"]) <= 20000
+
+
+def test_a_retry_racing_the_first_try_is_answered_with_the_stored_turn(assistant, monkeypatch):
+    """Two tries of one message in flight at once: the second's insert meets the unique index and is
+    answered from what the first stored."""
+    first = assistant.respond_batch([{"conversation_id": None, "text": SCRIPT["es"][0], "client_message_id": "r-1"}])[0]
+    real = assistant.store.stored_turn
+    calls = []
+
+    def not_yet(s, conversation, client_message_id):
+        calls.append(client_message_id)
+        return None if len(calls) == 1 else real(s, conversation, client_message_id)  # the race: not seen at first
+
+    monkeypatch.setattr(assistant.store, "stored_turn", not_yet)
+    again = assistant.respond_batch([{"conversation_id": first.conversation_id, "text": SCRIPT["es"][0],
+                                      "client_message_id": "r-1"}])[0]
+    assert len(calls) == 2 and (again.reply, again.action) == (first.reply, first.action)
+    assert len(assistant.store.messages(first.conversation_id)) == 2

@@ -112,3 +112,38 @@ def test_old_flags_keep_working():
         parser = argparse.ArgumentParser()
         cli.add_arguments(parser, cls)
         assert check(cli.build(cls, parser.parse_args(argv)))
+
+
+def test_users_purge_and_erase_commands(tmp_path, monkeypatch, capsys):
+    import io
+    from datetime import timedelta
+
+    from chatbot.accounts import Accounts
+    from chatbot.store import Conversation, Store, now
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    assert main(["users", "add", "marie", "--role", "agent", "--password-stdin", "--database", url]) == 0
+    assert main(["users", "add", "bob", "--role", "owner", "--database", url]) == 2
+    assert main(["users", "disable", "marie", "--database", url]) == 0
+    assert main(["users", "list", "--database", url]) == 0
+    listed = capsys.readouterr().out
+    assert "marie" in listed and "disabled" in listed
+    store = Store(url)
+    accounts = Accounts(store)
+    assert accounts.caller("marie").disabled and not accounts.sign_in("marie", "a long enough password")
+    assert main(["users", "enable", "marie", "--database", url]) == 0
+    assert accounts.sign_in("marie", "a long enough password")
+
+    old, kept = store.new_conversation(), store.new_conversation()
+    with store.session() as s, s.begin():
+        s.get(Conversation, old).updated_at = now() - timedelta(days=100)
+    assert main(["purge", "--older-than", "90d", "--database", url]) == 0
+    assert store.conversation(old) is None and store.conversation(kept)
+    assert main(["purge", "--older-than", "ninety days", "--database", url]) == 2
+    assert main(["erase", kept, "--database", url]) == 0 and store.conversation(kept) is None
+    assert main(["erase", kept, "--database", url]) == 2
+    from chatbot.audit import Audit
+
+    actions = [e["action"] for e in Audit(store).entries()]
+    assert actions[:2] == ["erase", "purge"] and "user_disable" in actions and "user_enable" in actions

@@ -1,8 +1,12 @@
+import inspect
 import time
 
 import pytest
 
-from chatbot.service import AdminDenied, Service, check_admin
+from chatbot.accounts import AccessDenied, AccountDisabled, NotSignedIn, WrongRole
+from chatbot.service import Service
+
+PASSWORD = "correct horse battery staple"
 
 
 def wait(job, timeout=240):
@@ -12,24 +16,97 @@ def wait(job, timeout=240):
     return job
 
 
+def make_service(home, tiny_model, tiny_data):
+    service = Service(home_dir=home, default_model=tiny_model, data=[str(tiny_data)])
+    service.accounts.add("root", "admin", PASSWORD)
+    service.accounts.add("marie", "agent", PASSWORD)
+    service.accounts.add("gone", "admin", PASSWORD)
+    service.accounts.set_disabled("gone", True)
+    return service
+
+
 @pytest.fixture()
 def service(tmp_path, tiny_model, tiny_data):
-    return Service(home_dir=tmp_path, default_model=tiny_model, data=[str(tiny_data)])
+    return make_service(tmp_path, tiny_model, tiny_data)
 
 
-def test_admin_password(monkeypatch):
-    monkeypatch.delenv("CHATBOT_ADMIN_PASSWORD", raising=False)
-    with pytest.raises(AdminDenied, match="disabled"):
-        check_admin("anything")
-    monkeypatch.setenv("CHATBOT_ADMIN_PASSWORD", "s3cret")
-    with pytest.raises(AdminDenied, match="Wrong"):
-        check_admin("guess")
-    check_admin("s3cret")
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, tiny_model, tiny_data):
+    """One service for the tests that only read or are refused (loading one takes a while)."""
+    return make_service(tmp_path_factory.mktemp("shared"), tiny_model, tiny_data)
+
+
+def admin(service):
+    return service.caller("root", client="127.0.0.1")
+
+
+# Every staff and admin method with arguments that would work for the right caller.
+AGENT_METHODS = {"staff_member": (), "staff_analyse": ("hello",), "queue": (), "recent": (), "conversation": ("CID",), "take_over": ("CID",),
+                 "send": ("CID", "hello"), "close": ("CID",), "reveal": ("CID", 0, 1)}
+ADMIN_METHODS = {"erase": ("CID",), "audit_log": (), "users": (), "versions": (), "promote": ("default",),
+                 "rollback": (), "delete": ("nothing",), "start_build": (0.5, "plain", "attn"), "cancel_jobs": ()}
+
+
+def test_every_staff_method_is_listed_here():
+    """A new public Service method taking a caller must be added to the role checks below."""
+    takes_caller = {name for name, fn in inspect.getmembers(Service, inspect.isfunction)
+                    if not name.startswith("_") and "caller" in inspect.signature(fn).parameters}
+    assert takes_caller == set(AGENT_METHODS) | set(ADMIN_METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(AGENT_METHODS) + sorted(ADMIN_METHODS))
+def test_staff_methods_refuse_anonymous_and_disabled_callers(shared, method):
+    service = shared
+    cid = service.respond_batch([{"conversation_id": None, "text": "cancel order stop 1"}])[0].conversation_id
+    args = [cid if a == "CID" else a for a in {**AGENT_METHODS, **ADMIN_METHODS}[method]]
+    before = service.store.count_messages()
+    with pytest.raises(NotSignedIn):
+        getattr(service, method)(None, *args)
+    with pytest.raises(NotSignedIn):
+        getattr(service, method)(service.caller("no-such-user"), *args)
+    with pytest.raises(AccountDisabled):
+        getattr(service, method)(service.caller("gone"), *args)
+    if method in ADMIN_METHODS:
+        with pytest.raises(WrongRole):
+            getattr(service, method)(service.caller("marie"), *args)
+    assert service.store.count_messages() == before and service.store.conversation(cid)["status"] == "bot"
+    assert all(e["action"] in ("user_add", "user_disable") for e in service.audit.entries())
+
+
+def test_agents_act_and_every_action_is_audited(service):
+    agent = service.caller("marie", client="10.0.0.7")
+    turn = service.respond_batch([{"conversation_id": None, "text": "refund money back mail jan@example.nl"}])[0]
+    cid = turn.conversation_id
+    assert service.history(cid)[0]["text"] == "refund money back mail [email #1]"
+    service.take_over(agent, cid)
+    service.send(agent, cid, "Hello, I am Marie.")
+    view = service.conversation(agent, cid)
+    customer = view["messages"][0]
+    assert customer["revealable"] == [{"index": 1, "kind": "email"}]
+    assert service.reveal(agent, cid, customer["id"], 1) == {"kind": "email", "value": "jan@example.nl"}
+    service.close(agent, cid)
+    with pytest.raises(ValueError):
+        service.send(agent, "no-such-conversation", "hello")
+    log = service.audit.entries()
+    assert [e["action"] for e in log[:4]] == ["close", "reveal", "send", "take_over"]
+    assert all(e["actor"] == "marie" and e["target"] == cid and e["client"] == "10.0.0.7" for e in log[:4])
+    assert "email" in log[1]["detail"] and "jan@" not in log[1]["detail"]
+    assert service.erase(admin(service), cid) == len(view["messages"]) + 1  # and the note of the close
+    assert service.history(cid) == [] and service.audit_log(admin(service))[0]["action"] == "erase"
+
+
+def test_customers_read_only_their_own_conversation(shared):
+    service = shared
+    mine = service.chat(["where track parcel 2"], [""], ["en"])[0].conversation_id
+    assert len(service.history(mine)) == 2
+    for other in ("", None, 7, "x" * 32, mine[:-1], "../" + mine):
+        assert service.history(other) == []
+    assert isinstance(AccessDenied("x"), PermissionError)
 
 
 def test_build_promote_rollback_delete(service):
     turn = service.respond_batch([{"conversation_id": None, "text": "cancel order stop 1"}])[0]
-    job = wait(service.start_build(0.5, "whitened", "attn+mlp", epochs=1, max_per_intent=4))
+    job = wait(service.start_build(admin(service), 0.5, "whitened", "attn+mlp", epochs=1, max_per_intent=4))
     assert job.status == "done", job.error
     names = service.registry.names()
     assert names[0] == "default" and job.name in names
@@ -39,19 +116,19 @@ def test_build_promote_rollback_delete(service):
 
     assert job.result["source"] == str(service.registry.folder("default"))  # the tuned model, compressed
 
-    service.promote(job.name)
+    service.promote(admin(service), job.name)
     assert service.registry.live == job.name and service.assistant.version == job.name
     # the live model is compressed now: the next build starts from the shipped one again
-    again = wait(service.start_build(0.5, "plain", "attn", epochs=1, max_per_intent=2))
+    again = wait(service.start_build(admin(service), 0.5, "plain", "attn", epochs=1, max_per_intent=2))
     assert again.status == "done", again.error
     assert again.result["source"] == str(service.registry.folder("default"))
-    service.delete(again.name)
+    service.delete(admin(service), again.name)
     later = service.respond_batch([{"conversation_id": turn.conversation_id, "text": "refund money back 3"}])[0]
     assert later.model_version == job.name
     with pytest.raises(ValueError, match="live"):
-        service.delete(job.name)
-    assert service.rollback() == "default" and service.assistant.version == "default"
-    service.delete(job.name)
+        service.delete(admin(service), job.name)
+    assert service.rollback(admin(service)) == "default" and service.assistant.version == "default"
+    service.delete(admin(service), job.name)
     assert job.name not in service.registry.names()
     # Every acknowledged turn is still there, with the model that answered it.
     versions = [m["model_version"] for m in service.store.messages(turn.conversation_id) if m["role"] == "bot"]
@@ -60,7 +137,7 @@ def test_build_promote_rollback_delete(service):
 
 def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):
     service.data = [str(tmp_path / "missing.csv")]
-    job = wait(service.start_build(0.5, "whitened", "attn"))
+    job = wait(service.start_build(admin(service), 0.5, "whitened", "attn"))
     assert job.status == "failed" and "not found" in job.error
     assert service.registry.names() == ["default"] and service.registry.live == "default"
     assert not list((tmp_path / "versions").glob("*.building"))
@@ -69,9 +146,23 @@ def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):
     from conftest import make_tiny_data
 
     service.data = [str(make_tiny_data(tmp_path / "more.csv", per_intent_lang=40))]
-    job = service.start_build(0.5, "plain", "attn", epochs=5)
+    job = service.start_build(admin(service), 0.5, "plain", "attn", epochs=5)
     with pytest.raises(ValueError, match="already running"):
-        service.start_build(0.5, "plain", "attn")
-    assert service.cancel_jobs() == 1  # at once: loading the base alone takes longer than this
+        service.start_build(admin(service), 0.5, "plain", "attn")
+    assert service.cancel_jobs(admin(service)) == 1  # at once: loading the base alone takes longer than this
     assert wait(job).status == "cancelled"
     assert service.registry.names() == ["default"] and service.assistant.version == "default"
+    actions = [e["action"] for e in service.audit.entries()]
+    assert actions[:3] == ["cancel", "build", "build"]
+
+
+def test_the_first_admin_is_bootstrapped_from_the_environment_only_once(tmp_path, tiny_model, monkeypatch, caplog):
+    monkeypatch.setenv("CHATBOT_ADMIN_PASSWORD", "short")
+    service = Service(home_dir=tmp_path, default_model=tiny_model)  # refused, but customers are served
+    assert service.caller("admin") is None and "No admin created" in caplog.text
+    monkeypatch.setenv("CHATBOT_ADMIN_PASSWORD", PASSWORD)
+    service = Service(home_dir=tmp_path, default_model=tiny_model)
+    assert service.caller("admin").role == "admin" and "Created the admin account 'admin'" in caplog.text
+    monkeypatch.setenv("CHATBOT_ADMIN_PASSWORD", "another long password")
+    service = Service(home_dir=tmp_path, default_model=tiny_model)  # an admin exists: nothing changes
+    assert service.sign_in("admin", PASSWORD) and not service.sign_in("admin", "another long password")

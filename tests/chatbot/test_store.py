@@ -1,8 +1,17 @@
 import sqlite3
+from datetime import timedelta
 
 import pytest
 
-from chatbot.store import Store, mask_sensitive
+from chatbot.keys import Vault
+from chatbot.settings import STORED_CHARS
+from chatbot.pii import mask_sensitive
+from chatbot.store import Conversation, Store, now, valid_conversation_id
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path / 's.db'}", vault=Vault("test key, not secret"))
 
 
 def test_masks_cards_ibans_and_emails():
@@ -10,9 +19,78 @@ def test_masks_cards_ibans_and_emails():
             "order 1234567890123")
     masked = mask_sensitive(text)
     assert "4111 1111" not in masked and "[card ****1111]" in masked
-    assert "3704" not in masked and "[IBAN DE…00]" in masked
-    assert "example.nl" not in masked and "[email]" in masked
+    assert "3704" not in masked and "[IBAN DE…00 #2]" in masked
+    assert "example.nl" not in masked and "[email #1]" in masked
     assert "1234567890123" in masked  # not a valid card number (Luhn): an order id stays
+
+
+def test_conversation_ids_are_server_made_and_never_chosen_by_a_client(store):
+    made = store.new_conversation()
+    assert valid_conversation_id(made) and len(made) == 32  # token_urlsafe(24): 192 random bits
+    assert len({store.new_conversation() for _ in range(50)}) == 50
+    for claimed in ("my-own-id", "x" * 32 + "y", "../../etc/passwd", "", None, 42, ["a"], "A" * 32,
+                    "123e4567-e89b-42d3-a456-426614174000"):
+        with store.session() as s, s.begin():
+            conversation = store.get_or_create(s, claimed)
+        assert conversation.id != claimed and valid_conversation_id(conversation.id)
+    with store.session() as s, s.begin():
+        assert store.get_or_create(s, made).id == made  # a known id continues its conversation
+    assert store.conversation("'; drop table messages; --") is None and store.messages(12) == []
+
+
+def test_values_are_masked_before_the_cut_and_kept_encrypted(store):
+    cid = store.new_conversation()
+    long = "x" * (STORED_CHARS - 8) + " 4111 1111 1111 1111 and mail jan@example.nl"
+    with store.session() as s, s.begin():
+        conversation = store.get_or_create(s, cid)
+        store.add_message(s, conversation, "customer", long)
+        store.add_message(s, conversation, "customer", "mail jan@example.nl or call +33 6 12 34 56 78")
+    first, second = store.messages(cid)
+    assert len(first["text"]) == STORED_CHARS and "4111" not in first["text"] and "[card" in first["text"]
+    assert second["text"] == "mail [email #1] or call [phone #2]"
+    assert second["revealable"] == [{"index": 1, "kind": "email"}, {"index": 2, "kind": "phone"}]
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as raw:
+        dump = "\n".join(str(row) for row in raw.iterdump())
+    assert "jan@example.nl" not in dump and "12 34 56" not in dump and "4111" not in dump
+    assert store.reveal(cid, second["id"], 2) == {"kind": "phone", "value": "+33 6 12 34 56 78"}
+    with pytest.raises(ValueError):
+        store.reveal(cid, second["id"], 3)
+    other = store.new_conversation()
+    with pytest.raises(ValueError):
+        store.reveal(other, second["id"], 1)  # one conversation's values only through its own id
+
+
+def test_erase_and_purge(store):
+    old, recent = store.new_conversation(), store.new_conversation()
+    for cid in (old, recent):
+        with store.session() as s, s.begin():
+            store.add_message(s, store.get_or_create(s, cid), "customer", f"hello from {cid}")
+    with store.session() as s, s.begin():
+        s.get(Conversation, old).updated_at = now() - timedelta(days=91)
+    audited = []
+    assert store.purge(timedelta(days=90), audit=lambda s, n: audited.append(n)) == 1 and audited == [1]
+    assert store.conversation(old) is None and store.messages(old) == [] and store.conversation(recent)
+    assert store.erase(recent) == 1 and store.conversation(recent) is None and store.count_messages() == 0
+    with pytest.raises(ValueError):
+        store.erase(recent)
+
+
+def test_a_database_from_before_gets_the_new_columns(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as raw:
+        raw.executescript("""
+            create table conversations (id varchar(36) primary key, created_at datetime, updated_at datetime,
+              lang varchar(8), status varchar(10), failures integer, handoff_at datetime, handoff_reason varchar(40));
+            create table messages (id integer primary key autoincrement, conversation_id varchar(36), created_at
+              datetime, role varchar(10), text text, lang varchar(8), intent varchar(64), confidence float, top json,
+              action varchar(20), model_version varchar(64));
+            insert into conversations values ('123e4567-e89b-42d3-a456-426614174000', null, null, 'fr', 'bot', 0,
+              null, null);
+            insert into messages (conversation_id, role, text) values ('123e4567-e89b-42d3-a456-426614174000',
+              'customer', 'bonjour');
+        """)
+    store = Store(f"sqlite:///{path}")
+    assert [m["text"] for m in store.messages("123e4567-e89b-42d3-a456-426614174000")] == ["bonjour"]
 
 
 def test_turns_survive_an_engine_dropped_without_closing(tmp_path):

@@ -52,3 +52,17 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
     assert registry.live == DEFAULT_VERSION
     table = views.version_rows(registry.summaries())
     assert len(table) == 2 and all(len(r) == len(views.VERSION_COLUMNS) for r in table)
+
+
+def test_audit_users_and_revealable_values():
+    from chatbot.views import audit_rows, revealable_choices, user_rows
+
+    rows = audit_rows([{"at": "2026-01-02T03:04:05+00:00", "actor": "marie", "action": "reveal", "target": "c1",
+                        "detail": "message 4 value #1 (email)", "client": "10.0.0.1"}])
+    assert rows == [["2026-01-02 03:04:05", "marie", "reveal", "c1", "message 4 value #1 (email)", "10.0.0.1"]]
+    assert user_rows([{"name": "a", "role": "agent", "disabled": False, "locked_until": "x", "last_sign_in": None}]) \
+        == [["a", "agent", "locked", ""]]
+    messages = [{"id": 4, "role": "customer", "revealable": [{"index": 1, "kind": "email"}, {"index": 2, "kind": "phone"}]},
+                {"id": 5, "role": "bot", "revealable": []}]
+    assert revealable_choices(messages) == [("message 4 (customer) · email #1", "4:1"),
+                                            ("message 4 (customer) · phone #2", "4:2")]

@@ -1,0 +1,257 @@
+"""Staff accounts (agents and admins), sign-in with lockout, and who a caller is.
+
+Accounts live in the conversations database (table ``staff_accounts``); passwords are hashed with
+Argon2id (argon2-cffi, its recommended parameters) and never stored or logged in clear. After
+``max_failures`` failed sign-ins within ``window_s`` an account is locked for ``lock_s``, whatever
+password comes next. Every sign-in and every change to an account is written to the audit trail.
+
+A :class:`Caller` is made only by :meth:`Accounts.caller` from the name the web server's session
+holds (or a Hugging Face sign-in mapped by :func:`hf_role`), never from anything a client fills in;
+:func:`require` is the one check every staff and admin operation goes through.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import Boolean, DateTime, Integer, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chatbot.audit import Audit
+from chatbot.settings import HF_ADMINS_ENV, HF_AGENTS_ENV
+from chatbot.store import Base, Store, now
+
+ROLES = ("agent", "admin")
+"""An admin may do everything an agent may."""
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_PASSWORD = 10
+
+
+class AccessDenied(PermissionError):
+    """The caller may not do this (the message says why, without saying what exists)."""
+
+
+class NotSignedIn(AccessDenied):
+    pass
+
+
+class AccountDisabled(AccessDenied):
+    pass
+
+
+class WrongRole(AccessDenied):
+    pass
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A signed-in member of staff, as the database knows them at the time of the request."""
+
+    name: str
+    role: str
+    disabled: bool = False
+    via: str = "password"
+    """How they signed in: ``password`` (our accounts) or ``huggingface`` (allow-list)."""
+    client: str | None = None
+    """The address the request came from (for the audit trail)."""
+
+
+def require(caller: Caller | None, role: str = "agent") -> Caller:
+    """``caller`` if they may act as ``role`` (agent: agents and admins; admin: admins), else raise."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    if caller is None:
+        raise NotSignedIn("Sign in as staff first.")
+    if caller.disabled:
+        raise AccountDisabled("This account is disabled.")
+    if role == "admin" and caller.role != "admin":
+        raise WrongRole("Only admins may do this.")
+    if caller.role not in ROLES:
+        raise WrongRole("This account has no staff role.")
+    return caller
+
+
+def hf_role(username: str | None, environ=os.environ) -> str | None:
+    """The role of a Hugging Face user by the allow-lists ``$CHATBOT_HF_ADMINS`` / ``$CHATBOT_HF_AGENTS``
+    (comma-separated usernames, case-insensitive); ``None`` for everybody else."""
+    if not username:
+        return None
+
+    def names(env: str) -> set[str]:
+        return {n.strip().lower() for n in (environ.get(env) or "").split(",") if n.strip()}
+
+    if username.lower() in names(HF_ADMINS_ENV):
+        return "admin"
+    if username.lower() in names(HF_AGENTS_ENV):
+        return "agent"
+    return None
+
+
+@dataclass
+class LockoutPolicy:
+    max_failures: int = 5
+    """Failed sign-ins within ``window_s`` that lock the account."""
+    window_s: float = 15 * 60
+    """How long failures are counted together."""
+    lock_s: float = 15 * 60
+    """How long a locked account refuses every password."""
+
+    def __post_init__(self):
+        if self.max_failures < 1 or self.window_s <= 0 or self.lock_s <= 0:
+            raise ValueError("lockout needs at least one failure, a positive window and a positive lock time")
+
+
+class StaffAccount(Base):
+    __tablename__ = "staff_accounts"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(10))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    last_sign_in: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite gives datetimes back without their zone; every stored one is UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
+class Accounts:
+    def __init__(self, store: Store, audit: Audit | None = None, lockout: LockoutPolicy | None = None,
+                 hasher: PasswordHasher | None = None):
+        self.store = store
+        self.audit = audit or Audit(store)
+        self.lockout = lockout or LockoutPolicy()
+        self.hasher = hasher or PasswordHasher()
+        self._dummy_hash = self.hasher.hash("not a password of anybody")
+        Base.metadata.create_all(store.engine, tables=[StaffAccount.__table__])
+
+    # -- managing accounts (command line) ------------------------------------------------------
+    def add(self, name: str, role: str, password: str, actor: str = "cli") -> None:
+        if not NAME.match(name or ""):
+            raise ValueError("a user name is 1–64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        _check_password(password)
+        with self.store.session() as s, s.begin():
+            if s.get(StaffAccount, name) is not None:
+                raise ValueError(f"user {name} exists already")
+            s.add(StaffAccount(name=name, role=role, password_hash=self.hasher.hash(password)))
+            self.audit.record(actor, "user_add", name, f"role {role}", session=s)
+
+    def set_password(self, name: str, password: str, actor: str = "cli") -> None:
+        _check_password(password)
+        with self.store.session() as s, s.begin():
+            account = self._get(s, name)
+            account.password_hash = self.hasher.hash(password)
+            account.failures, account.first_failure_at, account.locked_until = 0, None, None
+            self.audit.record(actor, "user_passwd", name, session=s)
+
+    def set_disabled(self, name: str, disabled: bool, actor: str = "cli") -> None:
+        with self.store.session() as s, s.begin():
+            account = self._get(s, name)
+            account.disabled = disabled
+            if not disabled:
+                account.failures, account.first_failure_at, account.locked_until = 0, None, None
+            self.audit.record(actor, "user_disable" if disabled else "user_enable", name, session=s)
+
+    def list(self) -> list[dict]:
+        with self.store.session() as s:
+            return [{"name": a.name, "role": a.role, "disabled": a.disabled,
+                     "created_at": _iso(a.created_at), "last_sign_in": _iso(a.last_sign_in),
+                     "locked_until": _iso(a.locked_until) if self._locked(a) else None}
+                    for a in s.scalars(select(StaffAccount).order_by(StaffAccount.name))]
+
+    def has_admin(self) -> bool:
+        with self.store.session() as s:
+            return s.scalars(select(StaffAccount.name).where(StaffAccount.role == "admin").limit(1)).first() is not None
+
+    def bootstrap_admin(self, password: str | None) -> bool:
+        """Create the admin ``admin`` with ``password`` when the database has no admin yet; True if created."""
+        if not password or self.has_admin():
+            return False
+        with self.store.session() as s:
+            if s.get(StaffAccount, "admin") is not None:
+                raise ValueError("an account named admin exists but is not an admin: promote someone with "
+                                 "`python -m chatbot users add NAME --role admin`")
+        self.add("admin", "admin", password, actor="bootstrap")
+        self.audit.record("bootstrap", "user_bootstrap", "admin", "from CHATBOT_ADMIN_PASSWORD")
+        return True
+
+    # -- signing in and identifying callers ----------------------------------------------------
+    def sign_in(self, name: str, password: str, client: str | None = None) -> bool:
+        """True when ``password`` is right for an enabled, unlocked account; every try is audited."""
+        name, password = str(name or "")[:64], str(password or "")[:1024]
+        moment = now()
+        with self.store.session() as s, s.begin():
+            account = s.get(StaffAccount, name) if NAME.match(name) else None
+            if account is None:
+                self._verify(self._dummy_hash, password)  # the same work as for a real account
+                self.audit.record(name or "?", "sign_in_failed", name, "no such account", client, session=s)
+                return False
+            if self._locked(account, moment):
+                self.audit.record(name, "sign_in_failed", name, "account locked", client, session=s)
+                return False
+            if not self._verify(account.password_hash, password):
+                first = _utc(account.first_failure_at)
+                if first is None or moment - first > timedelta(seconds=self.lockout.window_s):
+                    account.failures, account.first_failure_at = 0, moment
+                account.failures += 1
+                detail = "wrong password"
+                if account.failures >= self.lockout.max_failures:
+                    account.locked_until = moment + timedelta(seconds=self.lockout.lock_s)
+                    account.failures, account.first_failure_at = 0, None
+                    detail += f"; account locked for {self.lockout.lock_s / 60:g} min"
+                self.audit.record(name, "sign_in_failed", name, detail, client, session=s)
+                return False
+            if account.disabled:
+                self.audit.record(name, "sign_in_failed", name, "account disabled", client, session=s)
+                return False
+            account.failures, account.first_failure_at, account.locked_until = 0, None, None
+            account.last_sign_in = moment
+            if self.hasher.check_needs_rehash(account.password_hash):
+                account.password_hash = self.hasher.hash(password)
+            self.audit.record(name, "sign_in", name, None, client, session=s)
+            return True
+
+    def caller(self, name: str | None) -> Caller | None:
+        """The account behind a signed-in session's user name, as it is now (role, disabled)."""
+        if not name or not isinstance(name, str):
+            return None
+        with self.store.session() as s:
+            account = s.get(StaffAccount, name)
+            return None if account is None else Caller(account.name, account.role, account.disabled)
+
+    def _verify(self, hashed: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(hashed, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def _locked(self, account: StaffAccount, moment: datetime | None = None) -> bool:
+        until = _utc(account.locked_until)
+        return until is not None and until > (moment or now())
+
+    @staticmethod
+    def _get(s, name: str) -> StaffAccount:
+        account = s.get(StaffAccount, name)
+        if account is None:
+            raise ValueError(f"no user {name}")
+        return account
+
+
+def _check_password(password: str) -> None:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise ValueError(f"a password has at least {MIN_PASSWORD} characters")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return _utc(moment).isoformat() if moment else None

@@ -1,0 +1,166 @@
+"""The web server's guards, in front of every route: request size, file uploads, sign-in throttling.
+
+:class:`Guard` is a plain ASGI middleware (it wraps the whole FastAPI app, Gradio's routes included):
+
+* a request body larger than ``max_body`` is refused with 413 before the app reads it (by its
+  ``Content-Length``, and by counting when the body comes in chunks);
+* file uploads (Gradio's ``/gradio_api/upload``) are refused with 403: no feature needs them;
+* sign-in attempts (``POST …/login``) are limited per client address (:class:`Throttle`, 429 beyond),
+  on top of the per-account lockout of :mod:`chatbot.accounts`;
+* a call of a *batched* handler gets exactly as many input values as the handler takes (missing
+  ones are None, extra ones dropped): Gradio zips the inputs of the calls it batches together, so
+  one call with too few values would otherwise fail every call of its batch;
+* the client's address is put in :data:`client_address` for the audit trail of a sign-in.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from chatbot.settings import MAX_REQUEST_BYTES
+
+client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
+
+
+@dataclass
+class Throttle:
+    """At most ``limit`` events per key within ``window_s`` seconds (a sliding window)."""
+
+    limit: int = 30
+    """Sign-in attempts one client address may make per window."""
+    window_s: float = 300.0
+    """The window, in seconds."""
+
+    def __post_init__(self):
+        if self.limit < 1 or self.window_s <= 0:
+            raise ValueError("a throttle needs a positive limit and window")
+        self._events: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            events = self._events.setdefault(key, deque())
+            while events and now - events[0] > self.window_s:
+                events.popleft()
+            if len(events) >= self.limit:
+                return False
+            events.append(now)
+            if len(self._events) > 10_000:  # forget idle clients
+                for k in [k for k, v in self._events.items() if not v]:
+                    del self._events[k]
+            return True
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+_CALL = re.compile(r"^(?P<prefix>.*?)/gradio_api/(?:queue/join|(?:call/v2|call|run|api)/(?P<name>[\w-]+))/?$")
+
+
+class Guard:
+    """``batch_inputs`` maps ``(mount prefix, fn_index or api_name)`` of each batched handler to its
+    number of inputs (see ``app.batch_inputs``)."""
+
+    def __init__(self, app, max_body: int = MAX_REQUEST_BYTES, login_throttle: Throttle | None = None,
+                 batch_inputs: dict | None = None):
+        self.app = app
+        self.max_body = max_body
+        self.login_throttle = login_throttle or Throttle()
+        self.batch_inputs = batch_inputs or {}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("?", 0))[0]
+        client_address.set(client)
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        if path.rstrip("/").endswith("/gradio_api/upload"):
+            return await _refuse(send, 403, "File uploads are disabled.")
+        if method == "POST" and path.rstrip("/").endswith("/login") and not self.login_throttle.allow(client):
+            return await _refuse(send, 429, "Too many sign-in attempts from this address; wait a few minutes.")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            try:
+                too_large = int(length) > self.max_body
+            except ValueError:
+                return await _refuse(send, 400, "Bad Content-Length.")
+            if too_large:
+                return await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
+        call = _CALL.match(path) if method == "POST" and self.batch_inputs else None
+        if call:
+            receive = await self._shaped(call, scope, receive)
+            if receive is None:
+                return await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
+        received, started = 0, False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if not started:
+                await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
+
+
+    async def _shaped(self, call: re.Match, scope, receive):
+        """``receive`` giving the body with a batched handler's ``data`` cut or padded to its inputs."""
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body:
+                return None
+        try:
+            payload = json.loads(body)
+            key = call.group("name") if call.group("name") else payload.get("fn_index")
+            width = self.batch_inputs.get((call.group("prefix"), key))
+            if width is not None:
+                data = payload.get("data")
+                data = list(data) if isinstance(data, list) else []
+                payload["data"] = (data + [None] * width)[:width]
+                body = json.dumps(payload).encode()
+                scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
+                    (b"content-length", str(len(body)).encode())]
+        except (ValueError, AttributeError, TypeError):
+            pass  # not a JSON object: the app refuses it itself
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
+
+async def _refuse(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,102 @@
+"""Staff accounts: Argon2 hashes, sign-in, lockout, disabling, roles, Hugging Face allow-lists, bootstrap."""
+
+import time
+
+import pytest
+
+from chatbot.accounts import (AccessDenied, AccountDisabled, Accounts, Caller, LockoutPolicy, NotSignedIn, WrongRole,
+                              hf_role, require)
+from chatbot.audit import Audit
+from chatbot.store import Store
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture()
+def accounts(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    return Accounts(store, Audit(store), LockoutPolicy(max_failures=3, window_s=60, lock_s=0.5))
+
+
+def test_passwords_are_stored_as_argon2id_hashes(accounts):
+    accounts.add("marie", "agent", PASSWORD)
+    with accounts.store.engine.connect() as raw:
+        stored = raw.exec_driver_sql("select password_hash from staff_accounts").scalar()
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert accounts.sign_in("marie", PASSWORD) and not accounts.sign_in("marie", PASSWORD + "x")
+    assert not accounts.sign_in("nobody", PASSWORD)
+    with pytest.raises(ValueError, match="at least"):
+        accounts.add("short", "agent", "abc")
+    with pytest.raises(ValueError, match="role"):
+        accounts.add("boss", "owner", PASSWORD)
+    with pytest.raises(ValueError, match="exists"):
+        accounts.add("marie", "admin", PASSWORD)
+    with pytest.raises(ValueError, match="user name"):
+        accounts.add("../etc", "agent", PASSWORD)
+
+
+def test_repeated_failures_lock_the_account_even_for_the_right_password(accounts):
+    accounts.add("marie", "agent", PASSWORD)
+    for _ in range(3):
+        assert not accounts.sign_in("marie", "guess-guess-guess")
+    assert not accounts.sign_in("marie", PASSWORD)  # locked
+    assert accounts.list()[0]["locked_until"]
+    time.sleep(0.6)  # the lock lasts lock_s
+    assert accounts.sign_in("marie", PASSWORD)
+    log = Audit(accounts.store).entries()
+    assert [e["action"] for e in log][:2] == ["sign_in", "sign_in_failed"]
+    assert "locked" in log[1]["detail"] and any("locked for" in (e["detail"] or "") for e in log)
+
+
+def test_failures_outside_the_window_do_not_add_up(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'w.db'}")
+    accounts = Accounts(store, lockout=LockoutPolicy(max_failures=2, window_s=0.3, lock_s=60))
+    accounts.add("marie", "agent", PASSWORD)
+    assert not accounts.sign_in("marie", "nope-nope-nope")
+    time.sleep(0.4)
+    assert not accounts.sign_in("marie", "nope-nope-nope")  # a new window: one failure
+    assert accounts.sign_in("marie", PASSWORD)
+
+
+def test_disabled_accounts_cannot_sign_in_or_act(accounts):
+    accounts.add("marie", "agent", PASSWORD)
+    accounts.set_disabled("marie", True)
+    assert not accounts.sign_in("marie", PASSWORD)
+    caller = accounts.caller("marie")
+    assert caller.disabled
+    with pytest.raises(AccountDisabled):
+        require(caller, "agent")
+    accounts.set_disabled("marie", False)
+    assert accounts.sign_in("marie", PASSWORD)
+    accounts.set_password("marie", "another long password")
+    assert not accounts.sign_in("marie", PASSWORD) and accounts.sign_in("marie", "another long password")
+    actions = [e["action"] for e in Audit(accounts.store).entries()]
+    assert {"user_add", "user_disable", "user_enable", "user_passwd"} <= set(actions)
+
+
+def test_roles():
+    agent, admin = Caller("a", "agent"), Caller("b", "admin")
+    assert require(agent, "agent") is agent and require(admin, "agent") is admin and require(admin, "admin") is admin
+    with pytest.raises(WrongRole):
+        require(agent, "admin")
+    with pytest.raises(NotSignedIn):
+        require(None, "agent")
+    with pytest.raises(AccessDenied):
+        require(Caller("c", "customer"), "agent")
+    assert issubclass(AccessDenied, PermissionError)
+
+
+def test_hugging_face_allow_lists():
+    env = {"CHATBOT_HF_ADMINS": "Alice, bob", "CHATBOT_HF_AGENTS": "carol,,dave "}
+    assert hf_role("alice", env) == "admin" and hf_role("BOB", env) == "admin"
+    assert hf_role("carol", env) == "agent" and hf_role("dave", env) == "agent"
+    assert hf_role("mallory", env) is None and hf_role("", env) is None and hf_role(None, env) is None
+    assert hf_role("alice", {}) is None
+
+
+def test_bootstrap_admin_only_when_there_is_none(accounts):
+    assert not accounts.bootstrap_admin(None)
+    assert accounts.bootstrap_admin(PASSWORD)
+    assert accounts.caller("admin").role == "admin" and accounts.sign_in("admin", PASSWORD)
+    assert not accounts.bootstrap_admin("a different password")  # an admin exists: nothing changes
+    assert accounts.sign_in("admin", PASSWORD)

@@ -1,0 +1,51 @@
+"""The server's guards on a stand-in app: body limit, uploads, sign-in throttle, batched call shapes."""
+
+import json
+
+import httpx
+import pytest
+
+from chatbot.web import Guard, Throttle, client_address
+
+
+async def echo(scope, receive, send):
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    reply = json.dumps({"body": body.decode(), "client": client_address.get()}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": reply})
+
+
+@pytest.fixture()
+def client():
+    guard = Guard(echo, max_body=1000, login_throttle=Throttle(limit=3, window_s=60),
+                  batch_inputs={("", "chat"): 4, ("", 1): 3})
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=guard, client=("10.1.2.3", 5)), base_url="http://t")
+
+
+@pytest.mark.anyio
+async def test_guards(client):
+    async with client:
+        assert (await client.post("/gradio_api/queue/join", content=b"x" * 1001)).status_code == 413
+        async def chunks():
+            for _ in range(5):
+                yield b"x" * 300
+        assert (await client.post("/gradio_api/queue/join", content=chunks())).status_code == 413
+        assert (await client.post("/staff/gradio_api/upload", content=b"file")).status_code == 403
+        assert [(await client.post("/staff/login", data={"username": "a"})).status_code for _ in range(4)] == [
+            200, 200, 200, 429]
+        assert (await client.post("/login")).status_code == 429  # per client address, whatever the mount
+        sent = await client.post("/gradio_api/call/chat", json={"data": []})
+        assert json.loads(sent.json()["body"])["data"] == [None] * 4
+        sent = await client.post("/gradio_api/queue/join", json={"data": [1, 2, 3, 4, 5], "fn_index": 1})
+        assert json.loads(sent.json()["body"]) == {"data": [1, 2, 3], "fn_index": 1} and sent.json()["client"] == "10.1.2.3"
+        untouched = await client.post("/gradio_api/queue/join", json={"data": [], "fn_index": 7})
+        assert json.loads(untouched.json()["body"])["data"] == []
+
+
+@pytest.fixture()
+def anyio_backend():
+    return "asyncio"
