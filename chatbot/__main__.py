@@ -26,6 +26,7 @@ def command_table():
         "sweep": (SweepArgs, run_sweep, (), "compress → heal → evaluate over rank ratios, methods and targets"),
         "compress": (commands.CompressCommand, commands.run_compress, (),
                      "factorise a base by truncated SVD and print the accounting"),
+        "vocab": (commands.VocabArgs, commands.run_vocab, (), "learn which tokens a trimmed vocabulary keeps"),
         "detect": (commands.DetectArgs, commands.run_detect, ("text",), "detect the language of messages or score a file"),
         "tune": (commands.TuneArgs, commands.run_tune, (), "tune the dialogue policy's thresholds on dev data"),
         "chat": (commands.ChatArgs, commands.run_chat, (), "chat with the bot in the terminal"),

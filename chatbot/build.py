@@ -29,10 +29,10 @@ from chatbot.data import load_dataset
 from chatbot.evaluate import evaluate
 from chatbot.folder import SOURCE_ADAPTER, ModelFolder
 from chatbot.lora import LoraSettings
-from chatbot.settings import DEFAULT_BASE, LANGUAGES, ROOT, TRAINING_DATA, compressed_cache
+from chatbot.settings import DEFAULT_BASE, ROOT, TRAINING_DATA, compressed_cache, vocab_dir
 from chatbot.train import FitSettings, Start, TrainArgs, train
 from compression.compress import CompressArgs, compress_model, store_in_cache
-from compression.vocab import trim_recipe, trim_vocabulary
+from compression.vocab import apply_corpus_trim, corpus_kept_ids, corpus_recipe, load_trim
 
 
 @dataclass
@@ -125,7 +125,7 @@ class Compression:
 
 
 def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | None, spec: Compression, seed: int,
-                      step) -> tuple[Start, dict | None]:
+                      step, data: list[str]) -> tuple[Start, dict | None]:
     """The model healing starts from (source merged, factorised, vocabulary trimmed as ``spec`` says)
     and the compression report."""
     own_source, source_info = None, None
@@ -149,9 +149,19 @@ def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | N
         report = {k: v for k, v in result["report"].items() if k != "layers"}
         report["ranks"] = {r["name"]: (None if r["dense"] else r["rank"]) for r in result["report"]["layers"]}
     if spec.trim_vocab:
-        start.vocab, kept = trim_recipe(tokenizer, LANGUAGES)
-        report["vocab"] = trim_vocabulary(model, kept, tokenizer.convert_tokens_to_ids(start.vocab["fallback"]))
+        start.trim = vocabulary(base, tokenizer, data)
+        start.tokenizer, report["vocab"] = apply_corpus_trim(model, tokenizer, *start.trim)
     return start, report or None
+
+
+def vocabulary(base: str, tokenizer, data: list[str]) -> tuple[dict, list[int]]:
+    """The tokens a trimmed ``base`` keeps: the reviewed set in ``assets/vocab`` (``python -m chatbot
+    vocab``), or, for a base that has none, the set learnt from the build's own data."""
+    if trim := load_trim(vocab_dir(base)):
+        return trim
+    texts = [e.text for e in load_dataset(data, min_examples=1).examples]
+    kept = corpus_kept_ids(tokenizer, texts)
+    return corpus_recipe(tokenizer, kept, list(data)), kept
 
 
 def summarise(folder: Path, classifier, report: dict, **build: object) -> dict:
@@ -189,7 +199,8 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
     if source and not spec.changes_model:
         shutil.copytree(source, folder, dirs_exist_ok=True)
     else:
-        start, compression = _compressed_start(base, len(dataset.intents), folder, source, spec, heal.fit.seed, step)
+        start, compression = _compressed_start(base, len(dataset.intents), folder, source, spec, heal.fit.seed,
+                                               step, data)
         compress_s = time.perf_counter() - started if compression else 0.0
         train_args = TrainArgs(data=list(data), out=str(out), base=base, fit=heal.fit, lora=heal.lora,
                                max_per_intent=heal.max_per_intent, patience=heal.fit.epochs,

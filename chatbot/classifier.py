@@ -29,7 +29,7 @@ from chatbot.machine import inference_dtype, pick_device
 from chatbot.model import ModelLoadError, load_base
 from chatbot.settings import ROOT, compressed_cache
 from compression.compress import apply_recipe, load_compressed_weights, read_recipe
-from compression.vocab import apply_trim
+from compression.vocab import apply_corpus_trim
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,16 @@ def describe_base(base: str) -> tuple[str, dict | None]:
 
 
 def build_model(base: str, num_labels: int, source_adapter: str | Path | None = None,
-                compression: dict | None = None, vocab: dict | None = None, dtype: torch.dtype = torch.float32):
+                compression: dict | None = None, trim: tuple[dict, list[int]] | None = None,
+                dtype: torch.dtype = torch.float32):
     """Base → merged source adapter → compression recipe → vocabulary trim: the model an adapter
     trains or loads on.
 
-    Returns ``(model, tokenizer)``; the model is plain (no adapter) and trainable."""
+    Returns ``(model, tokenizer)``; the model is plain (no adapter) and trainable; with a ``trim``
+    (recipe, kept ids) the tokenizer is the pruned one that only produces kept ids."""
     info = read_recipe(base) if Path(base).is_dir() else None
     if info:  # a compressed base folder: its own factorised weights
-        if source_adapter or compression or vocab:
+        if source_adapter or compression or trim:
             raise ModelLoadError(f"{base} is already compressed: give its base instead to add a source or a recipe")
         model, tokenizer = load_base(info["base"], num_labels, dtype)
         load_compressed_weights(model, base, info["recipe"])
@@ -70,9 +72,9 @@ def build_model(base: str, num_labels: int, source_adapter: str | Path | None = 
             apply_recipe(model, tokenizer, base, compression, compressed_cache(), calib_root=ROOT)
         except ValueError as err:
             raise ModelLoadError(str(err)) from None
-    if vocab:
+    if trim:
         try:
-            apply_trim(model, tokenizer, vocab)
+            tokenizer, _ = apply_corpus_trim(model, tokenizer, *trim)
         except ValueError as err:
             raise ModelLoadError(f"vocabulary trim: {err}") from None
     return model, tokenizer
@@ -84,7 +86,7 @@ def load_classifier(folder: str | Path, device: str | None = None, dtype: torch.
     folder = Path(folder)
     spec = ModelFolder.read(folder)
     model, tokenizer = build_model(spec.base, len(spec.labels), spec.source_adapter_dir(folder), spec.compression,
-                                   spec.vocab)
+                                   spec.read_trim(folder))
     model = lora.load(model, ModelFolder.adapter_dir(folder))
     if merge:
         model = lora.merge(model)

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatbot.settings import DEFAULT_BASE, DEFAULT_MODEL_DIR, TRAINING_DATA
+from chatbot.settings import DEFAULT_BASE, DEFAULT_MODEL_DIR, TRAINING_DATA, VOCAB_CORPORA
 from compression.compress import CompressArgs
 from compression.timing import SvdTimingArgs
 
@@ -407,3 +407,35 @@ def run_erase(args: EraseArgs) -> int:
                                                                            session=s))
     print(f"conversation {args.conversation_id} erased ({count} message(s))")
     return count
+
+
+@dataclass
+class VocabArgs:
+    base: str = DEFAULT_BASE
+    """Base whose vocabulary to trim (its tokenizer must be BPE or word-level)."""
+    corpus: list[str] = field(default_factory=lambda: [*TRAINING_DATA, *VOCAB_CORPORA])
+    """Text files (FILE or FILE:SPLIT, relative to the repository) whose tokens are kept: our data and public training splits."""
+    out: str | None = None
+    """Folder to write vocab_trim.json to (default: assets/vocab/BASE)."""
+
+
+def run_vocab(args: VocabArgs) -> dict:
+    """Learn which tokens a trimmed vocabulary keeps from the corpus and write them (see compression.vocab)."""
+    from chatbot.data import read_rows
+    from chatbot.model import load_tokenizer
+    from chatbot.settings import ROOT, vocab_dir
+    from compression.vocab import corpus_kept_ids, corpus_recipe, save_trim
+
+    texts = []
+    for item in args.corpus:
+        path, _, split = item.partition(":")
+        full = Path(path) if Path(path).exists() else ROOT / path
+        texts += [r["text"] for r in read_rows(full, required=("text",)) if not split or r.get("split") == split]
+    tokenizer = load_tokenizer(args.base)
+    kept = corpus_kept_ids(tokenizer, texts)
+    recipe = corpus_recipe(tokenizer, kept, list(args.corpus))
+    out = Path(args.out) if args.out else vocab_dir(args.base)
+    out.mkdir(parents=True, exist_ok=True)
+    save_trim(out, recipe, kept)
+    print(f"{len(texts):,} texts; {recipe['kept']:,} of {recipe['vocab']:,} tokens kept; written to {out}")
+    return recipe

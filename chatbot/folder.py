@@ -7,6 +7,7 @@ Layout::
     source_adapter/     only when built by compressing a tuned classifier: that classifier's adapter,
                         merged into the base before the compression recipe is applied
     evaluation.json     only when evaluated by a build: the summary row and the full report
+    vocab_trim.json     only when the vocabulary is trimmed: the kept token ids (``compression.vocab``)
 
 What ``model.json`` says, in the order loading uses it (:func:`chatbot.classifier.load_classifier`):
 the ``base`` → merge the ``source`` adapter → apply the ``compression`` recipe → trim the ``vocab``
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from chatbot.model import ModelLoadError
 from chatbot.settings import MAX_LENGTH
+from compression.vocab import TRIM_FILE, load_trim, save_trim
 
 FORMAT = 1
 SETTINGS_FILE, EVALUATION_FILE = "model.json", "evaluation.json"
@@ -46,7 +48,7 @@ class ModelFolder:
     source: dict | None = None
     """``{adapter, from, fingerprint}`` of the tuned classifier merged before compressing, or None."""
     vocab: dict | None = None
-    """The vocabulary trim (``compression.vocab`` recipe: languages, kept ids' fingerprint), or None."""
+    """The vocabulary trim's recipe (corpora, kept ids' fingerprint; the ids are in vocab_trim.json), or None."""
     languages: list[str] = field(default_factory=list)
     """Languages of the training data."""
     metrics: dict = field(default_factory=dict)
@@ -103,6 +105,22 @@ class ModelFolder:
     @property
     def is_compressed(self) -> bool:
         return self.compression is not None or self.vocab is not None
+
+    def read_trim(self, folder: str | Path) -> tuple[dict, list[int]] | None:
+        """(recipe, kept ids) of a trimmed vocabulary, or None when the vocabulary is whole."""
+        if self.vocab is None:
+            return None
+        try:
+            trim = load_trim(folder)
+        except ValueError as err:
+            raise ModelLoadError(str(err)) from None
+        if trim is None or trim[0]["fingerprint"] != self.vocab["fingerprint"]:
+            raise ModelLoadError(f"{folder} says its vocabulary is trimmed but its {TRIM_FILE} is missing or other")
+        return trim
+
+    @staticmethod
+    def write_trim(folder: str | Path, recipe: dict, kept: list[int]) -> None:
+        save_trim(folder, recipe, kept)
 
     # -- evaluation -----------------------------------------------------------------------------
     @staticmethod

@@ -66,6 +66,18 @@ TRAINING_DATA = (INTENT_DATA + tuple(f"assets/data/out_of_scope/{lang}.csv" for 
 compression calibrates on it (recipes record these relative paths, so they re-apply on any checkout)."""
 
 
+VOCAB_CORPORA = ("../shared/data/massive/massive_7lang_train_dev.csv:train",
+                 "../shared/data/bitext-customer-support/bitext_intent_8k.csv:train",
+                 "../shared/data/banking77/banking77.csv:train", "../shared/data/clinc150/clinc150.csv:train")
+"""Public training splits (FILE:SPLIT, relative to :data:`ROOT`) that, with all our data, decide which
+tokens a trimmed vocabulary keeps: the words customers use in our languages."""
+
+
+def vocab_dir(base: str) -> Path:
+    """Where the trimmed vocabulary of an embedded base is kept (``vocab_trim.json`` inside)."""
+    return ASSETS / "vocab" / base
+
+
 def absolute(paths) -> list[str]:
     """Repository-relative data paths as absolute paths, for reading from any working directory."""
     return [str(ROOT / path) for path in paths]

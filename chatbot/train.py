@@ -176,7 +176,8 @@ class Start:
     base: str
     compression: dict | None = None
     source: dict | None = None
-    vocab: dict | None = None
+    trim: tuple[dict, list[int]] | None = None
+    """(recipe, kept ids) when the vocabulary is trimmed."""
 
     @classmethod
     def from_base(cls, base: str, num_labels: int) -> "Start":
@@ -335,13 +336,15 @@ def save(s: Setup, args: TrainArgs, fit_report: dict, val_report: dict, dataset:
     if s.accelerator.is_main_process:
         lora.save(model, ModelFolder.adapter_dir(out))
         ModelFolder(
-            base=s.start.base, compression=s.start.compression, source=s.start.source, vocab=s.start.vocab,
-            labels=s.labels,
+            base=s.start.base, compression=s.start.compression, source=s.start.source,
+            vocab=s.start.trim[0] if s.start.trim else None, labels=s.labels,
             temperature=val_report["temperature"], max_length=args.max_length, lora=asdict(args.lora),
             languages=dataset.languages, train_args=asdict(args),
             metrics={**fit_report, **val_report, "trainable_parameters": lora.trainable_parameters(model),
                      "train_n": s.train_n, "dropped_rows": dataset.dropped},
         ).write(out)
+        if s.start.trim:
+            ModelFolder.write_trim(out, *s.start.trim)
     return out
 
 

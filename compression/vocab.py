@@ -355,6 +355,98 @@ def apply_trim(model: nn.Module, tokenizer, recipe: dict) -> dict:
     return trim_vocabulary(model, kept, _fallback_id(tokenizer, recipe.get("fallback")))
 
 
+# --- a trim learnt from a corpus: exact on it, re-segmenting the rest -----------------------------------
+
+def _bpe(tokenizer) -> tuple[dict, dict[str, int], list[tuple[str, str]]]:
+    """(tokenizer.json, vocabulary, merges in rank order); a word-level tokenizer has no merges."""
+    data = _tokenizer_json(tokenizer)
+    model = data["model"]
+    if model.get("type") not in ("BPE", "WordLevel"):
+        raise ValueError(f"a corpus trim needs a BPE or word-level tokenizer, not {model.get('type')}")
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model.get("merges", [])]
+    return data, model["vocab"], merges
+
+
+def _merge_pieces(token: str, rank: dict[tuple[str, str], int], vocab: dict[str, int]) -> set[str]:
+    """Every piece BPE forms on its way from ``token``'s characters to ``token`` (itself included).
+
+    Inside any text, a token of the final segmentation is built only by merges within its own span
+    (a merge across its boundary would have made a token across it), and those merges run in rank
+    order, as they do on the token's string alone: these are the pieces it passes through."""
+    pieces = list(token)
+    formed = {p for p in pieces if p in vocab} | {token}
+    while len(pieces) > 1:
+        best, j = min((rank.get((pieces[k], pieces[k + 1]), len(rank)), k) for k in range(len(pieces) - 1))
+        if best == len(rank):
+            break
+        pieces[j:j + 2] = [pieces[j] + pieces[j + 1]]
+        formed.add(pieces[j])
+    return formed
+
+
+def corpus_kept_ids(tokenizer, texts: Iterable[str], languages: Iterable[str] = LANGUAGES,
+                    emoji: bool = True) -> list[int]:
+    """Ids to keep so that every text of the corpus tokenises exactly as before and any other text
+    still tokenises to kept ids (with :func:`prune_tokenizer`): the ids the corpus uses, every piece
+    BPE builds them from, the single characters of the languages' alphabet, the byte-fallback tokens
+    and the special tokens.
+
+    With the merges cut to the kept pieces, BPE on a corpus text makes the same choices as before:
+    at every step the merge it chose is still there and no better one was added. Other text ends in
+    smaller kept pieces, down to characters and bytes, instead of reading as unknown."""
+    _, vocab, merges = _bpe(tokenizer)
+    rank = {m: i for i, m in enumerate(merges)}
+    id_to_token = {i: s for s, i in vocab.items()}
+    used: set[int] = set()
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        used.update(ids)
+    keep: set[str] = set()
+    for i in used:
+        if (token := id_to_token.get(i)) is not None:
+            keep |= _merge_pieces(token, rank, vocab)
+    chars = _closed_under_normaliser(tokenizer, alphabet(languages, emoji))
+    keep |= {s for s in vocab if (len(s) == 1 and s in chars) or _BYTE_TOKEN.match(s)}
+    special = set(tokenizer.all_special_ids) | {i for i in used if i not in id_to_token}
+    return sorted({vocab[s] for s in keep} | special)
+
+
+def prune_tokenizer(tokenizer, kept: list[int]):
+    """A copy of a BPE tokenizer that only ever produces ``kept`` ids: its vocabulary, merges and
+    added tokens cut to them (ids keep their numbers; the model maps them through its lookup)."""
+    import copy
+
+    from tokenizers import Tokenizer
+
+    data, vocab, merges = _bpe(tokenizer)
+    keep = set(kept)
+    names = {s: i for s, i in vocab.items() if i in keep}
+    data["model"]["vocab"] = names
+    if "merges" in data["model"]:
+        data["model"]["merges"] = [[a, b] for a, b in merges if a in names and b in names and a + b in names]
+    data["added_tokens"] = [t for t in data.get("added_tokens", []) if t["id"] in keep]
+    pruned = copy.deepcopy(tokenizer)
+    pruned._tokenizer = Tokenizer.from_str(json.dumps(data))
+    return pruned
+
+
+def corpus_recipe(tokenizer, kept: list[int], corpora: list[str], languages: Iterable[str] = LANGUAGES,
+                  fallback: str | None = None) -> dict:
+    """What records a corpus trim: the corpora it was learnt from and the kept ids' fingerprint."""
+    fallback_token = fallback or tokenizer.unk_token
+    _fallback_id(tokenizer, fallback_token)
+    return {"kind": "corpus", "languages": sorted(languages), "corpora": list(corpora), "fallback": fallback_token,
+            "vocab": len(tokenizer.get_vocab()), "kept": len(kept), "fingerprint": fingerprint(tokenizer, kept)}
+
+
+def apply_corpus_trim(model: nn.Module, tokenizer, recipe: dict, kept: list[int]):
+    """Trim ``model``'s embedding to ``kept`` (checked against the recipe's fingerprint) and return
+    the pruned tokenizer that goes with it, and :func:`trim_vocabulary`'s report."""
+    if (len(kept), fingerprint(tokenizer, kept)) != (recipe["kept"], recipe["fingerprint"]):
+        raise ValueError("the kept ids do not match this tokenizer as recorded (another base or tokenizer?)")
+    report = trim_vocabulary(model, kept, _fallback_id(tokenizer, recipe.get("fallback")))
+    return prune_tokenizer(tokenizer, kept), report
+
+
 def _pack(kept: list[int], size: int) -> str:
     bits = bytearray((size + 7) // 8)
     for i in kept:
