@@ -275,3 +275,59 @@ def test_real_gemma_keeps_every_token_of_our_data_and_its_logits():
     assert trim["rows_after"] == recipe["kept"] and trim["params_before"] == 262_144 * 640
     assert torch.equal(clf.logits(sample), before)
     assert torch.isfinite(clf.logits(foreign)).all()
+
+
+# --- the trim learnt from a corpus ----------------------------------------------------------------------
+
+def test_corpus_trim_tokenises_its_corpus_exactly_and_re_segments_other_text(tokenizer):
+    from compression.vocab import corpus_kept_ids, prune_tokenizer
+
+    corpus = CORPUS[:4]  # en, fr, fr, de; the other languages' sentences are held out
+    kept = corpus_kept_ids(tokenizer, corpus)
+    assert len(kept) < len(tokenizer)  # something was dropped
+    pruned = prune_tokenizer(tokenizer, kept)
+    for text in corpus:
+        assert pruned(text)["input_ids"] == tokenizer(text)["input_ids"], text
+    kept_set = set(kept)
+    others = [*CORPUS[4:11], "unseen wording: refundable parcels tracked", "Crème brûlée — 3×2", *FOREIGN]
+    for text in others:
+        ids = pruned(text)["input_ids"]
+        assert set(ids) <= kept_set, text
+        # a dropped piece is cut into smaller kept pieces and bytes, never the unknown token
+        assert tokenizer.unk_token_id not in ids or tokenizer.unk_token_id in tokenizer(text)["input_ids"]
+    assert any(pruned(t)["input_ids"] != tokenizer(t)["input_ids"] for t in others)  # re-segmented, not copied
+
+
+def test_corpus_trim_keeps_the_logits_of_its_corpus(tokenizer, kind):
+    from compression.vocab import apply_corpus_trim, corpus_kept_ids, corpus_recipe
+
+    corpus = CORPUS[:4]
+    model = _model(kind, tokenizer)
+    before = _logits(model, tokenizer, corpus)
+    kept = corpus_kept_ids(tokenizer, corpus)
+    recipe = corpus_recipe(tokenizer, kept, ["corpus.csv"])
+    pruned, report = apply_corpus_trim(model, tokenizer, recipe, kept)
+    assert report["rows_after"] == len(kept) < report["rows_before"]
+    assert torch.equal(_logits(model, pruned, corpus), before)
+    with pytest.raises(ValueError, match="do not match"):
+        apply_corpus_trim(_model(kind, tokenizer), tokenizer, {**recipe, "fingerprint": "0" * 16}, kept)
+
+
+@pytest.mark.integration
+def test_the_shipped_gemma_vocabulary_keeps_the_logits_of_our_data_in_every_language():
+    import random
+
+    from chatbot.classifier import load_classifier
+    from chatbot.data import load_dataset
+    from chatbot.settings import DEFAULT_MODEL_DIR, LANGUAGES, training_files, vocab_dir
+    from compression.vocab import apply_corpus_trim, load_trim
+
+    rows = load_dataset(training_files()).examples
+    sample = [e for lang in LANGUAGES for e in random.Random(0).sample([e for e in rows if e.lang == lang], 40)]
+    classifier = load_classifier(DEFAULT_MODEL_DIR, device="cpu", dtype=torch.float32)
+    if classifier.model.get_input_embeddings().weight.shape[0] < len(classifier.tokenizer):
+        pytest.skip("the shipped model is already trimmed; its loader test covers it")  # pragma: no cover
+    before = classifier.logits([e.text for e in sample])
+    classifier.tokenizer, _ = apply_corpus_trim(classifier.model, classifier.tokenizer,
+                                                *load_trim(vocab_dir("gemma3-270m")))
+    assert torch.equal(classifier.logits([e.text for e in sample]), before)
