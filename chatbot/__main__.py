@@ -8,6 +8,7 @@ import sys
 
 from chatbot import cli, commands
 from chatbot.bench import BenchArgs, run_bench
+from chatbot.build import BuildArgs, run_build
 from chatbot.data import DataError
 from chatbot.model import ModelLoadError
 from chatbot.sweep import SweepArgs, run_sweep
@@ -24,6 +25,7 @@ def command_table():
         "bench-svd": (commands.BenchSvdArgs, commands.run_bench_svd, (),
                       "time one SVD factorisation per matrix shape and device"),
         "sweep": (SweepArgs, run_sweep, (), "compress → heal → evaluate over rank ratios, methods and targets"),
+        "build": (BuildArgs, run_build, (), "compress → heal → evaluate → export one model version"),
         "compress": (commands.CompressCommand, commands.run_compress, (),
                      "factorise a base by truncated SVD and print the accounting"),
         "vocab": (commands.VocabArgs, commands.run_vocab, (), "learn which tokens a trimmed vocabulary keeps"),

@@ -1,4 +1,5 @@
-"""``python -m chatbot bench``: LLM classifiers against a TF-IDF + linear SVM baseline, same splits, one run.
+"""``python -m chatbot bench``: LLM classifiers against a TF-IDF + linear SVM baseline, same splits, one run
+(or, with ``--serve``, the serving paths of trained model folders: :mod:`chatbot.speed`).
 
 Every system trains on the same rows and is scored on the same evaluation split. Each runs in its
 own process so its peak memory (max RSS) is its own. The early-stopping/calibration dev set of the
@@ -51,6 +52,14 @@ class BenchArgs:
     """A split never trained on (e.g. dev) on which the LLM's out-of-scope threshold is tuned; default: the carved dev."""
     fit: FitSettings = field(default_factory=FitSettings)
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
+    serve: list[str] = field(default_factory=list)
+    """Instead of training: model folders whose serving paths to compare (speed, size, memory, accuracy)."""
+    runtimes: list[str] = field(default_factory=lambda: ["torch", "openvino"])
+    """With --serve: the runtimes each folder is served by."""
+    rounds: int = 3
+    """With --serve: rounds of single messages and batches, the systems taking turns."""
+    latency_messages: int = 100
+    """With --serve: single messages timed per system and round."""
     name: str = ""
     """A title for the table."""
     keep_models: bool = False
@@ -64,6 +73,10 @@ class BenchArgs:
             raise ValueError("tune split must be train, dev or test")
         if self.tune_split == self.eval_split:
             raise ValueError("tune the threshold on another split than the one scored")
+        if unknown := set(self.runtimes) - {"torch", "openvino"}:
+            raise ValueError(f"unknown runtime(s) {', '.join(sorted(unknown))}: use torch, openvino")
+        if self.rounds < 1 or self.latency_messages < 1:
+            raise ValueError("rounds and latency messages must be ≥ 1")
 
 
 def make_splits(args: BenchArgs) -> dict[str, list[Example]]:
@@ -204,6 +217,10 @@ def _child(system: str, splits: dict, args: BenchArgs, workdir: str, queue) -> N
 
 
 def run_bench(args: BenchArgs) -> dict:
+    if args.serve:  # the serving paths of trained folders, not a training comparison
+        from chatbot.speed import run_speed
+
+        return run_speed(args, make_splits(args)["eval"])
     splits = make_splits(args)
     report_dir = Path(args.report)
     report_dir.mkdir(parents=True, exist_ok=True)

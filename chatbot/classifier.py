@@ -82,7 +82,8 @@ def build_model(base: str, num_labels: int, source_adapter: str | Path | None = 
 
 def load_classifier(folder: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
                     merge: bool = True) -> "IntentClassifier":
-    """The classifier a model folder describes, ready for inference (see the module docstring)."""
+    """The classifier a model folder describes, in PyTorch, ready for inference (see the module
+    docstring). The exported fast path for serving is :func:`chatbot.runtime.load_serving`."""
     folder = Path(folder)
     spec = ModelFolder.read(folder)
     model, tokenizer = build_model(spec.base, len(spec.labels), spec.source_adapter_dir(folder), spec.compression,
@@ -92,22 +93,23 @@ def load_classifier(folder: str | Path, device: str | None = None, dtype: torch.
         model = lora.merge(model)
     target = pick_device(device)
     model = model.to(device=target, dtype=dtype or inference_dtype(target)).eval().requires_grad_(False)
-    return IntentClassifier(model, tokenizer, spec.labels, spec.temperature, spec.max_length)
+    return IntentClassifier(TorchForward(model), tokenizer, spec.labels, spec.temperature, spec.max_length)
 
 
-class IntentClassifier:
-    """A loaded classifier; :meth:`predict` maps messages to calibrated intent probabilities."""
+class TorchForward:
+    """Logits from the PyTorch model: the reference path, and the one used on GPUs."""
 
-    def __init__(self, model, tokenizer, labels: list[str], temperature: float, max_length: int):
+    def __init__(self, model):
         self.model = model
-        self.tokenizer = tokenizer
-        self.labels = list(labels)
-        self.temperature = float(temperature)
-        self.max_length = int(max_length)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids.to(self.device),
+                          attention_mask=attention_mask.to(self.device)).logits.float().cpu()
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -116,7 +118,31 @@ class IntentClassifier:
         """Rows of the input embedding actually stored (a trimmed vocabulary keeps fewer)."""
         return self.model.get_input_embeddings().weight.numel()
 
-    @torch.no_grad()
+
+class IntentClassifier:
+    """A loaded classifier; :meth:`predict` maps messages to calibrated intent probabilities.
+
+    ``forward`` maps padded ``input_ids`` and ``attention_mask`` to float32 logits on the CPU:
+    :class:`TorchForward`, or the exported runtime of :mod:`chatbot.runtime`."""
+
+    def __init__(self, forward, tokenizer, labels: list[str], temperature: float, max_length: int):
+        self.forward = forward
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.temperature = float(temperature)
+        self.max_length = int(max_length)
+
+    @property
+    def model(self):
+        """The PyTorch model (only on the PyTorch path)."""
+        return self.forward.model
+
+    def parameter_count(self) -> int:
+        return self.forward.parameter_count()
+
+    def embedding_parameters(self) -> int:
+        return self.forward.embedding_parameters()
+
     def logits(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
         """Raw logits (float32, on CPU) in the order of ``texts``; batches are formed by length."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -124,8 +150,8 @@ class IntentClassifier:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt").to(self.device)
-            out[idx] = self.model(**enc).logits.float().cpu()
+                                 max_length=self.max_length, return_tensors="pt")
+            out[idx] = self.forward(enc["input_ids"], enc["attention_mask"])
         return out
 
     def probabilities(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Report fields (a contract for outside scripts): ``accuracy``, ``macro_f1``, ``n``, ``per_language``
 (``{lang: {accuracy, macro_f1, n}}``), ``per_intent`` (``{intent: {precision, recall, f1, support}}``),
 ``confusion`` (``{labels, matrix}``), ``latency_ms`` (``{p50, p95}``), ``parameters``, plus
-``unknown_intents`` (rows whose intent the model does not know: reported, not scored) and ``policy``
+``unknown_intents`` (rows whose intent the model does not know: reported, not scored), ``predicted``
+(the top intent of every scored row, in order) and ``policy``
 (the share of messages the dialogue policy would answer, clarify, fall back on, say out of scope or
 hand off, as a first message of a conversation).
 
@@ -130,6 +131,7 @@ def evaluate(classifier, examples: list[Example], latency_sample: int = 50, batc
     report["parameters"] = classifier.parameter_count()
     report["unknown_intents"] = unknown
     report["mean_confidence"] = float(np.mean([p.confidence for p in predictions]))
+    report["predicted"] = [p.intent for p in predictions]
     return report
 
 

@@ -30,7 +30,7 @@ from chatbot.accounts import Accounts, Caller, require
 from chatbot.assistant import Assistant
 from chatbot.audit import Audit
 from chatbot.build import BuildPolicy, build_version, pick_source
-from chatbot.classifier import load_classifier
+from chatbot.runtime import load_serving
 from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
 from chatbot.keys import Vault, browser_secret
@@ -81,7 +81,7 @@ class Service:
         self._swap = threading.Lock()
         self._jobs: dict[str, Job] = {}
         live = self.registry.live
-        self.assistant = Assistant(load_classifier(self.registry.folder(live)), self.store,
+        self.assistant = Assistant(load_serving(self.registry.folder(live)), self.store,
                                    Catalogue.load(), LanguageDetector().warm_up(), version=live)
 
     def _live(self) -> Assistant:
@@ -233,7 +233,7 @@ class Service:
         self._record(caller, "promote", name)
 
     def _promote(self, name: str) -> None:
-        classifier = load_classifier(self.registry.folder(name))  # fully loaded before the swap
+        classifier = load_serving(self.registry.folder(name))  # fully loaded before the swap
         with self._swap:
             self.registry.set_live(name)
             self.assistant = Assistant(classifier, self.store, self.assistant.catalogue, self.assistant.detector,

@@ -158,7 +158,8 @@ def markdown_table(report: dict) -> str:
     rows = [r for r in report["points"] if "accuracy" in r]
     langs = sorted({lang for r in rows for lang in r["per_language"]})
     head = ["rank ratio", "keep", "method", "targets", "vocab", "parameters", "non-embedding", "size MB", "accuracy",
-            "macro-F1"] + [f"acc {lang}" for lang in langs] + ["p50 ms"]
+            "macro-F1"] + [f"acc {lang}" for lang in langs] + ["p50 ms", "served p50 ms", "served msg/s", "served MB",
+                                                               "agreement"]
     lines = [f"{report.get('date', '')} · {report.get('machine', '')}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["points"]:
@@ -172,5 +173,13 @@ def markdown_table(report: dict) -> str:
                                          f"{r['non_embedding_parameters']:,}" if "non_embedding_parameters" in r else "–",
                                          f"{r['size_mb']:.0f}", f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}"]
                                         + [f"{r['per_language'].get(lang, float('nan')):.3f}" for lang in langs]
-                                        + [f"{r['latency_ms']['p50']:.1f}"]) + " |")
+                                        + [f"{r['latency_ms']['p50']:.1f}"] + _served(r.get("serving"))) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _served(serving: dict | None) -> list[str]:
+    """The exported model's p50, msg/s, size and agreement with PyTorch, or dashes where none was built."""
+    if not serving:
+        return ["–"] * 4
+    return [f"{serving['latency_ms']['p50']:.1f}", f"{serving['messages_per_s']:.0f}", f"{serving['disk_mb']:.0f}",
+            f"{serving['agreement']:.4f}"]

@@ -58,3 +58,17 @@ def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tm
     assert llm["threshold"]["out_of_scope"]["recall"] >= llm["out_of_scope"]["recall"]
     table = (tmp_path / "r" / "bench.md").read_text()
     assert "out-of-scope recall" in table and "+ threshold" in table
+
+
+def test_serving_paths_are_compared_in_one_run(tiny_model, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
+    report = run_bench(BenchArgs(data=[str(tiny_data)], report=str(tmp_path / "s"), serve=[str(tiny_model)],
+                                 rounds=1, latency_messages=5, eval_split="test", name="tiny"))
+    results = report["results"]
+    assert [r["runtime"] for r in results.values()] == ["torch", "openvino"]
+    torch_path, exported = results.values()
+    assert torch_path["speedup_p50"] == 1.0 and exported["agreement"] > 0.9
+    for r in results.values():
+        assert r["latency_ms"]["n"] == 5 and r["messages_per_s"] > 0 and r["peak_memory_mb"] > 50
+        assert r["parameters"] == torch_path["parameters"] and r["accuracy"] > 0.8
+    assert "| tiny_model0 · openvino |" in (tmp_path / "s" / "speed.md").read_text()

@@ -1,0 +1,136 @@
+"""``python -m chatbot bench --serve FOLDER …``: how fast, how big and how accurate each serving path is.
+
+Every model folder is served by every runtime asked for (PyTorch in the machine's inference dtype,
+and the exported OpenVINO model of :mod:`chatbot.runtime`). All systems are loaded in one process
+and measured in turns, round by round, so that what else runs on the machine weighs on all of them
+alike: single messages (batch of one, p50/p95), then messages per second in batches of 32, then
+accuracy and top-1 agreement with the first system on the evaluation rows. Peak memory is each
+system's own: a fresh process per system loads it and serves single messages and batches, and
+reports its maximum resident set size.
+
+Writes ``speed.json`` and ``speed.md`` (a Markdown table with the machine) to ``--report``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import random
+import resource
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from chatbot import machine
+
+
+def _systems(args) -> list[tuple[str, str, str]]:
+    """(name, folder, runtime) for every folder × runtime, in the order given."""
+    return [(f"{Path(folder).name} · {runtime}", folder, runtime) for folder in args.serve for runtime in args.runtimes]
+
+
+def _load(folder: str, runtime: str):
+    from chatbot.runtime import load_serving
+
+    return load_serving(folder, runtime)
+
+
+def _size(classifier, folder: str, runtime: str) -> float:
+    """Megabytes of weights: the exported files on disk, or the PyTorch weights in memory."""
+    if runtime == "openvino":
+        return classifier.forward.disk_bytes() / 1e6
+    return sum(p.numel() * p.element_size() for p in classifier.model.parameters()) / 1e6
+
+
+def _peak_child(folder: str, runtime: str, texts: list[str], queue) -> None:
+    try:
+        classifier = _load(folder, runtime)
+        for text in texts[:100]:
+            classifier.predict([text])
+        classifier.predict(texts[:256], batch_size=32)
+        queue.put(("ok", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    except Exception as err:  # noqa: BLE001 - reported in the table
+        queue.put(("error", f"{type(err).__name__}: {err}"))
+
+
+def peak_memory_mb(folder: str, runtime: str, texts: list[str]) -> float | str:
+    """Maximum resident memory of a fresh process that loads one system and serves with it."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_peak_child, args=(folder, runtime, texts, queue))
+    process.start()
+    status, value = queue.get()
+    process.join()
+    return value if status == "ok" else value
+
+
+def run_speed(args, rows) -> dict:
+    """Measure every system of ``args`` (``serve``, ``runtimes``, ``rounds``, ``latency_messages``) on ``rows``."""
+    from chatbot.evaluate import latency_summary
+
+    systems = _systems(args)
+    texts = [e.text for e in rows]
+    sample = random.Random(0).sample(texts, min(args.latency_messages, len(texts)))
+    loaded, results = {}, {}
+    for name, folder, runtime in systems:
+        started = time.perf_counter()
+        loaded[name] = _load(folder, runtime)
+        results[name] = {"folder": folder, "runtime": runtime, "load_s": time.perf_counter() - started,
+                         "parameters": loaded[name].parameter_count(), "size_mb": _size(loaded[name], folder, runtime)}
+        loaded[name].latency_ms(sample[:5])  # warm-up, and static shapes compiled
+    times = {name: [] for name, _, _ in systems}
+    rates = {name: [] for name, _, _ in systems}
+    for _ in range(args.rounds):
+        for name in loaded:
+            times[name] += loaded[name].latency_ms(sample, warmup=0)
+        for name in loaded:
+            started = time.perf_counter()
+            loaded[name].predict(texts[:512], batch_size=32)
+            rates[name].append(min(512, len(texts)) / (time.perf_counter() - started))
+    reference = None
+    for name, _, _ in systems:
+        predicted = [p.intent for p in loaded[name].predict(texts)]
+        reference = reference or predicted
+        results[name].update(latency_ms=latency_summary(times[name]), messages_per_s=float(np.median(rates[name])),
+                             accuracy=sum(p == e.intent for p, e in zip(predicted, rows)) / len(rows),
+                             agreement=sum(p == r for p, r in zip(predicted, reference)) / len(rows))
+    first = systems[0][0]
+    for name in results:
+        results[name]["speedup_p50"] = results[first]["latency_ms"]["p50"] / results[name]["latency_ms"]["p50"]
+    del loaded
+    for name, folder, runtime in systems:
+        results[name]["peak_memory_mb"] = peak_memory_mb(folder, runtime, texts)
+    report = {"name": args.name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine.describe(), "threads": _threads(), "rows": len(rows), "latency_messages": len(sample),
+              "rounds": args.rounds, "reference": first, "results": results}
+    out = Path(args.report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.json").write_text(json.dumps(report, indent=2))
+    (out / "speed.md").write_text(markdown_table(report))
+    print(markdown_table(report))
+    return report
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def markdown_table(report: dict) -> str:
+    head = ["system", "parameters", "weights MB", "p50 ms", "p95 ms", f"× vs {report['reference']}", "msg/s batched",
+            "peak MB", "accuracy", "agreement", "load s"]
+    lines = [f"### {report['name'] or 'serving paths'}", "",
+             f"{report['date']} · {report['machine']} · {report['threads']} threads · {report['rows']} rows, "
+             f"{report['latency_messages']} single messages × {report['rounds']} rounds", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in report["results"].items():
+        peak = r["peak_memory_mb"]
+        lines.append("| " + " | ".join([
+            name, f"{r['parameters'] / 1e6:.1f} M", f"{r['size_mb']:.0f}", f"{r['latency_ms']['p50']:.1f}",
+            f"{r['latency_ms']['p95']:.1f}", f"{r['speedup_p50']:.2f}", f"{r['messages_per_s']:.0f}",
+            f"{peak:.0f}" if isinstance(peak, float) else f"failed: {peak}", f"{r['accuracy']:.4f}",
+            f"{r['agreement']:.4f}", f"{r['load_s']:.0f}"]) + " |")
+    return "\n".join(lines) + "\n"

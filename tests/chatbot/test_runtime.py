@@ -1,0 +1,59 @@
+import json
+
+import pytest
+import torch
+
+from chatbot.classifier import load_classifier
+from chatbot.model import ModelLoadError
+from chatbot.runtime import BUCKETS, artefact_dir, export, load_exported, load_serving, pick_runtime
+
+TEXTS = ["cancel order stop 1", "where parcel status colis 3 4", "refund money back argent remboursement 9 9 9",
+         "x", " ".join(["colis"] * 40), " ".join(["refund"] * 90)]
+
+
+@pytest.fixture()
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_the_exported_model_gives_the_pytorch_logits_alone_and_in_batches(tiny_model, own_cache):
+    served = load_serving(tiny_model, "openvino")
+    reference = load_classifier(tiny_model, device="cpu", dtype=torch.float32)
+    together = served.logits(TEXTS, batch_size=8)  # the dynamic model
+    assert torch.allclose(together, reference.logits(TEXTS, batch_size=8), atol=2e-2)  # bf16 inference
+    for text in TEXTS:  # single messages: padded to a static bucket, or dynamic beyond the last one
+        assert torch.allclose(served.logits([text]), reference.logits([text]), atol=2e-2)
+    lengths = [len(served.tokenizer(t, truncation=True, max_length=served.max_length)["input_ids"]) for t in TEXTS]
+    needed = {next(b for b in BUCKETS if b >= n) for n in lengths if n <= BUCKETS[-1]}
+    assert sorted(served.forward.static) == sorted(needed) and max(lengths) > BUCKETS[-1]  # compiled when needed
+    assert [p.intent for p in served.predict(TEXTS)] == [p.intent for p in reference.predict(TEXTS)]
+    assert served.parameter_count() == reference.parameter_count()
+
+
+def test_the_artefact_is_built_once_and_follows_the_folder(tiny_model, own_cache, tmp_path):
+    import shutil
+
+    first = export(tiny_model)
+    stamp = (first / "model.xml").stat().st_mtime_ns
+    assert export(tiny_model) == first and (first / "model.xml").stat().st_mtime_ns == stamp  # cached
+    info = json.loads((first / "info.json").read_text())
+    assert info["labels"] == ["cancel_order", "get_refund", "track_order"]
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_model, changed)
+    spec = json.loads((changed / "model.json").read_text())
+    (changed / "model.json").write_text(json.dumps({**spec, "temperature": spec["temperature"] * 2}))
+    assert artefact_dir(changed) != artefact_dir(tiny_model)  # another folder, another artefact
+    assert load_exported(export(changed)).temperature == pytest.approx(spec["temperature"] * 2)
+    assert not list(own_cache.glob("runtime/*.partial"))
+
+
+def test_runtime_choice(monkeypatch, tmp_path):
+    monkeypatch.delenv("CHATBOT_RUNTIME", raising=False)
+    assert pick_runtime("torch") == "torch" and pick_runtime() == "openvino"  # a CPU with OpenVINO installed
+    monkeypatch.setenv("CHATBOT_RUNTIME", "torch")
+    assert pick_runtime() == "torch"
+    with pytest.raises(ValueError, match="runtime"):
+        pick_runtime("tensorrt")
+    with pytest.raises(ModelLoadError, match="not a model folder"):
+        load_serving(tmp_path, "openvino")
