@@ -342,6 +342,7 @@ def save(s: Setup, args: TrainArgs, fit_report: dict, val_report: dict, dataset:
             metrics={**fit_report, **val_report, "trainable_parameters": lora.trainable_parameters(model),
                      "train_n": s.train_n, "dropped_rows": dataset.dropped},
         ).write(out)
+    s.accelerator.wait_for_everyone()  # under `accelerate launch`, no process returns before the folder is whole
     return out
 
 
