@@ -256,7 +256,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def warm_up(args: LoadTestArgs) -> None:
+    """One turn per server before the levels (not counted): first connections, lazy loads, caches."""
+    for i, url in enumerate(args.url):
+        with httpx.Client(base_url=url) as client:
+            call_chat(client, ["Where is my parcel?", "", "en", f"warm-up-{int(time.time())}-{i}"], args.timeout_s)
+
+
 def run_loadtest(args: LoadTestArgs) -> list[dict]:
+    warm_up(args)
     rows = []
     for level, concurrency in enumerate(args.concurrency):
         row = run_level(args, concurrency, level)

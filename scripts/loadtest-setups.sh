@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The load test of docs/benchmarks.md, on this machine, in one run: `python -m chatbot loadtest` against
+#   (a) one app process, SQLite, the classifier in the app's process (the default installation);
+#   (b) two app processes on a PostgreSQL server, the classifier on Ray Serve (2 replicas), the
+#       conversations' turns alternating between the processes.
+# Everything listens on 127.0.0.1 and is stopped (and its files deleted) at the end, also on failure.
+#
+#   bash scripts/loadtest-setups.sh [OUT_DIR] [loadtest options, e.g. --concurrency 10,50,100 --turns 3]
+#
+# CHATBOT_DEFAULT_MODEL picks the model (default: the shipped one); REPLICAS and CPUS_PER_REPLICA size
+# the Ray Serve deployment (default 2 × 1 CPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/loadtest}
+shift || true
+REPLICAS=${REPLICAS:-2}
+CPUS_PER_REPLICA=${CPUS_PER_REPLICA:-1}
+WORK=$(mktemp -d /tmp/chatbot-loadtest.XXXXXX)
+PGDIR=$(mktemp -u -d /tmp/chatbot-loadtest-pg.XXXXXX)  # made (and owned by the server's user) at start
+PIDS=()
+
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 90); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+}
+cleanup() {
+  stop_all
+  [ ! -d "$PGDIR" ] || python tests/postgres.py stop "$PGDIR"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_http() {  # URL, log file, PID
+  for _ in $(seq 600); do
+    curl -sf -o /dev/null "$1" && return 0
+    kill -0 "$3" 2>/dev/null || { echo "process for $1 exited:"; tail -30 "$2"; return 1; }
+    sleep 1
+  done
+  echo "$1 not ready"; tail -30 "$2"; return 1
+}
+
+start_app() {  # PORT HOME LOG [VAR=VALUE ...]
+  local port=$1 home=$2 log=$3
+  shift 3
+  env CHATBOT_HOME="$home" GRADIO_SERVER_NAME=127.0.0.1 GRADIO_SERVER_PORT="$port" "$@" python app.py >"$log" 2>&1 &
+  PIDS+=($!)
+  APP_PID=$!
+}
+
+mkdir -p "$OUT"
+export CHATBOT_SECRET_KEY CHATBOT_BROWSER_SECRET
+CHATBOT_SECRET_KEY=$(python -c "import secrets; print(secrets.token_urlsafe(32))")
+CHATBOT_BROWSER_SECRET=$(python -c "import secrets; print(secrets.token_urlsafe(32))")
+unset CHATBOT_DATABASE_URL CHATBOT_CLASSIFIER_URL CHATBOT_ADMIN_PASSWORD
+{
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
+  echo "cpu: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "model: ${CHATBOT_DEFAULT_MODEL:-assets/model}; Ray Serve: $REPLICAS replicas × $CPUS_PER_REPLICA CPU"
+  echo "loadtest options: $*"
+} | tee "$OUT/machine.txt"
+
+echo "== (a) one process, SQLite, classifier in-process"
+start_app 7901 "$WORK/a" "$WORK/a.log"
+wait_http http://127.0.0.1:7901/ "$WORK/a.log" "$APP_PID"
+python -m chatbot loadtest --url http://127.0.0.1:7901/ --database "sqlite:///$WORK/a/conversations.db" \
+  --label "1 process, SQLite, in-process" --report "$OUT/one-process.json" "$@"
+stop_all
+
+echo "== (b) two processes, PostgreSQL, Ray Serve"
+PG_URL=$(python tests/postgres.py start "$PGDIR")
+# its own session: a Ctrl-C here reaches Ray only through the command's own shutdown
+setsid env CHATBOT_HOME="$WORK/b" python -m chatbot serve --replicas "$REPLICAS" \
+  --cpus-per-replica "$CPUS_PER_REPLICA" --num-cpus "$(nproc)" --port 8901 >"$WORK/serve.log" 2>&1 &
+SERVE_PID=$!
+PIDS+=($SERVE_PID)
+wait_http http://127.0.0.1:8901/classifier "$WORK/serve.log" "$SERVE_PID"
+for port in 7902 7903; do
+  start_app $port "$WORK/b" "$WORK/b$port.log" CHATBOT_DATABASE_URL="$PG_URL" \
+    CHATBOT_CLASSIFIER_URL=http://127.0.0.1:8901/classifier
+  wait_http http://127.0.0.1:$port/ "$WORK/b$port.log" "$APP_PID"
+done
+python -m chatbot loadtest --url http://127.0.0.1:7902/,http://127.0.0.1:7903/ --database "$PG_URL" \
+  --label "2 processes, PostgreSQL, Ray Serve ($REPLICAS replicas)" --report "$OUT/two-processes.json" "$@"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
+cat "$OUT/one-process.md" "$OUT/two-processes.md" | awk 'NR == 1 || NR == 2 || !/^\|( set-up|---)/' >"$OUT/table.md"
+cat "$OUT/table.md"
