@@ -1,5 +1,5 @@
 """``python -m chatbot COMMAND``: train, evaluate, classify, bench, bench-svd, sweep, compress, chat, detect, tune,
-users, purge, erase, serve, loadtest."""
+users, purge, erase, migrate, serve, loadtest."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def command_table():
         "purge": (commands.PurgeArgs, commands.run_purge, (), "delete conversations older than --older-than (90d)"),
         "erase": (commands.EraseArgs, commands.run_erase, ("conversation_id",),
                   "delete one conversation and its messages (a customer's request)"),
+        "migrate": (commands.MigrateArgs, commands.run_migrate, (), "create or upgrade the database's tables"),
         "serve": (ServeArgs, run_serve, (), "serve the classifier with Ray Serve for several app processes"),
         "loadtest": (LoadTestArgs, run_loadtest, (), "concurrent conversations against running app servers (localhost), "
                      "then stored vs acknowledged turns"),

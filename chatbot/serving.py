@@ -113,6 +113,8 @@ class Replica:
         version = self.registry.live
         self.current = (version, self._load(version))
         self._reloading = threading.Lock()
+        self.batches = {"batches": 0, "messages": 0, "largest": 0}
+        """How full the forward passes were (the batching across app processes), since the start."""
 
     def _load(self, version: str):
         started = time.perf_counter()
@@ -127,12 +129,16 @@ class Replica:
     def classify(self, texts: list[str], k: int = 3) -> tuple[str, list[Prediction]]:
         """(version, predictions) of one forward pass over ``texts``."""
         version, classifier = self.current
-        return version, classifier.predict(list(texts), k=k)
+        predictions = classifier.predict(list(texts), k=k)
+        self.batches["batches"] += 1
+        self.batches["messages"] += len(texts)
+        self.batches["largest"] = max(self.batches["largest"], len(texts))
+        return version, predictions
 
     def info(self) -> dict:
         version, classifier = self.current
         return {"version": version, "labels": list(classifier.labels), "replica": self.name,
-                "device": str(getattr(classifier, "device", "cpu"))}
+                "device": str(getattr(classifier, "device", "cpu")), "batches": dict(self.batches)}
 
     def follow(self) -> bool:
         """Load the live version if it is not the one served; True when it was swapped in. Requests go

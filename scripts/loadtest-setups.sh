@@ -5,14 +5,16 @@
 #       conversations' turns alternating between the processes.
 # Everything listens on 127.0.0.1 and is stopped (and its files deleted) at the end, also on failure.
 #
-#   bash scripts/loadtest-setups.sh [OUT_DIR] [loadtest options, e.g. --concurrency 10,50,100 --turns 3]
+#   bash scripts/loadtest-setups.sh [OUT_DIR] [more loadtest options, e.g. --turns 3]
 #
-# CHATBOT_DEFAULT_MODEL picks the model (default: the shipped one); REPLICAS and CPUS_PER_REPLICA size
-# the Ray Serve deployment (default 2 × 1 CPU).
+# LEVELS are the concurrency levels (default "10 50 100"; one loadtest call each, so that the replicas'
+# batch counts can be read between them); CHATBOT_DEFAULT_MODEL picks the model (default: the shipped
+# one); REPLICAS and CPUS_PER_REPLICA size the Ray Serve deployment (default 2 × 1 CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/loadtest}
 shift || true
+LEVELS=${LEVELS:-10 50 100}
 REPLICAS=${REPLICAS:-2}
 CPUS_PER_REPLICA=${CPUS_PER_REPLICA:-1}
 WORK=$(mktemp -d /tmp/chatbot-loadtest.XXXXXX)
@@ -61,14 +63,16 @@ unset CHATBOT_DATABASE_URL CHATBOT_CLASSIFIER_URL CHATBOT_ADMIN_PASSWORD
   echo "cpu: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "model: ${CHATBOT_DEFAULT_MODEL:-assets/model}; Ray Serve: $REPLICAS replicas × $CPUS_PER_REPLICA CPU"
-  echo "loadtest options: $*"
+  echo "levels: $LEVELS; loadtest options: $*"
 } | tee "$OUT/machine.txt"
 
 echo "== (a) one process, SQLite, classifier in-process"
 start_app 7901 "$WORK/a" "$WORK/a.log"
 wait_http http://127.0.0.1:7901/ "$WORK/a.log" "$APP_PID"
-python -m chatbot loadtest --url http://127.0.0.1:7901/ --database "sqlite:///$WORK/a/conversations.db" \
-  --label "1 process, SQLite, in-process" --report "$OUT/one-process.json" "$@"
+for level in $LEVELS; do
+  python -m chatbot loadtest --url http://127.0.0.1:7901/ --database "sqlite:///$WORK/a/conversations.db" \
+    --label "1 process, SQLite, in-process" --concurrency "$level" --report "$OUT/one-process-c$level.json" "$@"
+done
 stop_all
 
 echo "== (b) two processes, PostgreSQL, Ray Serve"
@@ -84,8 +88,37 @@ for port in 7902 7903; do
     CHATBOT_CLASSIFIER_URL=http://127.0.0.1:8901/classifier
   wait_http http://127.0.0.1:$port/ "$WORK/b$port.log" "$APP_PID"
 done
-python -m chatbot loadtest --url http://127.0.0.1:7902/,http://127.0.0.1:7903/ --database "$PG_URL" \
-  --label "2 processes, PostgreSQL, Ray Serve ($REPLICAS replicas)" --report "$OUT/two-processes.json" "$@"
+replica_batches() {  # the replicas' batch counts so far, as JSON (Serve routes each GET to some replica)
+  python -c "
+import json, httpx
+seen = {}
+for _ in range(60):
+    info = httpx.get('http://127.0.0.1:8901/classifier', timeout=30).json()
+    seen[info['replica']] = info['batches']
+print(json.dumps(seen))"
+}
+for level in $LEVELS; do
+  replica_batches >"$OUT/replicas-before-c$level.json"
+  python -m chatbot loadtest --url http://127.0.0.1:7902/,http://127.0.0.1:7903/ --database "$PG_URL" \
+    --label "2 processes, PostgreSQL, Ray Serve ($REPLICAS replicas)" --concurrency "$level" \
+    --report "$OUT/two-processes-c$level.json" "$@"
+  replica_batches >"$OUT/replicas-after-c$level.json"
+done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
-cat "$OUT/one-process.md" "$OUT/two-processes.md" | awk 'NR == 1 || NR == 2 || !/^\|( set-up|---)/' >"$OUT/table.md"
-cat "$OUT/table.md"
+python - "$OUT" $LEVELS <<'PY'
+import json, sys
+out, levels = sys.argv[1], sys.argv[2:]
+rows = [json.load(open(f"{out}/{name}-c{c}.json"))["levels"][0] for name in ("one-process", "two-processes")
+        for c in levels]
+from chatbot.loadtest import markdown
+lines = [markdown(rows), "", "| concurrency | forward passes (both replicas) | messages (with 2 warm-up turns) | messages per pass | largest |",
+         "|---|---|---|---|---|"]
+for c in levels:
+    before, after = (json.load(open(f"{out}/replicas-{when}-c{c}.json")) for when in ("before", "after"))
+    passes = sum(after[r]["batches"] - before.get(r, {}).get("batches", 0) for r in after)
+    messages = sum(after[r]["messages"] - before.get(r, {}).get("messages", 0) for r in after)
+    largest = max(after[r]["largest"] for r in after)
+    lines.append(f"| {c} | {passes} | {messages} | {messages / max(passes, 1):.2f} | {largest} (since start) |")
+open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY

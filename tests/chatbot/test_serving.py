@@ -56,6 +56,7 @@ def test_a_replica_follows_promotion_and_answers_meanwhile(versions):
     swapping.join(30)
     assert replica.classify(["x"])[0] == "v2" and replica.info()["version"] == "v2"
     assert replica.current[1].folder.endswith("v2")
+    assert replica.info()["batches"] == {"batches": 3, "messages": 4, "largest": 2}
 
 
 def test_a_version_that_fails_to_load_leaves_the_replica_serving(versions):

@@ -269,3 +269,15 @@ def test_processes_starting_together_create_the_schema_once(postgres_url):
     with create_engine(postgres_url).connect() as raw:
         assert raw.execute(text("select version from schema_version")).scalars().all() == [SCHEMA_VERSION]
         assert raw.execute(text("select count(*) from conversations")).scalar() == 8
+
+
+def test_the_migrate_command_creates_then_finds_nothing_to_do(database_url, capsys):
+    from chatbot.__main__ import main
+
+    assert main(["migrate", "--database", database_url]) == 0
+    assert f"version 0 → {SCHEMA_VERSION}" in capsys.readouterr().out
+    assert main(["migrate", "--database", database_url]) == 0
+    assert "(up to date)" in capsys.readouterr().out
+    with create_engine(database_url).connect() as raw:
+        assert {"conversations", "messages", "staff_accounts", "audit_log", "schema_version"} <= set(
+            inspect(raw).get_table_names())
