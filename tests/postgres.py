@@ -5,7 +5,7 @@ PostgreSQL refuses to run as root (CI runs as root): then the cluster belongs to
 server command runs as that user. The binaries come from ``$PATH`` or Debian's
 ``/usr/lib/postgresql/<version>/bin`` (the ``postgresql`` package does not put them on the path).
 
-    python tests/postgres.py start FOLDER     # prints the URL; FOLDER must not exist
+    python tests/postgres.py start FOLDER     # prints the URL; FOLDER must not exist; durable (fsync on)
     python tests/postgres.py stop FOLDER
 """
 
@@ -66,7 +66,10 @@ class ThrowawayPostgres:
     def port(self) -> int:
         return int(self.port_file.read_text())
 
-    def start(self) -> "ThrowawayPostgres":
+    def start(self, durable: bool = False) -> "ThrowawayPostgres":
+        """Initialise and start the cluster; ``durable`` keeps PostgreSQL's defaults (every commit flushed
+        to disk, as in production: benchmarks), else commits are not flushed (tests: faster, and the
+        cluster is thrown away anyway)."""
         self.password_file.write_text(secrets.token_urlsafe(18) + "\n")
         self.port_file.write_text(str(free_port()))
         if self.as_user:
@@ -77,7 +80,9 @@ class ThrowawayPostgres:
         self._run("initdb", "-D", str(self.data), "-U", USER, f"--pwfile={self.password_file}",
                   "--auth=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync")
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.folder} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   "-c max_connections=200")
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         try:
             self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-t", "60",
                       "-o", options, "start")
@@ -114,7 +119,7 @@ def main(argv: list[str]) -> int:
         if Path(folder).exists():
             print(f"{folder} exists; give a new folder", file=sys.stderr)
             return 2
-        server = ThrowawayPostgres(folder).start()
+        server = ThrowawayPostgres(folder).start(durable=True)
         print(server.new_database("chatbot"))
     else:
         ThrowawayPostgres(folder).stop()
