@@ -9,7 +9,7 @@
 #
 # LEVELS are the concurrency levels (default "10 50 100"; one loadtest call each, so that the replicas'
 # batch counts can be read between them); CHATBOT_DEFAULT_MODEL picks the model (default: the shipped
-# one); REPLICAS and CPUS_PER_REPLICA size the Ray Serve deployment (default 2 × 1 CPU).
+# one); REPLICAS, CPUS_PER_REPLICA and GPUS_PER_REPLICA size the Ray Serve deployment (default 2 × 1 CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/loadtest}
@@ -17,6 +17,7 @@ shift || true
 LEVELS=${LEVELS:-10 50 100}
 REPLICAS=${REPLICAS:-2}
 CPUS_PER_REPLICA=${CPUS_PER_REPLICA:-1}
+GPUS_PER_REPLICA=${GPUS_PER_REPLICA:-0}
 WORK=$(mktemp -d /tmp/chatbot-loadtest.XXXXXX)
 PGDIR=$(mktemp -u -d /tmp/chatbot-loadtest-pg.XXXXXX)  # made (and owned by the server's user) at start
 PIDS=()
@@ -62,7 +63,7 @@ unset CHATBOT_DATABASE_URL CHATBOT_CLASSIFIER_URL CHATBOT_ADMIN_PASSWORD
   echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
   echo "cpu: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "model: ${CHATBOT_DEFAULT_MODEL:-assets/model}; Ray Serve: $REPLICAS replicas × $CPUS_PER_REPLICA CPU"
+  echo "model: ${CHATBOT_DEFAULT_MODEL:-assets/model}; Ray Serve: $REPLICAS replicas × $CPUS_PER_REPLICA CPU, $GPUS_PER_REPLICA GPU"
   echo "levels: $LEVELS; loadtest options: $*"
 } | tee "$OUT/machine.txt"
 
@@ -79,7 +80,7 @@ echo "== (b) two processes, PostgreSQL, Ray Serve"
 PG_URL=$(python tests/postgres.py start "$PGDIR")
 # its own session: a Ctrl-C here reaches Ray only through the command's own shutdown
 setsid env CHATBOT_HOME="$WORK/b" python -m chatbot serve --replicas "$REPLICAS" \
-  --cpus-per-replica "$CPUS_PER_REPLICA" --num-cpus "$(nproc)" --port 8901 >"$WORK/serve.log" 2>&1 &
+  --cpus-per-replica "$CPUS_PER_REPLICA" --gpus-per-replica "$GPUS_PER_REPLICA" --num-cpus "$(nproc)" --port 8901 >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 PIDS+=($SERVE_PID)
 wait_http http://127.0.0.1:8901/classifier "$WORK/serve.log" "$SERVE_PID"
