@@ -1,5 +1,5 @@
 """``python -m chatbot COMMAND``: train, evaluate, classify, bench, bench-svd, sweep, compress, chat, detect, tune,
-users, purge, erase."""
+users, purge, erase, migrate, serve, loadtest."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from chatbot.bench import BenchArgs, run_bench
 from chatbot.build import BuildArgs, run_build
 from chatbot.data import DataError
 from chatbot.model import ModelLoadError
+from chatbot.loadtest import LoadTestArgs, run_loadtest
+from chatbot.serving import ServeArgs, run_serve
 from chatbot.sweep import SweepArgs, run_sweep
 from chatbot.train import TrainArgs
 
@@ -37,6 +39,10 @@ def command_table():
         "purge": (commands.PurgeArgs, commands.run_purge, (), "delete conversations older than --older-than (90d)"),
         "erase": (commands.EraseArgs, commands.run_erase, ("conversation_id",),
                   "delete one conversation and its messages (a customer's request)"),
+        "migrate": (commands.MigrateArgs, commands.run_migrate, (), "create or upgrade the database's tables"),
+        "serve": (ServeArgs, run_serve, (), "serve the classifier with Ray Serve for several app processes"),
+        "loadtest": (LoadTestArgs, run_loadtest, (), "concurrent conversations against running app servers (localhost), "
+                     "then stored vs acknowledged turns"),
     }
 
 

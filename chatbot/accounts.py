@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Boolean, DateTime, Integer, String, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chatbot.audit import Audit
@@ -132,7 +133,7 @@ class Accounts:
         self.lockout = lockout or LockoutPolicy()
         self.hasher = hasher or PasswordHasher()
         self._dummy_hash = self.hasher.hash("not a password of anybody")
-        Base.metadata.create_all(store.engine, tables=[StaffAccount.__table__])
+        store.ensure_tables(StaffAccount.__table__)
 
     # -- managing accounts (command line) ------------------------------------------------------
     def add(self, name: str, role: str, password: str, actor: str = "cli") -> None:
@@ -182,7 +183,12 @@ class Accounts:
             if s.get(StaffAccount, "admin") is not None:
                 raise ValueError("an account named admin exists but is not an admin: promote someone with "
                                  "`python -m chatbot users add NAME --role admin`")
-        self.add("admin", "admin", password, actor="bootstrap")
+        try:
+            self.add("admin", "admin", password, actor="bootstrap")
+        except (IntegrityError, ValueError):
+            if self.has_admin():  # another app process starting at the same time created it first
+                return False
+            raise
         self.audit.record("bootstrap", "user_bootstrap", "admin", "from CHATBOT_ADMIN_PASSWORD")
         return True
 
@@ -192,7 +198,8 @@ class Accounts:
         name, password = str(name or "")[:64], str(password or "")[:1024]
         moment = now()
         with self.store.session() as s, s.begin():
-            account = s.get(StaffAccount, name) if NAME.match(name) else None
+            # locked until commit: tries at several app processes count one after the other
+            account = s.get(StaffAccount, name, with_for_update=True) if NAME.match(name) else None
             if account is None:
                 self._verify(self._dummy_hash, password)  # the same work as for a real account
                 self.audit.record(name or "?", "sign_in_failed", name, "no such account", client, session=s)

@@ -235,13 +235,15 @@ class Assistant:
             if stored:
                 return self._replay(conversation, stored)
             turn = self._decide(conversation, p)
+            # a served classifier says which version answered (replicas follow a promotion on their own)
+            turn.model_version = getattr(p.prediction, "version", None) or self.version
             self.store.add_message(s, conversation, "customer", p.text or "(empty message)", lang=turn.lang,
                                    intent=turn.intent, confidence=turn.confidence, top=turn.top or None,
-                                   action=turn.action, model_version=self.version,
+                                   action=turn.action, model_version=turn.model_version,
                                    client_message_id=p.client_message_id)
             if turn.reply:
                 self.store.add_message(s, conversation, "bot", turn.reply, lang=turn.lang, action=turn.action,
-                                       model_version=self.version)
+                                       model_version=turn.model_version)
             turn.conversation_id, turn.status = conversation.id, conversation.status
         return turn
 

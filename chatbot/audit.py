@@ -36,7 +36,7 @@ class AuditEntry(Base):
 class Audit:
     def __init__(self, store: Store):
         self.store = store
-        Base.metadata.create_all(store.engine, tables=[AuditEntry.__table__])
+        store.ensure_tables(AuditEntry.__table__)
 
     def record(self, actor: str, action: str, target: str | None = None, detail: str | None = None,
                client: str | None = None, session=None) -> None:

@@ -439,3 +439,25 @@ def run_vocab(args: VocabArgs) -> dict:
     save_trim(out, recipe, kept)
     print(f"{len(texts):,} texts; {recipe['kept']:,} of {recipe['vocab']:,} tokens kept; written to {out}")
     return recipe
+
+
+@dataclass
+class MigrateArgs:
+    database: str | None = None
+    """Database URL (default: $CHATBOT_DATABASE_URL or a SQLite file in $CHATBOT_HOME)."""
+
+
+def run_migrate(args: MigrateArgs) -> tuple[int, int]:
+    """Create or upgrade the database's tables before starting app processes (each process also does it
+    at start, under a database lock, so this is for deploy scripts that want it done and checked first)."""
+    from chatbot.settings import database_url
+    from chatbot.store import make_engine, upgrade
+
+    engine = make_engine(args.database or database_url())
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    _data(args.database)  # the accounts' and the audit trail's tables too
+    print(f"database schema: version {before} → {after}" + (" (up to date)" if before == after else ""))
+    return before, after

@@ -175,10 +175,11 @@ def pick_runtime(runtime: str | None = None) -> str:
     return "openvino"
 
 
-def load_serving(folder: str | Path, runtime: str | None = None, progress=None) -> IntentClassifier:
+def load_serving(folder: str | Path, runtime: str | None = None, progress=None,
+                 device: str | None = None) -> IntentClassifier:
     """The classifier that serves customers: the exported one (built and cached on first use) or the
-    PyTorch one, as :func:`pick_runtime` says."""
-    if pick_runtime(runtime) == "torch":
-        return load_classifier(folder)
+    PyTorch one, as :func:`pick_runtime` says; asking for ``device="cuda"`` means PyTorch on the GPU."""
+    if device == "cuda" or pick_runtime(runtime) == "torch":
+        return load_classifier(folder, device=device)
     ModelFolder.read(folder)  # a clear error for a folder that is not one, before any export work
     return load_exported(export(folder, progress))

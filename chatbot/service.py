@@ -30,12 +30,12 @@ from chatbot.accounts import Accounts, Caller, require
 from chatbot.assistant import Assistant
 from chatbot.audit import Audit
 from chatbot.build import BuildPolicy, build_version, pick_source
-from chatbot.runtime import load_serving
 from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
 from chatbot.keys import Vault, browser_secret
 from chatbot.language import LanguageDetector
 from chatbot.replies import Catalogue
+from chatbot.serving import classifier_opener
 from chatbot.settings import ADMIN_PASSWORD_ENV, database_url, default_model_dir, home, training_files
 from chatbot.store import Store, valid_conversation_id
 from chatbot.versions import DEFAULT_VERSION, Registry
@@ -80,8 +80,9 @@ class Service:
         self.policy = policy or BuildPolicy()
         self._swap = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self.open_classifier = classifier_opener()  # in this process, or served ($CHATBOT_CLASSIFIER_URL)
         live = self.registry.live
-        self.assistant = Assistant(load_serving(self.registry.folder(live)), self.store,
+        self.assistant = Assistant(self.open_classifier(self.registry.folder(live)), self.store,
                                    Catalogue.load(), LanguageDetector().warm_up(), version=live)
 
     def _live(self) -> Assistant:
@@ -233,7 +234,8 @@ class Service:
         self._record(caller, "promote", name)
 
     def _promote(self, name: str) -> None:
-        classifier = load_serving(self.registry.folder(name))  # fully loaded before the swap
+        # in this process: fully loaded before the swap; served: the replicas follow the live pointer
+        classifier = self.open_classifier(self.registry.folder(name))
         with self._swap:
             self.registry.set_live(name)
             self.assistant = Assistant(classifier, self.store, self.assistant.catalogue, self.assistant.detector,

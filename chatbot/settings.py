@@ -7,7 +7,8 @@ and the app can set it per process):
 |---|---|---|
 | ``CHATBOT_HOME`` | conversations database, model versions, secrets | ``~/.local/share/chatbot`` |
 | ``CHATBOT_CACHE`` | dequantised bases, cached compression factors | ``~/.cache/chatbot`` |
-| ``CHATBOT_DATABASE_URL`` | any SQLAlchemy URL (e.g. ``postgresql+psycopg://…``) | a SQLite file in the home |
+| ``CHATBOT_DATABASE_URL`` | any SQLAlchemy URL (``postgresql://user:pw@host/db`` goes through psycopg 3) | a SQLite file in the home |
+| ``CHATBOT_CLASSIFIER_URL`` | the Ray Serve classifier (``http://host:8000/classifier``) the app calls | unset: classify in the app's process |
 | ``CHATBOT_DEFAULT_MODEL`` | the model folder served when no version is live | ``assets/model`` |
 | ``CHATBOT_ADMIN_PASSWORD`` | bootstraps the first admin account ``admin`` when none exists | unset |
 | ``CHATBOT_BROWSER_SECRET`` | encrypts what the browser keeps (the conversation id) | generated per installation |
@@ -41,6 +42,7 @@ DEFAULT_MODEL_ENV, ADMIN_PASSWORD_ENV, BROWSER_SECRET_ENV = (
     "CHATBOT_DEFAULT_MODEL", "CHATBOT_ADMIN_PASSWORD", "CHATBOT_BROWSER_SECRET")
 SECRET_KEY_ENV, HF_ADMINS_ENV, HF_AGENTS_ENV, RETENTION_ENV = (
     "CHATBOT_SECRET_KEY", "CHATBOT_HF_ADMINS", "CHATBOT_HF_AGENTS", "CHATBOT_RETENTION_DAYS")
+CLASSIFIER_URL_ENV = "CHATBOT_CLASSIFIER_URL"
 
 MAX_MESSAGE_CHARS = 1000
 """Longest customer message the bot classifies; longer ones are stored (cut) and refused."""
@@ -112,6 +114,11 @@ def database_url(home_dir: str | Path | None = None) -> str:
     folder = Path(home_dir) if home_dir else home()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'conversations.db'}"
+
+
+def classifier_url() -> str | None:
+    """``$CHATBOT_CLASSIFIER_URL``: where the classifier is served (None: in the app's own process)."""
+    return os.environ.get(CLASSIFIER_URL_ENV) or None
 
 
 def retention_days() -> int:

@@ -5,6 +5,16 @@ one transaction and committed before :class:`~chatbot.assistant.Assistant` retur
 customer has seen acknowledged survives a crash; a turn that fails half-way leaves nothing. A
 retried turn (the same client message id in the same conversation) is stored once.
 
+Several app processes may share one database (PostgreSQL through ``CHATBOT_DATABASE_URL``, psycopg 3):
+the turns of one conversation are serialised in the database, not in a process, by a row lock on
+the conversation (``SELECT … FOR UPDATE``) taken first in every transaction that writes to it, so
+whichever process serves a turn, an agent's reply or a take-over, they are applied one after the
+other and stored in order. The schema is created and upgraded by :func:`upgrade` (at every start,
+under a database lock, so processes starting together do it once): the version reached is kept in
+the table ``schema_version``, and each step of :data:`UPGRADES` takes an older database one version
+further (to change the schema, append a step; a released step is never edited). A database newer
+than the code is refused rather than written to.
+
 A conversation id is a capability: server-generated, unguessable (192 random bits), never taken
 from a client. Personal data is masked before anything is written (``chatbot.pii``): e-mails, phone
 numbers and IBANs are kept encrypted beside the message (``Message.sealed``) so that staff can
@@ -15,10 +25,12 @@ from __future__ import annotations
 
 import re
 import secrets
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, create_engine, delete,
-                        event, func, inspect, select, text)
+from sqlalchemy import (JSON, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        create_engine, delete, event, func, inspect, make_url, select, text)
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from chatbot.pii import mask
@@ -85,20 +97,89 @@ class Message(Base):
     __table_args__ = (Index("ix_messages_client_message_id", "conversation_id", "client_message_id", unique=True),)
 
 
-def _add_missing_columns(engine) -> None:
-    """Databases made before a column existed get it (nullable columns only; no data changes)."""
-    inspector = inspect(engine)
-    if "messages" not in inspector.get_table_names():
-        return
-    present = {c["name"] for c in inspector.get_columns("messages")}
+# --- engine and schema upgrades -------------------------------------------------------------------
+SCHEMA_VERSION = 2
+"""The schema version this code writes (the last step of :data:`UPGRADES`)."""
+SCHEMA_LOCK = 815_015
+"""PostgreSQL advisory lock key held while the schema is checked and upgraded (any constant will do)."""
+_versions = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is newer than this code: upgrade the app before it writes there."""
+
+
+def _create_conversations(connection: Connection) -> None:
+    """1: the conversations and messages tables (as this code defines them, when missing)."""
+    Base.metadata.create_all(connection, tables=[Conversation.__table__, Message.__table__])
+
+
+def _add_message_columns(connection: Connection) -> None:
+    """2: client message ids (a retried turn is stored once) and sealed values, for messages tables made
+    before them (nullable columns, no data changes), and the unique index on (conversation, client id)."""
+    present = {c["name"] for c in inspect(connection).get_columns("messages")}
+    for column in Message.__table__.columns:
+        if column.name not in present:
+            kind = column.type.compile(dialect=connection.dialect)
+            connection.execute(text(f"ALTER TABLE messages ADD COLUMN {column.name} {kind}"))
+    if "ix_messages_client_message_id" not in {i["name"] for i in inspect(connection).get_indexes("messages")}:
+        next(i for i in Message.__table__.indexes if i.name == "ix_messages_client_message_id").create(connection)
+
+
+UPGRADES = (_create_conversations, _add_message_columns)
+"""Step ``n`` (1-based) takes a database at version ``n - 1`` to version ``n``. Every step is also safe on
+a database that has what it adds (databases made before versions were recorded start at 0)."""
+assert len(UPGRADES) == SCHEMA_VERSION
+
+
+@contextmanager
+def _schema_lock(engine: Engine):
+    """A transaction that holds the schema lock: on PostgreSQL an advisory lock, so app processes that
+    start together upgrade one after the other (DDL is transactional there: all of it or nothing);
+    SQLite serves one process and locks the whole file when it writes."""
     with engine.begin() as connection:
-        for column in Message.__table__.columns:
-            if column.name not in present:
-                kind = column.type.compile(dialect=engine.dialect)
-                connection.execute(text(f"ALTER TABLE messages ADD COLUMN {column.name} {kind}"))
-        indexes = {i["name"] for i in inspect(connection).get_indexes("messages")}
-        if "ix_messages_client_message_id" not in indexes:
-            next(i for i in Message.__table__.indexes if i.name == "ix_messages_client_message_id").create(connection)
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        yield connection
+
+
+def schema_version(connection: Connection) -> int:
+    """The version the database records (0: none recorded, or no table yet)."""
+    if not inspect(connection).has_table(_versions.name):
+        return 0
+    return connection.execute(select(func.max(_versions.c.version))).scalar() or 0
+
+
+def upgrade(engine: Engine) -> tuple[int, int]:
+    """Bring the database to :data:`SCHEMA_VERSION`; returns (version before, version after).
+
+    Raises :class:`SchemaError` when the database is newer than this code."""
+    with _schema_lock(engine) as connection:
+        before = schema_version(connection)
+        if before > SCHEMA_VERSION:
+            raise SchemaError(f"the database's schema is version {before}, newer than this code's "
+                              f"({SCHEMA_VERSION}): upgrade the app (a newer version wrote to this database)")
+        for step in UPGRADES[before:]:
+            step(connection)
+        if before < SCHEMA_VERSION:
+            _versions.create(connection, checkfirst=True)
+            connection.execute(_versions.delete())
+            connection.execute(_versions.insert().values(version=SCHEMA_VERSION))
+    return before, SCHEMA_VERSION
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``: ``postgresql://`` and ``postgres://`` go through psycopg 3; connections are
+    checked before use (a restarted database server costs no turn); SQLite gets its pragmas."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(parsed, pool_pre_ping=True, pool_recycle=1800)
+    engine = create_engine(parsed)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -119,11 +200,8 @@ class Store:
 
     def __init__(self, url: str | None = None, vault=None):
         self.url = url or database_url()
-        self.engine = create_engine(self.url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        _add_missing_columns(self.engine)
-        Base.metadata.create_all(self.engine, tables=[Conversation.__table__, Message.__table__])
+        self.engine = make_engine(self.url)
+        upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._vault = vault
 
@@ -138,6 +216,11 @@ class Store:
     def session(self) -> Session:
         return self._session()
 
+    def ensure_tables(self, *tables: Table) -> None:
+        """Create the tables other modules define (accounts, audit) when missing, under the schema lock."""
+        with _schema_lock(self.engine) as connection:
+            Base.metadata.create_all(connection, tables=list(tables))
+
     # -- writing ---------------------------------------------------------------------------------
     def new_conversation(self, lang: str | None = None) -> str:
         with self.session() as s, s.begin():
@@ -146,9 +229,11 @@ class Store:
         return conversation.id
 
     def get_or_create(self, s: Session, conversation_id) -> Conversation:
-        """The conversation ``conversation_id`` names, or a NEW one with a fresh server id when it names
-        none (unknown, malformed, missing): a client never chooses an id."""
-        conversation = s.get(Conversation, conversation_id) if valid_conversation_id(conversation_id) else None
+        """The conversation ``conversation_id`` names, locked for the rest of the transaction (another
+        process's turn or agent action on it waits for this one to commit), or a NEW one with a fresh
+        server id when it names none (unknown, malformed, missing): a client never chooses an id."""
+        conversation = (s.get(Conversation, conversation_id, with_for_update=True, populate_existing=True)
+                        if valid_conversation_id(conversation_id) else None)
         if conversation is None:
             conversation = Conversation(id=new_conversation_id())
             s.add(conversation)
@@ -193,7 +278,7 @@ class Store:
         if not text:
             raise ValueError("the reply is empty")
         with self.session() as s, s.begin():
-            conversation = self._existing(s, conversation_id)
+            conversation = self._existing(s, conversation_id, lock=True)
             self.add_message(s, conversation, "agent", text, lang=lang or conversation.lang)
             conversation.status = "agent"
             if audit:
@@ -203,7 +288,7 @@ class Store:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         with self.session() as s, s.begin():
-            conversation = self._existing(s, conversation_id)
+            conversation = self._existing(s, conversation_id, lock=True)
             conversation.status = status
             if status == "bot":
                 conversation.failures = 0
@@ -216,7 +301,7 @@ class Store:
         """Delete one conversation and everything in it (on the customer's request); returns the
         number of messages deleted."""
         with self.session() as s, s.begin():
-            conversation = self._existing(s, conversation_id)
+            conversation = self._existing(s, conversation_id, lock=True)
             count = s.execute(delete(Message).where(Message.conversation_id == conversation.id)).rowcount
             s.delete(conversation)
             if audit:
@@ -280,8 +365,9 @@ class Store:
             return s.scalar(select(func.count(Message.id)))
 
     @staticmethod
-    def _existing(s: Session, conversation_id) -> Conversation:
-        conversation = (s.get(Conversation, conversation_id)
+    def _existing(s: Session, conversation_id, lock: bool = False) -> Conversation:
+        """The conversation (locked until commit with ``lock``, as writers need), else ValueError."""
+        conversation = (s.get(Conversation, conversation_id, with_for_update=lock or None, populate_existing=lock)
                         if valid_conversation_id(conversation_id, legacy=True) else None)
         if conversation is None:
             raise ValueError("no such conversation")

@@ -345,6 +345,7 @@ def save(s: Setup, args: TrainArgs, fit_report: dict, val_report: dict, dataset:
         ).write(out)
         if s.start.trim:
             ModelFolder.write_trim(out, *s.start.trim)
+    s.accelerator.wait_for_everyone()  # under `accelerate launch`, no process returns before the folder is whole
     return out
 
 

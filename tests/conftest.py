@@ -120,3 +120,32 @@ def load_tiny_hf(folder: Path, num_labels: int = 3):
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+# --- databases: every store test runs on SQLite and on a real PostgreSQL server ---------------------
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL server on 127.0.0.1 for the whole session (see tests/postgres.py), started
+    by the first test that needs it; its ``new_database()`` gives each test an empty database."""
+    from postgres import ThrowawayPostgres
+
+    try:
+        server = ThrowawayPostgres().start()
+    except RuntimeError as err:  # no server binaries: a failure, never a silent skip
+        pytest.fail(f"{err} (bash .ci/run installs it)")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path) -> str:
+    """An empty database: a SQLite file, then a database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture()
+def postgres_url(postgres) -> str:
+    """An empty database on the session's PostgreSQL server (what several app processes share)."""
+    return postgres.new_database()

@@ -13,8 +13,8 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture()
-def accounts(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+def accounts(database_url):
+    store = Store(database_url)
     return Accounts(store, Audit(store), LockoutPolicy(max_failures=3, window_s=60, lock_s=0.5))
 
 
@@ -100,3 +100,46 @@ def test_bootstrap_admin_only_when_there_is_none(accounts):
     assert accounts.caller("admin").role == "admin" and accounts.sign_in("admin", PASSWORD)
     assert not accounts.bootstrap_admin("a different password")  # an admin exists: nothing changes
     assert accounts.sign_in("admin", PASSWORD)
+
+
+def test_failures_at_several_processes_add_up(postgres_url):
+    """Wrong passwords tried at three app processes at once lock the account after max_failures in all
+    (each try locks the account's row until it is counted)."""
+    import threading
+
+    policy = LockoutPolicy(max_failures=6, window_s=60, lock_s=60)
+    processes = [Accounts(Store(postgres_url), lockout=policy) for _ in range(3)]
+    processes[0].add("marie", "agent", PASSWORD)
+    barrier = threading.Barrier(3)
+
+    def guesses(accounts):
+        barrier.wait()
+        for _ in range(2):
+            accounts.sign_in("marie", "guess-guess-guess")
+
+    threads = [threading.Thread(target=guesses, args=(a,)) for a in processes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert processes[1].list()[0]["locked_until"]  # 6 failures counted, none lost
+    assert not processes[2].sign_in("marie", PASSWORD)
+
+
+def test_processes_starting_together_bootstrap_one_admin(postgres_url):
+    import threading
+
+    processes = [Accounts(Store(postgres_url)) for _ in range(4)]
+    barrier, created = threading.Barrier(4), []
+
+    def start(accounts):
+        barrier.wait()
+        created.append(accounts.bootstrap_admin(PASSWORD))
+
+    threads = [threading.Thread(target=start, args=(a,)) for a in processes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(created) == [False, False, False, True]  # no process failed to start
+    assert [u["name"] for u in processes[0].list()] == ["admin"]
