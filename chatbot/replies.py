@@ -107,6 +107,13 @@ class Catalogue:
         return (self._entry(lang).get("ui") or self.languages["en"]["ui"])[word]
 
 
+def person_name(account: str) -> str:
+    """How replies name a member of staff: their account name as a name ("marie.dupont" → "Marie
+    Dupont"; the part before an @ of an e-mail-like name); "Customer service" words are the catalogue's."""
+    name = str(account or "").split("@")[0].replace(".", " ").replace("_", " ").replace("-", " ").strip()
+    return " ".join(part[:1].upper() + part[1:] for part in name.split()) or "—"
+
+
 def _variant_problems(kinds: str, template) -> list[str]:
     parts = kinds.split("+")
     if not isinstance(template, str) or not template.strip():
