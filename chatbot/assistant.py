@@ -249,7 +249,7 @@ class Assistant:
                 return self._replay(conversation, stored)
             if conversation.status == "closed":  # closed stays closed: this message starts a new conversation
                 conversation = self.store.get_or_create(s, None)
-            turn = self._decide(conversation, p)
+            turn = self._decide(conversation, p, self.store.given(s, conversation))
             said = p.text or (self._choice_label(p.choice, turn.lang) if p.choice else "(empty message)")
             self.store.add_message(s, conversation, "customer", said, lang=turn.lang,
                                    intent=turn.intent, confidence=turn.confidence, top=turn.top or None,
@@ -270,12 +270,14 @@ class Assistant:
                     first.intent, first.confidence, list(first.top or []), status=conversation.status,
                     model_version=first.model_version)
 
-    def _decide(self, conversation, p: Pending) -> Turn:
-        """The turn for ``p``; updates ``conversation`` (language, failures, status) in place."""
+    def _decide(self, conversation, p: Pending, earlier: dict | None = None) -> Turn:
+        """The turn for ``p``; updates ``conversation`` (language, failures, status) in place. Replies
+        use what this message gave and, where it gave nothing of a kind, what ``earlier`` messages did."""
         lang = p.detection.lang if p.detection else "en"
         turn = Turn(conversation.id, "", "", lang, model_version=self.version)
         if p.text and has_letters(p.text):
             turn.entities = extract(mask(p.text[:MAX_CHARS]).text, lang)
+        given = {**(earlier or {}), **turn.entities}
         if conversation.status in ("waiting", "agent"):  # also when a person took over meanwhile
             turn.action = conversation.status
             turn.reply = self.catalogue.line("handoff_waiting", lang) if conversation.status == "waiting" else ""
@@ -285,7 +287,7 @@ class Assistant:
             turn.action, turn.reply = "fallback", self.catalogue.line("something_else", lang)
             return turn
         if p.choice:
-            return self._answer(conversation, turn, p.choice, 1.0, [{"intent": p.choice, "confidence": 1.0}])
+            return self._answer(conversation, turn, p.choice, 1.0, [{"intent": p.choice, "confidence": 1.0}], given)
         if p.settled in ("empty", "too_long", "unsupported"):
             line = {"empty": "empty", "too_long": "too_long", "unsupported": "unsupported_language"}[p.settled]
             turn.action, turn.reply = p.settled, self.catalogue.line(line, lang, limit=MAX_CHARS)
@@ -299,7 +301,7 @@ class Assistant:
         top = [{"intent": i, "confidence": round(c, 4)} for i, c in prediction.top]
         action = decide(self.policy, prediction.top, conversation.failures)
         if action == "answer":
-            return self._answer(conversation, turn, prediction.intent, prediction.confidence, top)
+            return self._answer(conversation, turn, prediction.intent, prediction.confidence, top, given)
         turn.intent, turn.confidence, turn.top, turn.action = prediction.intent, prediction.confidence, top, action
         if action == "out_of_scope":  # says what the bot handles and offers a person; never hands off alone
             conversation.failures += 1
@@ -309,7 +311,7 @@ class Assistant:
         elif action == "handoff":
             reason = prediction.intent if prediction.intent in self.policy.handoff_intents else "repeated_failures"
             self._hand_off(conversation, reason)
-            turn.reply = self._handoff_reply(prediction.intent, lang, turn.entities)
+            turn.reply = self._handoff_reply(prediction.intent, lang, given)
         elif action == "clarify" and len(options := in_scope(prediction.top)[:2]) == 2:
             conversation.failures += 1
             offered = [i for i, _ in options] + [SOMETHING_ELSE] + ([PERSON] if PERSON not in dict(options) else [])
@@ -322,14 +324,15 @@ class Assistant:
             turn.reply = self.catalogue.line("fallback", lang)
         return turn
 
-    def _answer(self, conversation, turn: Turn, intent: str, confidence: float, top: list[dict]) -> Turn:
+    def _answer(self, conversation, turn: Turn, intent: str, confidence: float, top: list[dict],
+                given: dict | None = None) -> Turn:
         conversation.failures = 0
         turn.intent, turn.confidence, turn.top = intent, confidence, top
         if intent in self.policy.handoff_intents:
             self._hand_off(conversation, intent)
-            turn.action, turn.reply = "handoff", self._handoff_reply(intent, turn.lang, turn.entities)
+            turn.action, turn.reply = "handoff", self._handoff_reply(intent, turn.lang, given)
         else:
-            turn.action, turn.reply = "answer", self.catalogue.reply(intent, turn.lang, turn.entities)
+            turn.action, turn.reply = "answer", self.catalogue.reply(intent, turn.lang, given)
         return turn
 
     def _handoff_reply(self, intent: str, lang: str, given: dict | None = None) -> str:

@@ -36,7 +36,7 @@ from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
 from chatbot.keys import Vault, browser_secret
 from chatbot.language import LanguageDetector
-from chatbot.replies import Catalogue
+from chatbot.replies import UI_WORDS, Catalogue
 from chatbot.settings import ADMIN_PASSWORD_ENV, database_url, default_model_dir, home, training_files
 from chatbot.store import Store, now, valid_conversation_id
 from chatbot.versions import DEFAULT_VERSION, Registry
@@ -155,6 +155,11 @@ class Service:
 
     def greeting(self, lang: str) -> str:
         return self._live().greeting(lang)
+
+    def words(self, lang: str) -> dict[str, str]:
+        """The customer widget's words (``chatbot.replies.UI_WORDS``) in ``lang``."""
+        catalogue = self._live().catalogue
+        return {word: catalogue.ui(word, lang) for word in UI_WORDS}
 
     def analyse(self, text) -> dict:
         """Language and top intents of a message, stored nowhere (the public /analyse endpoint)."""

@@ -185,6 +185,15 @@ class Store:
         return message
 
     @staticmethod
+    def given(s: Session, conversation: Conversation) -> dict:
+        """What the conversation's customer messages gave so far (``entities``; a later value wins)."""
+        found: dict = {}
+        for entities in s.scalars(select(Message.entities).where(Message.conversation_id == conversation.id,
+                                                                 Message.role == "customer").order_by(Message.id)):
+            found.update(entities or {})
+        return found
+
+    @staticmethod
     def stored_turn(s: Session, conversation: Conversation, client_message_id: str | None) -> list[Message] | None:
         """The customer message with this client id and the messages after it up to the next customer
         message (the bot's reply), when the turn was stored already."""

@@ -192,9 +192,9 @@ def test_a_failed_turn_is_rolled_back_whole_and_the_others_are_kept(assistant, m
     assistant_last = [""]
     original_decide = assistant._decide
 
-    def decide(conversation, p):
+    def decide(conversation, p, earlier=None):
         assistant_last[0] = p.text
-        return original_decide(conversation, p)
+        return original_decide(conversation, p, earlier)
 
     monkeypatch.setattr(assistant.store, "add_message", flaky)
     monkeypatch.setattr(assistant, "_decide", decide)
@@ -303,3 +303,13 @@ def test_suggested_reply_greets_then_answers_the_latest_intent_with_what_was_giv
     later = assistant.suggested_reply(cid, agent="marie.dupont")
     assert later["greeting"] == "" and later["answer"] == catalogue.reply("track_order", "nl", {"order": "48213"})
     assert later["reply"] == later["answer"] and later["intent"] == "track_order"
+
+
+def test_what_an_earlier_message_gave_is_not_asked_for_again(assistant):
+    catalogue = Catalogue.load()
+    cid = assistant.respond(None, ORDER_GIVEN["es"], accept_language="es").conversation_id
+    assert assistant.respond(cid, SCRIPT["es"][1]).action == "clarify"
+    picked = assistant.respond(cid, "", choice="track_order")  # a click gives nothing: the order is remembered
+    assert picked.entities == {} and picked.reply == catalogue.reply("track_order", "es", {"order": "48213"})
+    fresh = assistant.respond(None, SCRIPT["es"][0])  # another conversation knows nothing of it
+    assert "48213" not in fresh.reply
