@@ -2,8 +2,11 @@
 
     python app.py     # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT), staff at /staff
 
-Two Gradio apps on one FastAPI server. The customer app holds the chat and the public API
-(``/chat``, ``/analyse``); it has no staff screen and no staff handler. The staff app (agent assist,
+Two Gradio apps on one FastAPI server. The customer app holds the chat widget and the public API
+(``/chat``, ``/analyse``); it has no staff screen and no staff handler. The staff app has the agents'
+inbox and conversation view, the out-of-scope report and, for admins, builds and versions. The live
+views are ``gr.HTML`` rendered by ``chatbot.views`` (everything people wrote escaped) and driven by
+``assets/ui/live.js`` (a click on a ``data-pick`` element is a ``select`` event) and timers. The staff app (agent assist,
 admin) is mounted with Gradio's sign-in, which checks our accounts (:meth:`Service.sign_in`: Argon2,
 lockout); Gradio then refuses every route of it, its event handlers included, without a session.
 Every staff handler also asks :meth:`Service.caller` who the session's user is *now* (role,
@@ -144,8 +147,7 @@ def chat_tab(service: Service, demo: gr.Blocks) -> None:
     with gr.Column(elem_id="customer-widget"):
         gr.Markdown(f"## {TITLE}\nEnglish · Français · Deutsch · Nederlands · Español · Italiano · Português",
                     elem_id="customer-title")
-        chat = gr.HTML(views.customer_chat({}, service.greeting("en"), service.words("en")), elem_id="customer-chat",
-                       js_on_load=LIVE_JS, apply_default_css=False)
+        chat = gr.HTML("", elem_id="customer-chat", js_on_load=LIVE_JS, apply_default_css=False)  # filled on load
         with gr.Row(elem_id="customer-composer"):
             box = gr.Textbox(placeholder="Type your message…", show_label=False, lines=1, max_lines=5, scale=8,
                              max_length=MAX_MESSAGE_CHARS, elem_id="customer-input", autofocus=True, container=False)
@@ -159,13 +161,13 @@ def chat_tab(service: Service, demo: gr.Blocks) -> None:
     private = {"api_visibility": "private"}
     demo.load(bind(customer_load, service), conversation, [accept_language, chat, signature, box, send, new_chat],
               **private)
-    box.input(None, box, count, js=COUNT_JS, queue=False, **private)
+    box.change(None, box, count, js=COUNT_JS, queue=False, **private)
     for trigger in (send.click, box.submit):
         trigger(bind(stage, service), [box, conversation, accept_language], [staged, box, chat, notice],
                 queue=False, show_progress="hidden", **private).then(
             bind(chat_batch, service), [staged, conversation, accept_language], [conversation, chat, signature, staged],
             batch=True, max_batch_size=16, concurrency_id="model", concurrency_limit=1, show_progress="hidden",
-            **private).then(None, None, count, js=f"() => '0 / {MAX_MESSAGE_CHARS}'", **private)
+            **private)
     chat.select(bind(choose, service), [conversation, accept_language], [conversation, chat, signature],
                 concurrency_id="model", show_progress="hidden", **private)
     new_chat.click(bind(new_conversation, service), accept_language, [conversation, chat, signature, notice],
@@ -287,7 +289,10 @@ def agent_action(service: Service, action: str, selected, text, request: gr.Requ
             service.take_over(caller, selected)
         else:
             service.close(caller, selected)
-    return open_conversation(service, selected, request)
+    shown = list(open_conversation(service, selected, request))
+    if action == "send":  # sent: the box is emptied (a new suggestion comes with the customer's next message)
+        shown[3] = shown[4] = ""
+    return tuple(shown)
 
 
 def agent_send(service: Service, selected, text, request: gr.Request):
