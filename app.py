@@ -2,8 +2,11 @@
 
     python app.py     # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT), staff at /staff
 
-Two Gradio apps on one FastAPI server. The customer app holds the chat and the public API
-(``/chat``, ``/analyse``); it has no staff screen and no staff handler. The staff app (agent assist,
+Two Gradio apps on one FastAPI server. The customer app holds the chat widget and the public API
+(``/chat``, ``/analyse``); it has no staff screen and no staff handler. The staff app has the agents'
+inbox and conversation view, the out-of-scope report and, for admins, builds and versions. The live
+views are ``gr.HTML`` rendered by ``chatbot.views`` (everything people wrote escaped) and driven by
+``assets/ui/live.js`` (a click on a ``data-pick`` element is a ``select`` event) and timers. The staff app (agent assist,
 admin) is mounted with Gradio's sign-in, which checks our accounts (:meth:`Service.sign_in`: Argon2,
 lockout); Gradio then refuses every route of it, its event handlers included, without a session.
 Every staff handler also asks :meth:`Service.caller` who the session's user is *now* (role,
@@ -35,13 +38,13 @@ from fastapi.responses import RedirectResponse
 from chatbot import views
 from chatbot.accounts import AccessDenied
 from chatbot.service import Service
+from chatbot.settings import MAX_MESSAGE_CHARS, UI_DIR
 from chatbot.web import Guard, Throttle, client_address
 
 TITLE = "Multilingual customer service"
-CSS = """
-.meta-note {opacity: 0.7}
-footer {display: none !important}
-"""
+CSS = (UI_DIR / "app.css").read_text(encoding="utf-8")
+LIVE_JS = (UI_DIR / "live.js").read_text(encoding="utf-8")
+"""The script of the live views (clicks as select events, local times, scrolling, the inbox chime)."""
 log = logging.getLogger("app")
 
 
@@ -58,52 +61,67 @@ def bind(handler, service: Service):
 
 
 # ==================================================================== customers (no sign-in)
-def render(service: Service, conversation_id, accept, meta, turn):
-    """The customer's own conversation (the id from their browser is the proof) and the choices."""
-    lang = (turn or {}).get("lang") or service.language(conversation_id, accept)
-    choices = (turn or {}).get("choices") or []
-    labels = [c["label"] for c in choices] + ["", ""]
-    return (views.chat_history(service.history(conversation_id), service.greeting(lang), bool(meta)),
-            gr.update(visible=bool(choices)), gr.update(value=labels[0]), gr.update(value=labels[1]), choices)
+def chat_view(service: Service, conversation_id, accept, pending: str | None = None):
+    """The customer's own conversation (the id from their browser is the proof) as the widget shows
+    it, its signature (what a refresh compares) and its language."""
+    view = service.customer_view(conversation_id, accept)
+    html = views.customer_chat(view, service.greeting(view["lang"]), service.words(view["lang"]), pending)
+    return html, views.chat_signature(view), view["lang"]
 
 
-def customer_load(service: Service, conversation_id, meta, request: gr.Request):
+def customer_load(service: Service, conversation_id, request: gr.Request):
+    """The page opens: the conversation kept in the browser (choices still offered included), and the
+    widget's words in the customer's language."""
     accept = request.headers.get("accept-language", "") if request else ""
-    return (accept, *render(service, conversation_id, accept, meta, {}))
+    html, signature, lang = chat_view(service, conversation_id, accept)
+    words = service.words(lang)
+    return (accept, html, signature, gr.update(placeholder=words["placeholder"]), gr.update(value=words["send"]),
+            gr.update(value=words["new_conversation"]))
+
+
+def stage(service: Service, text, conversation_id, accept):
+    """Send pressed: the message shows at once (with a typing indicator) while the bot answers; a
+    message with no letter or digit (empty, emoji only) is not sent, and the customer is told why."""
+    text = text if isinstance(text, str) else ""
+    if not any(ch.isalnum() for ch in text):
+        note = service.words(service.language(conversation_id, accept))["no_words"] if text.strip() else ""
+        return "", gr.skip(), gr.skip(), note
+    html, _, _ = chat_view(service, conversation_id, accept, pending=text[:MAX_MESSAGE_CHARS])
+    return text, "", html, ""
 
 
 def chat_batch(service: Service, texts, conversation_ids, accepts):
-    turns = service.chat(texts, conversation_ids, accepts)
-    return [t.conversation_id for t in turns], [t.as_dict() for t in turns], ["" for _ in turns]
+    """The staged messages of several customers at once (batch=True: each argument is a list)."""
+    ids = list(conversation_ids)
+    todo = [i for i, t in enumerate(texts) if isinstance(t, str) and t]
+    turns = service.chat([texts[i] for i in todo], [ids[i] for i in todo], [accepts[i] for i in todo]) if todo else []
+    for i, turn in zip(todo, turns):
+        ids[i] = turn.conversation_id
+    shown = [chat_view(service, ids[i], accepts[i]) for i in range(len(texts))]
+    return ids, [s[0] for s in shown], [s[1] for s in shown], ["" for _ in texts]
 
 
-def choose(service: Service, index: int, choices, conversation_id, accept):
-    if not isinstance(choices, list) or not 0 <= index < len(choices) or not isinstance(choices[index], dict):
-        return conversation_id, {}
-    turn = service.choose(conversation_id, choices[index].get("intent"), accept)
-    return turn.conversation_id, turn.as_dict()
+def choose(service: Service, conversation_id, accept, evt: gr.SelectData):
+    """A clarification choice clicked in the chat: taken when the conversation offers it now."""
+    try:
+        conversation_id = service.choose(conversation_id, evt.value if evt else None, accept).conversation_id
+    except ValueError:
+        pass  # not offered (any more): the chat is redrawn as it is
+    html, signature, _ = chat_view(service, conversation_id, accept)
+    return conversation_id, html, signature
 
 
-def choose_first(service: Service, choices, conversation_id, accept):
-    return choose(service, 0, choices, conversation_id, accept)
+def new_conversation(service: Service, accept):
+    html, signature, _ = chat_view(service, "", accept)
+    return "", html, signature, ""
 
 
-def choose_second(service: Service, choices, conversation_id, accept):
-    return choose(service, 1, choices, conversation_id, accept)
-
-
-def new_conversation():
-    return "", {}
-
-
-def refresh_chat(service: Service, conversation_id, accept, meta, turn, current):
-    """Timer: new agent messages appear without the customer doing anything."""
+def refresh_chat(service: Service, conversation_id, accept, signature):
+    """Timer: an agent's messages (and a close) appear without the customer doing anything."""
     if not conversation_id:
-        return (gr.skip(),) * 5
-    rendered = render(service, conversation_id, accept, meta, turn)
-    if len(rendered[0]) == len(current or []):
-        return (gr.skip(),) * 5
-    return rendered
+        return gr.skip(), gr.skip()
+    html, new_signature, _ = chat_view(service, conversation_id, accept)
+    return (gr.skip(), gr.skip()) if new_signature == signature else (html, new_signature)
 
 
 # batch=True: Gradio's queue gathers concurrent calls, so each argument arrives as a list; the
@@ -119,44 +137,48 @@ def api_analyse(service: Service, text: str) -> dict:
     return service.analyse(text)
 
 
+COUNT_JS = f"(text) => `${{(text || '').length}} / {MAX_MESSAGE_CHARS}`"
+"""The characters typed against the limit, counted in the browser as the customer types."""
+
+
 def chat_tab(service: Service, demo: gr.Blocks) -> None:
     conversation = gr.BrowserState("", storage_key="chatbot-conversation-id", secret=service.browser_secret())
-    accept_language, pending_choices, last_turn = gr.State(""), gr.State([]), gr.State({})
-    chat = gr.Chatbot(label="Chat", height=460, elem_id="customer-chat", buttons=["copy"])
-    with gr.Row(visible=False, elem_id="choices") as choice_row:
-        choice_a = gr.Button("", size="sm", elem_id="choice-a")
-        choice_b = gr.Button("", size="sm", elem_id="choice-b")
-    with gr.Row():
-        box = gr.Textbox(placeholder="Type your message…", show_label=False, scale=8, max_lines=4,
-                         elem_id="customer-input")
-        send = gr.Button("Send", variant="primary", scale=1, elem_id="customer-send")
-    with gr.Row():
-        new_chat = gr.Button("New conversation", size="sm", elem_id="new-conversation")
-        show_meta = gr.Checkbox(True, label="Show language · intent · confidence", elem_id="show-meta")
+    accept_language, signature, staged = gr.State(""), gr.State(""), gr.State("")
+    with gr.Column(elem_id="customer-widget"):
+        gr.Markdown(f"## {TITLE}\nEnglish · Français · Deutsch · Nederlands · Español · Italiano · Português",
+                    elem_id="customer-title")
+        chat = gr.HTML("", elem_id="customer-chat", js_on_load=LIVE_JS, apply_default_css=False)  # filled on load
+        with gr.Row(elem_id="customer-composer"):
+            box = gr.Textbox(placeholder="Type your message…", show_label=False, lines=1, max_lines=5, scale=8,
+                             max_length=MAX_MESSAGE_CHARS, elem_id="customer-input", autofocus=True, container=False)
+            send = gr.Button("Send", variant="primary", scale=1, min_width=84, elem_id="customer-send")
+        with gr.Row(elem_id="customer-footer"):
+            new_chat = gr.Button("New conversation", size="sm", scale=0, min_width=150, elem_id="new-conversation")
+            notice = gr.Markdown("", elem_id="customer-notice")
+            count = gr.Markdown(f"0 / {MAX_MESSAGE_CHARS}", elem_id="customer-count")
     poll = gr.Timer(3.0)
 
-    render_in = [conversation, accept_language, show_meta, last_turn]
-    render_out = [chat, choice_row, choice_a, choice_b, pending_choices]
     private = {"api_visibility": "private"}
-    demo.load(bind(customer_load, service), [conversation, show_meta], [accept_language, *render_out], **private)
+    demo.load(bind(customer_load, service), conversation, [accept_language, chat, signature, box, send, new_chat],
+              **private)
+    box.change(None, box, count, js=COUNT_JS, queue=False, **private)
     for trigger in (send.click, box.submit):
-        trigger(bind(chat_batch, service), [box, conversation, accept_language], [conversation, last_turn, box],
-                batch=True, max_batch_size=16, concurrency_id="model", concurrency_limit=1, **private).then(
-            bind(render, service), render_in, render_out, **private)
-    for button, handler in ((choice_a, choose_first), (choice_b, choose_second)):
-        button.click(bind(handler, service), [pending_choices, conversation, accept_language],
-                     [conversation, last_turn], concurrency_id="model", **private).then(
-            bind(render, service), render_in, render_out, **private)
-    new_chat.click(new_conversation, None, [conversation, last_turn], **private).then(
-        bind(render, service), render_in, render_out, **private)
-    show_meta.change(bind(render, service), render_in, render_out, **private)
-    poll.tick(bind(refresh_chat, service), [*render_in, chat], render_out, show_progress="hidden", **private)
+        trigger(bind(stage, service), [box, conversation, accept_language], [staged, box, chat, notice],
+                queue=False, show_progress="hidden", **private).then(
+            bind(chat_batch, service), [staged, conversation, accept_language], [conversation, chat, signature, staged],
+            batch=True, max_batch_size=16, concurrency_id="model", concurrency_limit=1, show_progress="hidden",
+            **private)
+    chat.select(bind(choose, service), [conversation, accept_language], [conversation, chat, signature],
+                concurrency_id="model", show_progress="hidden", **private)
+    new_chat.click(bind(new_conversation, service), accept_language, [conversation, chat, signature, notice],
+                   **private)
+    poll.tick(bind(refresh_chat, service), [conversation, accept_language, signature], [chat, signature],
+              show_progress="hidden", **private)
 
 
 def build_customer_app(service: Service) -> gr.Blocks:
     """What anybody may open: the chat and the public API. Nothing here reads another conversation."""
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"## {TITLE}\nWrite in English, Français, Deutsch, Nederlands, Español, Italiano or Português.")
         chat_tab(service, demo)
         gr.api(bind(api_chat, service), api_name="chat", batch=True, max_batch_size=16, concurrency_id="model")
         gr.api(bind(api_analyse, service), api_name="analyse", concurrency_id="model")
@@ -183,76 +205,109 @@ def shown_as_errors():
         raise gr.Error(str(err)) from None
 
 
+def picked(evt: gr.SelectData | None) -> str:
+    """The value a click on a live view sent (``data-pick``), as a string."""
+    value = getattr(evt, "value", None)
+    return value if isinstance(value, str) else str(value) if isinstance(value, int) else ""
+
+
 def staff_load(service: Service, request: gr.Request):
     with shown_as_errors():
         caller = service.staff_member(caller_of(service, request))
-    queue, recent = queues(service, request)
     who = f"Signed in as **{caller.name}** ({caller.role}) · [Sign out](logout)"
-    return who, gr.update(visible=caller.role == "admin"), queue, recent
+    return (who, gr.update(visible=caller.role == "admin"), *inbox_view(service, "", request))
 
 
-def queues(service: Service, request: gr.Request):
+def inbox_view(service: Service, selected, request: gr.Request):
     with shown_as_errors():
-        caller = caller_of(service, request)
-        return views.queue_rows(service.queue(caller)), views.queue_rows(service.recent(caller, 15))
+        boxes = service.inbox(caller_of(service, request))
+    return views.inbox(boxes, selected if isinstance(selected, str) else None), views.inbox_signature(boxes)
 
 
-def open_conversation(service: Service, conversation_id, request: gr.Request):
+def conversation_view(service: Service, selected, request: gr.Request):
+    """The open conversation: header, thread, top intents of the latest customer message, the
+    suggested reply (also kept as the draft's origin), the masked values, the signature."""
+    selected = selected.strip() if isinstance(selected, str) else ""
     with shown_as_errors():
-        caller = caller_of(service, request)
-        view = service.conversation(caller, (conversation_id or "").strip() if isinstance(conversation_id, str) else "")
+        view = service.conversation(caller_of(service, request), selected) if selected else None
     if view is None:
-        return "Select a conversation.", [], {}, "", gr.update(choices=[], value=None), ""
-    info, messages = view["info"], view["messages"]
-    customer = [m for m in messages if m["role"] == "customer"]
-    head = (f"**{info['status']}** · language **{info['lang'] or '?'}** · {len(customer)} customer message(s)"
-            + (f" · hand-off: {info['handoff_reason']}" if info["handoff_reason"] else ""))
-    return (head, views.transcript_rows(messages), views.top_intents(customer[-1] if customer else None),
-            view["suggested"]["reply"], gr.update(choices=views.revealable_choices(messages), value=None), "")
+        return (views.conversation_header(None), views.conversation([]), {}, "", "",
+                gr.update(choices=[], value=None), "", "")
+    messages = view["messages"]
+    suggestion = view["suggested"]["reply"]
+    return (views.conversation_header(view["info"]), views.conversation(messages),
+            views.top_intents(views.latest_customer(messages)), suggestion, suggestion,
+            gr.update(choices=views.revealable_choices(messages), value=None), "", views.conversation_signature(view))
 
 
-def pick_row(service: Service, table, evt: gr.SelectData, request: gr.Request):
-    """The conversation id of the clicked row (the last column) of a table the staff member sees."""
+def open_conversation(service: Service, selected, request: gr.Request):
+    return (*conversation_view(service, selected, request), *inbox_view(service, selected, request))
+
+
+def pick_conversation(service: Service, evt: gr.SelectData, request: gr.Request):
+    """A click in the inbox (or the out-of-scope list): the conversation it names, for the agent tab."""
     with shown_as_errors():
         service.staff_member(caller_of(service, request))
-    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-    return table.iloc[row, -1] if hasattr(table, "iloc") else table[row][-1]
+    return picked(evt), gr.Tabs(selected="agent")
 
 
-def pick_message(service: Service, conversation_id, evt: gr.SelectData, request: gr.Request):
+def pick_message(service: Service, selected, evt: gr.SelectData, request: gr.Request):
+    """A click on a customer message of the open conversation: its top intents."""
     with shown_as_errors():
-        view = service.conversation(caller_of(service, request), (conversation_id or "").strip())
-    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-    messages = view["messages"] if view else []
-    return views.top_intents(messages[row]) if isinstance(row, int) and 0 <= row < len(messages) else {}
+        view = service.conversation(caller_of(service, request), (selected or "").strip(), seen=False) \
+            if isinstance(selected, str) else None
+    message = next((m for m in (view["messages"] if view else []) if str(m["id"]) == picked(evt)), None)
+    return views.top_intents(message)
 
 
-def agent_action(service: Service, action: str, conversation_id, text, request: gr.Request):
-    conversation_id = (conversation_id or "").strip() if isinstance(conversation_id, str) else ""
+def refresh_console(service: Service, selected, inbox_signature, thread_signature, draft, suggested,
+                    request: gr.Request):
+    """Timer: the inbox and the open conversation follow what customers write. The draft is replaced
+    by a new suggestion only while the agent has not edited it."""
+    with shown_as_errors():
+        caller = caller_of(service, request)
+        selected = selected.strip() if isinstance(selected, str) else ""
+        view = service.conversation(caller, selected) if selected else None
+        thread = [gr.skip()] * 8
+        if view is not None and views.conversation_signature(view) != thread_signature:
+            thread = list(conversation_view(service, selected, request))
+            if (draft or "").strip() and draft != suggested:
+                thread[3], thread[4] = gr.skip(), gr.skip()  # the agent's own words stay
+        boxes = service.inbox(caller)
+    signature = views.inbox_signature(boxes)
+    inbox = [gr.skip(), gr.skip()] if signature == inbox_signature else [views.inbox(boxes, selected), signature]
+    return (*thread, *inbox)
+
+
+def agent_action(service: Service, action: str, selected, text, request: gr.Request):
+    selected = selected.strip() if isinstance(selected, str) else ""
     with shown_as_errors():
         caller = caller_of(service, request)
         if action == "send":
-            service.send(caller, conversation_id, text)
+            service.send(caller, selected, text)
         elif action == "take":
-            service.take_over(caller, conversation_id)
+            service.take_over(caller, selected)
         else:
-            service.close(caller, conversation_id)
-    return (*open_conversation(service, conversation_id, request), *queues(service, request))
+            service.close(caller, selected)
+    shown = list(open_conversation(service, selected, request))
+    if action == "send":  # sent: the box is emptied (a new suggestion comes with the customer's next message)
+        shown[3] = shown[4] = ""
+    return tuple(shown)
 
 
-def agent_send(service: Service, conversation_id, text, request: gr.Request):
-    return agent_action(service, "send", conversation_id, text, request)
+def agent_send(service: Service, selected, text, request: gr.Request):
+    return agent_action(service, "send", selected, text, request)
 
 
-def agent_take_over(service: Service, conversation_id, text, request: gr.Request):
-    return agent_action(service, "take", conversation_id, text, request)
+def agent_take_over(service: Service, selected, text, request: gr.Request):
+    return agent_action(service, "take", selected, text, request)
 
 
-def agent_close(service: Service, conversation_id, text, request: gr.Request):
-    return agent_action(service, "close", conversation_id, text, request)
+def agent_close(service: Service, selected, text, request: gr.Request):
+    return agent_action(service, "close", selected, text, request)
 
 
-def reveal(service: Service, conversation_id, choice, request: gr.Request):
+def reveal(service: Service, selected, choice, request: gr.Request):
     """One masked value of the open conversation in clear (written to the audit trail)."""
     with shown_as_errors():
         caller = caller_of(service, request)
@@ -260,7 +315,7 @@ def reveal(service: Service, conversation_id, choice, request: gr.Request):
             message_id, index = (int(part) for part in str(choice).split(":"))
         except ValueError:
             raise ValueError("pick a masked value first") from None
-        value = service.reveal(caller, (conversation_id or "").strip(), message_id, index)
+        value = service.reveal(caller, (selected or "").strip() if isinstance(selected, str) else "", message_id, index)
     return f"{value['kind']}: {value['value']}"
 
 
@@ -270,22 +325,19 @@ def analyse_probe(service: Service, text, request: gr.Request):
     return result["lang"], {t["intent"]: t["confidence"] for t in result.get("top", [])}
 
 
-def agent_tab(service: Service) -> None:
-    with gr.Row():
-        with gr.Column(scale=1):
-            gr.Markdown("### Waiting for an agent (oldest first)")
-            queue = gr.Dataframe(headers=views.QUEUE_COLUMNS, interactive=False, wrap=True, elem_id="agent-queue")
-            gr.Markdown("### Recent conversations")
-            recent = gr.Dataframe(headers=views.QUEUE_COLUMNS, interactive=False, wrap=True, elem_id="agent-recent")
-            refresh_queue = gr.Button("Refresh", size="sm", elem_id="agent-refresh")
-        with gr.Column(scale=1):
-            selected = gr.Textbox(label="Conversation", interactive=True, elem_id="agent-conversation",
-                                  placeholder="click a row in the queue, or paste an id")
-            status = gr.Markdown("", elem_id="agent-status")
-            transcript = gr.Dataframe(headers=views.TRANSCRIPT_COLUMNS, interactive=False, wrap=True,
-                                      elem_id="agent-transcript")
-            intents = gr.Label(num_top_classes=3, label="Top intents of the selected message", elem_id="agent-top")
-            suggestion = gr.Textbox(label="Suggested reply (edit, then send)", lines=4, elem_id="agent-reply")
+def agent_tab(service: Service, tabs: gr.Tabs):
+    selected, inbox_sig, thread_sig, suggested = gr.State(""), gr.State(""), gr.State(""), gr.State("")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            inbox = gr.HTML("", elem_id="agent-inbox", js_on_load=LIVE_JS, apply_default_css=False)
+        with gr.Column(scale=3, min_width=360):
+            head = gr.HTML(views.conversation_header(None), elem_id="agent-head", js_on_load=None)
+            thread = gr.HTML(views.conversation([]), elem_id="agent-thread", js_on_load=LIVE_JS,
+                             apply_default_css=False)
+            intents = gr.Label(num_top_classes=3, label="Top intents of the latest customer message (click a "
+                               "customer message for its own)", elem_id="agent-top", show_heading=False)
+            suggestion = gr.Textbox(label="Suggested reply in the customer's language (edit, then send)", lines=5,
+                                    elem_id="agent-reply")
             with gr.Row():
                 send = gr.Button("Send to customer", variant="primary", elem_id="agent-send")
                 take_over = gr.Button("Take over", elem_id="agent-take-over")
@@ -294,29 +346,52 @@ def agent_tab(service: Service) -> None:
                 masked = gr.Dropdown([], label="Masked value (e-mail, phone, IBAN)", elem_id="agent-masked", scale=3)
                 reveal_button = gr.Button("Reveal (audited)", size="sm", elem_id="agent-reveal", scale=1)
             revealed = gr.Textbox(label="Revealed value", interactive=False, elem_id="agent-revealed")
-    with gr.Accordion("Analyse any message", open=False):
-        with gr.Row():
-            probe = gr.Textbox(label="Message", scale=4, elem_id="analyse-input")
-            analyse_button = gr.Button("Analyse", elem_id="analyse-button")
-        with gr.Row():
-            probe_lang = gr.JSON(label="Language")
-            probe_top = gr.Label(num_top_classes=3, label="Intents")
-    poll = gr.Timer(5.0)
+            with gr.Accordion("Analyse any message", open=False):
+                with gr.Row():
+                    probe = gr.Textbox(label="Message", scale=4, elem_id="analyse-input")
+                    analyse_button = gr.Button("Analyse", elem_id="analyse-button")
+                with gr.Row():
+                    probe_lang = gr.JSON(label="Language")
+                    probe_top = gr.Label(num_top_classes=3, label="Intents")
+    poll = gr.Timer(3.0)
 
     private = {"api_visibility": "private"}
-    view = [status, transcript, intents, suggestion, masked, revealed]
-    refresh_queue.click(bind(queues, service), None, [queue, recent], **private)
-    poll.tick(bind(queues, service), None, [queue, recent], show_progress="hidden", **private)
-    queue.select(bind(pick_row, service), queue, selected, **private)
-    recent.select(bind(pick_row, service), recent, selected, **private)
-    selected.change(bind(open_conversation, service), selected, view, **private)
-    transcript.select(bind(pick_message, service), selected, intents, **private)
+    shown = [head, thread, intents, suggestion, suggested, masked, revealed, thread_sig, inbox, inbox_sig]
+    inbox.select(bind(pick_conversation, service), None, [selected, tabs], **private).then(
+        bind(open_conversation, service), selected, shown, **private)
+    thread.select(bind(pick_message, service), selected, intents, **private)
+    poll.tick(bind(refresh_console, service), [selected, inbox_sig, thread_sig, suggestion, suggested], shown,
+              show_progress="hidden", **private)
     for button, handler in ((send, agent_send), (take_over, agent_take_over), (close, agent_close)):
-        button.click(bind(handler, service), [selected, suggestion], [*view, queue, recent], **private)
+        button.click(bind(handler, service), [selected, suggestion], shown, **private)
     reveal_button.click(bind(reveal, service), [selected, masked], revealed, **private)
     analyse_button.click(bind(analyse_probe, service), probe, [probe_lang, probe_top], concurrency_id="model",
                          **private)
-    return queue, recent
+    return inbox, inbox_sig, selected, shown
+
+
+def out_of_scope_view(service: Service, days, request: gr.Request):
+    with shown_as_errors():
+        try:
+            days = int(days)
+        except (TypeError, ValueError):
+            raise ValueError("the window is a number of days") from None
+        return views.out_of_scope(service.out_of_scope(caller_of(service, request), days))
+
+
+def out_of_scope_tab(service: Service, tabs: gr.Tabs, selected: gr.State, shown: list):
+    gr.Markdown("What customers asked that the bot does not cover (the raw material for new intents). "
+                "Click a message to open its conversation.")
+    with gr.Row():
+        days = gr.Dropdown([7, 14, 30, 90], value=14, label="Days", elem_id="oos-days", scale=0, min_width=120)
+        refresh = gr.Button("Refresh", size="sm", elem_id="oos-refresh", scale=0)
+    report = gr.HTML("", elem_id="oos-report", js_on_load=LIVE_JS, apply_default_css=False)
+    private = {"api_visibility": "private"}
+    for trigger in (days.change, refresh.click):
+        trigger(bind(out_of_scope_view, service), days, report, **private)
+    report.select(bind(pick_conversation, service), None, [selected, tabs], **private).then(
+        bind(open_conversation, service), selected, shown, **private)
+    return days, report
 
 
 def admin_view(service: Service, request: gr.Request, note: str | None = None):
@@ -336,8 +411,14 @@ def admin_refresh(service: Service, request: gr.Request):
     return admin_view(service, request)
 
 
-def start_build(service: Service, ratio, method, targets, epochs, per_intent, request: gr.Request,
-                progress=gr.Progress()):
+def jobs_view(service: Service, request: gr.Request):
+    with shown_as_errors():
+        items = service.jobs(caller_of(service, request))
+    return views.jobs(items), views.jobs_signature(items)
+
+
+def start_build(service: Service, ratio, method, targets, epochs, per_intent, request: gr.Request):
+    """Start a build in the background; its progress shows in the builds list for every admin."""
     with shown_as_errors():
         try:
             ratio, epochs = float(ratio), int(epochs) if epochs else None
@@ -345,19 +426,30 @@ def start_build(service: Service, ratio, method, targets, epochs, per_intent, re
         except (TypeError, ValueError):
             raise ValueError("ratio, epochs and examples must be numbers") from None
         job = service.start_build(caller_of(service, request), ratio, method, targets, epochs, per_intent)
-    while job.status == "running":
-        progress(job.progress, desc=job.stage)
-        time.sleep(0.5)
-    if job.status == "done":
-        res = job.result
-        return (f"Built **{job.name}**: accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f}, "
-                f"{res['parameters'] / 1e6:.1f} M parameters. The live model is unchanged until you promote it.")
-    return f"Build **{job.name}** {job.status}: {job.error or 'cancelled by an admin'}. The live model is unchanged."
+    return (f"Build **{job.name}** started: follow it below. The live model is unchanged until you promote a "
+            "version.", *jobs_view(service, request))
 
 
-def cancel_build(service: Service, request: gr.Request):
+def cancel_build(service: Service, evt: gr.SelectData, request: gr.Request):
+    """The Cancel button of one build in the list: that build, and only that one, is cancelled."""
     with shown_as_errors():
-        return f"Cancelling {service.cancel_jobs(caller_of(service, request))} running build(s)…"
+        name = service.cancel_job(caller_of(service, request), picked(evt))
+    return (f"Cancelling **{name}**…", *jobs_view(service, request))
+
+
+def admin_tick(service: Service, signature, request: gr.Request):
+    """Timer: the builds list (and, when a build ends, the versions) for whoever has the page open.
+    An agent's page has the (hidden) admin tab too: it gets nothing, silently."""
+    with shown_as_errors():
+        caller = service.staff_member(caller_of(service, request))
+    if caller.role != "admin":
+        return (gr.skip(),) * 8
+    html, new_signature = jobs_view(service, request)
+    if new_signature == signature:
+        return (gr.skip(),) * 8
+    ended = [part.split(":")[1] for part in new_signature.split("|") if part] != \
+        [part.split(":")[1] for part in (signature or "").split("|") if part]
+    return (html, new_signature, *(admin_view(service, request) if ended else (gr.skip(),) * 6))
 
 
 def version_action(service: Service, action: str, name, request: gr.Request):
@@ -404,11 +496,13 @@ def admin_tab(service: Service):
         per_intent = gr.Number(12, precision=0, minimum=1, label="Healing examples per intent and language",
                                elem_id="admin-per-intent")
         build = gr.Button("Build version", variant="primary", elem_id="admin-build")
-        cancel = gr.Button("Cancel build", variant="stop", elem_id="admin-cancel")
-    job_status = gr.Markdown("", elem_id="admin-job")
+    job_note = gr.Markdown("", elem_id="admin-job")
+    gr.Markdown("### Builds (live progress; a running build can be cancelled by name)")
+    jobs = gr.HTML("", elem_id="admin-jobs", js_on_load=LIVE_JS, apply_default_css=False)
+    jobs_sig = gr.State("")
     versions = gr.Dataframe(headers=views.VERSION_COLUMNS, interactive=False, elem_id="admin-versions")
-    trade_off = gr.Image(label="Accuracy against parameters (live version ringed)", type="filepath",
-                         elem_id="admin-plot", height=380)
+    trade_off = gr.Image(label="Accuracy against parameters (every version labelled; the live one ringed in red)",
+                         type="filepath", elem_id="admin-plot", height=420)
     with gr.Row():
         version_name = gr.Dropdown([], label="Version", allow_custom_value=False, elem_id="admin-version")
         promote_button = gr.Button("Promote to live", elem_id="admin-promote")
@@ -424,39 +518,46 @@ def admin_tab(service: Service):
     gr.Markdown("### Staff accounts (managed with `python -m chatbot users`)")
     users = gr.Dataframe(headers=views.USER_COLUMNS, interactive=False, elem_id="admin-users")
     refresh = gr.Button("Refresh", size="sm", elem_id="admin-refresh")
+    poll = gr.Timer(2.0, active=False)
 
     private = {"api_visibility": "private"}
     view = [admin_note, versions, trade_off, version_name, audit, users]
     refresh.click(bind(admin_refresh, service), None, view, **private)
-    build.click(bind(start_build, service), [ratio, method, targets, epochs, per_intent], job_status,
-                concurrency_id="admin", concurrency_limit=1, **private).then(
-        bind(admin_refresh, service), None, view, **private)
-    cancel.click(bind(cancel_build, service), None, job_status, queue=False, **private)
+    build.click(bind(start_build, service), [ratio, method, targets, epochs, per_intent], [job_note, jobs, jobs_sig],
+                concurrency_id="admin", concurrency_limit=1, **private)
+    jobs.select(bind(cancel_build, service), None, [job_note, jobs, jobs_sig], queue=False, **private)
+    poll.tick(bind(admin_tick, service), jobs_sig, [jobs, jobs_sig, *view], show_progress="hidden", **private)
     for button, handler in ((promote_button, promote), (rollback_button, rollback), (delete_button, delete)):
         button.click(bind(handler, service), version_name, view, **private)
     erase_button.click(bind(erase_conversation, service), erase_id, [erase_note, audit, users], **private)
-    return view
+    return [*view, jobs, jobs_sig, poll]
 
 
 def admin_load(service: Service, request: gr.Request):
-    """The admin tab's content when an admin opens the console; nothing (and no error) for an agent."""
+    """The admin tab's content (and its live timer) when an admin opens the console; nothing (and no
+    error) for an agent."""
     try:
         service.staff_member(caller_of(service, request), "admin")
     except AccessDenied:
-        return (gr.skip(),) * 6
-    return admin_view(service, request)
+        return (gr.skip(),) * 9
+    return (*admin_view(service, request), *jobs_view(service, request), gr.Timer(active=True))
 
 
 def build_staff_app(service: Service) -> gr.Blocks:
-    """Agent assist and admin, for signed-in staff (mount it with :func:`staff_auth`)."""
+    """Agent assist, out of scope and admin, for signed-in staff (mount it with :func:`staff_auth`)."""
     with gr.Blocks(title=f"{TITLE} · staff") as demo:
         who = gr.Markdown("", elem_id="staff-who")
-        with gr.Tab("Agent assist", id="agent", elem_id="tab-agent"):
-            queue, recent = agent_tab(service)
-        with gr.Tab("Admin", id="admin", elem_id="tab-admin", visible=False) as admin:
-            admin_outputs = admin_tab(service)
-        demo.load(bind(staff_load, service), None, [who, admin, queue, recent], api_visibility="private")
-        demo.load(bind(admin_load, service), None, admin_outputs, api_visibility="private")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Agent assist", id="agent", elem_id="tab-agent"):
+                inbox, inbox_sig, selected, shown = agent_tab(service, tabs)
+            with gr.Tab("Out of scope", id="out-of-scope", elem_id="tab-oos") as oos_tab:
+                days, report = out_of_scope_tab(service, tabs, selected, shown)
+            with gr.Tab("Admin", id="admin", elem_id="tab-admin", visible=False) as admin:
+                admin_outputs = admin_tab(service)
+        private = {"api_visibility": "private"}
+        demo.load(bind(staff_load, service), None, [who, admin, inbox, inbox_sig], **private)
+        demo.load(bind(admin_load, service), None, admin_outputs, **private)
+        oos_tab.select(bind(out_of_scope_view, service), days, report, **private)
     demo.queue(default_concurrency_limit=4)
     return demo
 

@@ -10,11 +10,14 @@ A turn goes through small steps, in this order, and a message stops at the first
 2. **detect** the language (with the conversation's and the browser's as priors); a message in a
    language we do not serve is told so;
 3. **classify** (one forward pass for every message of a batch that got this far);
-4. **decide** with the policy (answer, clarify, fall back, hand off) and pick the reply in the
-   customer's language;
+4. **decide** with the policy (answer, clarify, fall back, hand off) and compose the reply in the
+   customer's language, using what the message gave (``chatbot.entities``: an order number, an
+   amount, a date, an e-mail address) so the bot never asks for what it was just given; a
+   clarification offers the two likeliest intents, "something else" and a person;
 5. **persist** the customer's message, the reply and the conversation's new state in one
-   transaction (the conversation is re-read there, so an agent who took over meanwhile wins); a
-   retried message (same client message id) returns the stored turn instead of a second one.
+   transaction (the conversation is re-read there, so an agent who took over meanwhile wins; a
+   closed conversation stays closed and the message starts a new one); a retried message (same
+   client message id) returns the stored turn instead of a second one.
 
 Each message of a batch succeeds or fails on its own: a step that fails for one message gives that
 customer an apology (its turn rolled back whole) and the others their answers.
@@ -31,14 +34,21 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy.exc import IntegrityError
 
+from chatbot.entities import extract
 from chatbot.language import Detection, LanguageDetector
+from chatbot.pii import mask
 from chatbot.policy import PolicyConfig, decide, in_scope
-from chatbot.replies import Catalogue
+from chatbot.replies import Catalogue, person_name
 from chatbot.settings import MAX_MESSAGE_CHARS as MAX_CHARS  # the name the catalogue and tests use
 from chatbot.settings import OUT_OF_SCOPE, RAW_CHARS
 from chatbot.store import CLIENT_MESSAGE_ID, Store, now, valid_conversation_id
 
 log = logging.getLogger(__name__)
+
+SOMETHING_ELSE = "something_else"
+"""The clarification choice for "none of these": the bot asks the customer to say it in a sentence."""
+PERSON = "contact_human_agent"
+"""The clarification choice that hands the conversation to a person."""
 
 
 @dataclass
@@ -52,7 +62,10 @@ class Turn:
     confidence: float | None = None
     top: list[dict] = field(default_factory=list)
     choices: list[dict] = field(default_factory=list)
-    """For a clarification: ``[{"intent", "label"}]`` the customer can pick from."""
+    """For a clarification: ``[{"intent", "label"}]`` the customer can pick from (the two likeliest
+    intents, then ``something_else`` and ``contact_human_agent``)."""
+    entities: dict = field(default_factory=dict)
+    """What the message gave (``chatbot.entities.extract``): order, amount, date, ``email: "given"``."""
     status: str = "bot"
     model_version: str | None = None
 
@@ -178,7 +191,7 @@ class Assistant:
             p.conversation_lang = conversation["lang"]
             if conversation["status"] in ("waiting", "agent"):
                 p.settled = conversation["status"]
-        if p.settled or (p.choice and p.choice in self.classifier.labels):
+        if p.settled or (p.choice and p.choice in (*self.classifier.labels, SOMETHING_ELSE, PERSON)):
             return p
         p.choice = None
         if not has_letters(p.text):
@@ -234,16 +247,19 @@ class Assistant:
             stored = self.store.stored_turn(s, conversation, p.client_message_id)
             if stored:
                 return self._replay(conversation, stored)
-            turn = self._decide(conversation, p)
+            if conversation.status == "closed":  # closed stays closed: this message starts a new conversation
+                conversation = self.store.get_or_create(s, None)
+            turn = self._decide(conversation, p, self.store.given(s, conversation))
             # a served classifier says which version answered (replicas follow a promotion on their own)
             turn.model_version = getattr(p.prediction, "version", None) or self.version
-            self.store.add_message(s, conversation, "customer", p.text or "(empty message)", lang=turn.lang,
+            said = p.text or (self._choice_label(p.choice, turn.lang) if p.choice else "(empty message)")
+            self.store.add_message(s, conversation, "customer", said, lang=turn.lang,
                                    intent=turn.intent, confidence=turn.confidence, top=turn.top or None,
                                    action=turn.action, model_version=turn.model_version,
-                                   client_message_id=p.client_message_id)
+                                   client_message_id=p.client_message_id, entities=turn.entities or None)
             if turn.reply:
                 self.store.add_message(s, conversation, "bot", turn.reply, lang=turn.lang, action=turn.action,
-                                       model_version=turn.model_version)
+                                       model_version=turn.model_version, choices=turn.choices or None)
             turn.conversation_id, turn.status = conversation.id, conversation.status
         return turn
 
@@ -256,18 +272,24 @@ class Assistant:
                     first.intent, first.confidence, list(first.top or []), status=conversation.status,
                     model_version=first.model_version)
 
-    def _decide(self, conversation, p: Pending) -> Turn:
-        """The turn for ``p``; updates ``conversation`` (language, failures, status) in place."""
+    def _decide(self, conversation, p: Pending, earlier: dict | None = None) -> Turn:
+        """The turn for ``p``; updates ``conversation`` (language, failures, status) in place. Replies
+        use what this message gave and, where it gave nothing of a kind, what ``earlier`` messages did."""
         lang = p.detection.lang if p.detection else "en"
         turn = Turn(conversation.id, "", "", lang, model_version=self.version)
-        if conversation.status == "closed":  # the customer writes again: the bot picks it up
-            conversation.status, conversation.failures = "bot", 0
+        if p.text and has_letters(p.text):
+            turn.entities = extract(mask(p.text[:MAX_CHARS]).text, lang)
+        given = {**(earlier or {}), **turn.entities}
         if conversation.status in ("waiting", "agent"):  # also when a person took over meanwhile
             turn.action = conversation.status
             turn.reply = self.catalogue.line("handoff_waiting", lang) if conversation.status == "waiting" else ""
             return turn
+        if p.choice == SOMETHING_ELSE:  # none of the offered intents: ask for a sentence
+            conversation.failures += 1
+            turn.action, turn.reply = "fallback", self.catalogue.line("something_else", lang)
+            return turn
         if p.choice:
-            return self._answer(conversation, turn, p.choice, 1.0, [{"intent": p.choice, "confidence": 1.0}])
+            return self._answer(conversation, turn, p.choice, 1.0, [{"intent": p.choice, "confidence": 1.0}], given)
         if p.settled in ("empty", "too_long", "unsupported"):
             line = {"empty": "empty", "too_long": "too_long", "unsupported": "unsupported_language"}[p.settled]
             turn.action, turn.reply = p.settled, self.catalogue.line(line, lang, limit=MAX_CHARS)
@@ -281,7 +303,7 @@ class Assistant:
         top = [{"intent": i, "confidence": round(c, 4)} for i, c in prediction.top]
         action = decide(self.policy, prediction.top, conversation.failures)
         if action == "answer":
-            return self._answer(conversation, turn, prediction.intent, prediction.confidence, top)
+            return self._answer(conversation, turn, prediction.intent, prediction.confidence, top, given)
         turn.intent, turn.confidence, turn.top, turn.action = prediction.intent, prediction.confidence, top, action
         if action == "out_of_scope":  # says what the bot handles and offers a person; never hands off alone
             conversation.failures += 1
@@ -291,10 +313,11 @@ class Assistant:
         elif action == "handoff":
             reason = prediction.intent if prediction.intent in self.policy.handoff_intents else "repeated_failures"
             self._hand_off(conversation, reason)
-            turn.reply = self._handoff_reply(prediction.intent, lang)
+            turn.reply = self._handoff_reply(prediction.intent, lang, given)
         elif action == "clarify" and len(options := in_scope(prediction.top)[:2]) == 2:
             conversation.failures += 1
-            turn.choices = [{"intent": i, "label": self.catalogue.label(i, lang)} for i, _ in options]
+            offered = [i for i, _ in options] + [SOMETHING_ELSE] + ([PERSON] if PERSON not in dict(options) else [])
+            turn.choices = [{"intent": i, "label": self._choice_label(i, lang)} for i in offered]
             turn.reply = self.catalogue.line("clarify", lang, first=turn.choices[0]["label"],
                                              second=turn.choices[1]["label"])
         else:  # too unsure to ask between two intents: ask to rephrase
@@ -303,40 +326,61 @@ class Assistant:
             turn.reply = self.catalogue.line("fallback", lang)
         return turn
 
-    def _answer(self, conversation, turn: Turn, intent: str, confidence: float, top: list[dict]) -> Turn:
+    def _answer(self, conversation, turn: Turn, intent: str, confidence: float, top: list[dict],
+                given: dict | None = None) -> Turn:
         conversation.failures = 0
         turn.intent, turn.confidence, turn.top = intent, confidence, top
         if intent in self.policy.handoff_intents:
             self._hand_off(conversation, intent)
-            turn.action, turn.reply = "handoff", self._handoff_reply(intent, turn.lang)
+            turn.action, turn.reply = "handoff", self._handoff_reply(intent, turn.lang, given)
         else:
-            turn.action, turn.reply = "answer", self.catalogue.reply(intent, turn.lang)
+            turn.action, turn.reply = "answer", self.catalogue.reply(intent, turn.lang, given)
         return turn
 
-    def _handoff_reply(self, intent: str, lang: str) -> str:
+    def _handoff_reply(self, intent: str, lang: str, given: dict | None = None) -> str:
         # complaint / contact_human_agent replies already say a person takes over.
         if intent in self.policy.handoff_intents:
-            return self.catalogue.reply(intent, lang)
+            return self.catalogue.reply(intent, lang, given)
         return self.catalogue.line("handoff", lang)
+
+    def _choice_label(self, choice: str, lang: str) -> str:
+        return self.catalogue.ui("something_else", lang) if choice == SOMETHING_ELSE else self.catalogue.label(choice, lang)
 
     @staticmethod
     def _hand_off(conversation, reason: str) -> None:
         conversation.status, conversation.handoff_at, conversation.handoff_reason = "waiting", now(), reason
 
     # -- agent side ----------------------------------------------------------------------------
-    def suggested_reply(self, conversation_id: str) -> dict:
-        """The catalogue reply for the last customer message's intent, in the conversation's language."""
+    def suggested_reply(self, conversation_id: str, agent: str | None = None) -> dict:
+        """What an agent might send, in the conversation's language: the hand-over greeting (signed
+        ``agent``) while no agent has written yet, then an answer to the latest customer message's
+        intent (the catalogue reply, using what the customer gave in the conversation; a question for
+        a complaint; "how can I help" when they asked for a person or asked something out of scope).
+
+        ``{"lang", "intent", "greeting", "answer", "reply"}``; ``reply`` is greeting and answer together."""
         conversation = self.store.conversation(conversation_id)
         if conversation is None:
             raise ValueError(f"no conversation {conversation_id}")
         lang = conversation["lang"] or "en"
-        customer = [m for m in self.store.messages(conversation_id) if m["role"] == "customer" and m["intent"]]
-        if not customer:
-            return {"lang": lang, "intent": None, "reply": self.catalogue.line("agent_joined", lang)}
-        intent = customer[-1]["intent"]
-        if intent in self.policy.handoff_intents or intent == OUT_OF_SCOPE:  # greet as a person
-            return {"lang": lang, "intent": intent, "reply": self.catalogue.line("agent_joined", lang)}
-        return {"lang": lang, "intent": intent, "reply": self.catalogue.reply(intent, lang)}
+        messages = self.store.messages(conversation_id)
+        given: dict = {}
+        for m in messages:
+            if m["role"] == "customer":
+                given.update(m.get("entities") or {})
+        customer = [m for m in messages if m["role"] == "customer" and m["intent"]]
+        intent = customer[-1]["intent"] if customer else None
+        greeting = ""
+        if not any(m["role"] == "agent" for m in messages):
+            greeting = self.catalogue.line("agent_greeting", lang, agent=person_name(agent or ""))
+        if intent == "complaint":
+            answer = (self.catalogue.line("agent_complaint_order", lang, order=given["order"]) if given.get("order")
+                      else self.catalogue.line("agent_complaint", lang))
+        elif intent is None or intent == OUT_OF_SCOPE or intent in self.policy.handoff_intents:
+            answer = self.catalogue.line("agent_help", lang)
+        else:
+            answer = self.catalogue.reply(intent, lang, given)
+        return {"lang": lang, "intent": intent, "greeting": greeting, "answer": answer,
+                "reply": "\n\n".join(part for part in (greeting, answer) if part)}
 
     def take_over(self, conversation_id: str) -> None:
         conversation = self.store.conversation(conversation_id)

@@ -11,13 +11,17 @@ detector here:
   never decides anything from a message that has no words left;
 * falls back on priors when the text is short or the scores are close: the language already
   established in the conversation, then the browser's Accept-Language, then a configured default;
-* says ``unsupported`` when the unrestricted langdetect is confident the text is another language.
+* says ``unsupported`` when the text is written mostly in a script none of the supported languages
+  uses (Japanese, Chinese, Korean, Cyrillic, Arabic, Hebrew, Greek, Thai, Indic…), however short, or
+  when the unrestricted langdetect is confident the text is another language.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -66,6 +70,38 @@ def parse_accept_language(header: str | None, supported: tuple[str, ...] = LANGU
         if code in supported:
             return code
     return None
+
+
+_SCRIPTS = (("HIRAGANA", "ja"), ("KATAKANA", "ja"), ("HALFWIDTH KATAKANA", "ja"), ("HANGUL", "ko"),
+            ("CJK", "zh"), ("CYRILLIC", "ru"), ("ARABIC", "ar"), ("HEBREW", "he"), ("GREEK", "el"),
+            ("THAI", "th"), ("DEVANAGARI", "hi"), ("BENGALI", "bn"), ("TAMIL", "ta"), ("ARMENIAN", "hy"),
+            ("GEORGIAN", "ka"))
+"""Unicode letter-name prefixes of scripts none of the supported languages is written in, and the
+language reported for each (Cyrillic is refined by langdetect: ru, uk, bg…)."""
+
+
+_CYRILLIC = ("ru", "uk", "bg", "mk", "sr")
+
+
+def foreign_script(text: str) -> str | None:
+    """The language code of the non-Latin script most of the letters of ``text`` are written in
+    (``ja`` as soon as there is kana among Chinese characters), or None when most letters are Latin."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if len(letters) < 2:
+        return None
+    found = Counter()
+    for ch in letters:
+        name = unicodedata.name(ch, "")
+        code = next((code for prefix, code in _SCRIPTS if name.startswith(prefix)), None)
+        if code is None and not name.startswith(("LATIN", "FULLWIDTH LATIN")) and name:
+            code = "other"
+        if code:
+            found[code] += 1
+    if 2 * sum(found.values()) <= len(letters):
+        return None
+    if found["ja"]:
+        return "ja"
+    return found.most_common(1)[0][0]
 
 
 def strip_non_language(text: str) -> str:
@@ -199,6 +235,12 @@ class LanguageDetector:
         words = _WORD.findall(clean)
         if not words:
             return Detection(prior, 0.0, source)
+        script = foreign_script(clean)
+        if script:  # however short: no supported language is written this way
+            if script == "ru" and len(words) >= self.unsupported_min_words:  # which Cyrillic language
+                full = {lang: p for lang, p in self._langdetect(clean, restricted=False).items() if lang in _CYRILLIC}
+                script = next((lang for lang, p in full.items() if p >= 0.9), script)
+            return Detection(prior, 0.0, source, unsupported=script)
         scores = self.scores(clean)
         if not scores:
             return Detection(prior, 0.0, source)

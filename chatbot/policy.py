@@ -8,8 +8,9 @@
 * ask the customer to choose between the two likeliest intents when the top intent is plausible
   (≥ ``fallback``) but not confident, or too close to the second;
 * ask to rephrase below ``fallback`` (Rasa's and Dialogflow's usual fallback threshold is ~0.3);
-* hand off to a person for intents that need one (contact_human_agent, complaint), and after
-  ``max_failures`` consecutive turns the bot could not answer.
+* hand off to a person for intents that need one (contact_human_agent, complaint) when they are
+  confident (≥ ``answer``; a weak guess is a clarification, which always offers a person), and
+  after ``max_failures`` consecutive turns the bot could not answer.
 
 Defaults were tuned on the dev split of our data (``python -m chatbot tune``; docs/benchmarks.md):
 ``answer`` is the lowest threshold at which answered turns are at least 95% right.
@@ -59,7 +60,7 @@ def decide(config: PolicyConfig, top: list[tuple[str, float]], failures: int) ->
     if intent == OUT_OF_SCOPE or not intents or intents[0][1] < config.out_of_scope:
         return "out_of_scope"
     second = top[1][1] if len(top) > 1 else 0.0
-    if intent in config.handoff_intents and confidence >= config.fallback:
+    if intent in config.handoff_intents and confidence >= config.answer:
         return "handoff"
     if confidence >= config.answer and confidence - second >= config.gap:
         return "answer"

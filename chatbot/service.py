@@ -9,8 +9,9 @@ web session's user name by :meth:`Service.caller`) and refuses with an
 is written to the audit trail with who did it.
 
 Promotion swaps the live classifier under a lock after the new one is fully loaded, so a customer
-turn sees either the old or the new model. A build runs in a background thread; if it fails or is
-cancelled, the live model is untouched.
+turn sees either the old or the new model. A build runs in a background thread as a job that every
+admin sees (state, stage, progress, who started it), whoever opened the page and when; one named job
+can be cancelled; if it fails or is cancelled, the live model is untouched.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
 from chatbot.keys import Vault, browser_secret
 from chatbot.language import LanguageDetector
-from chatbot.replies import Catalogue
+from chatbot.replies import UI_WORDS, Catalogue
 from chatbot.serving import classifier_opener
 from chatbot.settings import ADMIN_PASSWORD_ENV, database_url, default_model_dir, home, training_files
-from chatbot.store import Store, valid_conversation_id
+from chatbot.store import Store, now, valid_conversation_id
 from chatbot.versions import DEFAULT_VERSION, Registry
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,26 @@ class Cancelled(Exception):
 
 @dataclass
 class Job:
+    """One version build, as admins see it."""
+
     name: str
     params: dict
+    started_by: str = ""
     status: str = "running"  # running, done, failed, cancelled
     progress: float = 0.0
     stage: str = "starting"
     error: str | None = None
     result: dict | None = None
     started: float = field(default_factory=time.time)
+    finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def as_dict(self) -> dict:
+        result = self.result or {}
+        return {"name": self.name, "params": dict(self.params), "started_by": self.started_by, "status": self.status,
+                "progress": self.progress, "stage": self.stage, "error": self.error, "started": self.started,
+                "finished": self.finished, "cancelling": self.cancel.is_set() and self.status == "running",
+                "accuracy": result.get("accuracy"), "parameters": result.get("parameters")}
 
 
 class Service:
@@ -108,13 +120,32 @@ class Service:
                                     "client_message_id": at(client_ids, i)} for i in range(count)])
 
     def choose(self, conversation_id, intent, accept_language=None):
-        """The customer clicked a clarification choice."""
+        """The customer clicked a clarification choice: one the conversation offers now, else ValueError."""
+        view = self.customer_view(conversation_id, accept_language)
+        if not isinstance(intent, str) or intent not in [c.get("intent") for c in view["choices"]]:
+            raise ValueError("that choice is not offered")
         return self.respond_batch([{"conversation_id": conversation_id, "text": "", "choice": intent,
                                     "accept_language": accept_language}])[0]
 
     def history(self, conversation_id) -> list[dict]:
         """The messages of the caller's own conversation (the id is the proof); [] for any other value."""
         return self.store.messages(conversation_id) if valid_conversation_id(conversation_id) else []
+
+    def customer_view(self, conversation_id, accept_language: str | None = None) -> dict:
+        """What the customer's widget shows of their own conversation: ``{"lang", "status", "messages",
+        "choices"}`` (``status`` None and no messages for any id that names no conversation)."""
+        known = self.store.conversation(conversation_id) if valid_conversation_id(conversation_id) else None
+        messages = self.history(conversation_id) if known else []
+        return {"lang": self.language(conversation_id, accept_language), "status": known["status"] if known else None,
+                "messages": messages, "choices": self._offered(known, messages)}
+
+    @staticmethod
+    def _offered(conversation: dict | None, messages: list[dict]) -> list[dict]:
+        """The choices the last bot message offers, while the customer has not answered and the bot
+        still handles the conversation."""
+        if not conversation or conversation["status"] != "bot" or not messages or messages[-1]["role"] != "bot":
+            return []
+        return list(messages[-1].get("choices") or [])
 
     def language(self, conversation_id, accept_language: str | None) -> str:
         """The conversation's language, else the browser's (for the greeting)."""
@@ -125,6 +156,11 @@ class Service:
 
     def greeting(self, lang: str) -> str:
         return self._live().greeting(lang)
+
+    def words(self, lang: str) -> dict[str, str]:
+        """The customer widget's words (``chatbot.replies.UI_WORDS``) in ``lang``."""
+        catalogue = self._live().catalogue
+        return {word: catalogue.ui(word, lang) for word in UI_WORDS}
 
     def analyse(self, text) -> dict:
         """Language and top intents of a message, stored nowhere (the public /analyse endpoint)."""
@@ -155,39 +191,68 @@ class Service:
         require(caller, "agent")
         return self.analyse(text)
 
-    def queue(self, caller: Caller | None) -> list[dict]:
+    def inbox(self, caller: Caller | None, recent: int = 15) -> dict:
+        """The agents' inbox: ``{"waiting": [oldest hand-off first], "agent": [handled by a person,
+        those with unread customer messages first], "recent": [the other latest conversations]}``."""
         require(caller, "agent")
-        return self.store.queue()
+        waiting = self.store.queue()
+        handled = self.store.with_status("agent", 100)  # most recently active first
+        handled = [c for c in handled if c["unread"]] + [c for c in handled if not c["unread"]]
+        shown = {c["id"] for c in waiting + handled}
+        others = [c for c in self.store.recent(max(1, min(int(recent), 200)) + len(shown)) if c["id"] not in shown]
+        return {"waiting": waiting, "agent": handled, "recent": others[:max(1, min(int(recent), 200))]}
 
-    def recent(self, caller: Caller | None, limit: int = 15) -> list[dict]:
-        require(caller, "agent")
-        return self.store.recent(max(1, min(int(limit), 200)))
-
-    def conversation(self, caller: Caller | None, conversation_id) -> dict | None:
-        """``{"info", "messages", "suggested"}`` of one conversation, or None when there is none."""
+    def conversation(self, caller: Caller | None, conversation_id, seen: bool = True) -> dict | None:
+        """``{"info", "messages", "suggested"}`` of one conversation, or None when there is none; with
+        ``seen``, staff have now seen all of it (its unread count drops)."""
         require(caller, "agent")
         info = self.store.conversation(conversation_id)
         if info is None:
             return None
-        return {"info": info, "messages": self.store.messages(conversation_id),
-                "suggested": self._live().suggested_reply(conversation_id)}
+        messages = self.store.messages(conversation_id)
+        if seen and messages and (info["unread"] or 0):
+            self.store.mark_seen(conversation_id, messages[-1]["id"])
+            info = {**info, "unread": 0}
+        return {"info": info, "messages": messages,
+                "suggested": self._live().suggested_reply(conversation_id, agent=caller.name)}
 
     def take_over(self, caller: Caller | None, conversation_id) -> None:
+        """The caller handles the conversation from now on (it leaves the waiting queue)."""
         require(caller, "agent")
-        lang = self._existing(conversation_id)["lang"] or "en"
+        lang = self._open(conversation_id)["lang"] or "en"
         self.store.set_status(conversation_id, "agent", self._live().catalogue.line("agent_joined", lang),
+                              author=caller.name,
                               audit=lambda s: self._record(caller, "take_over", conversation_id, session=s))
 
     def send(self, caller: Caller | None, conversation_id, text: str) -> None:
+        """A reply from the caller, signed with their name (it takes the conversation over)."""
         require(caller, "agent")
-        self.store.agent_message(conversation_id, text if isinstance(text, str) else "",
+        self._open(conversation_id)
+        self.store.agent_message(conversation_id, text if isinstance(text, str) else "", author=caller.name,
                                  audit=lambda s: self._record(caller, "send", conversation_id, session=s))
 
     def close(self, caller: Caller | None, conversation_id) -> None:
+        """Close the conversation: the customer's next message starts a new one."""
         require(caller, "agent")
-        lang = self._existing(conversation_id)["lang"] or "en"
+        lang = self._open(conversation_id)["lang"] or "en"
         self.store.set_status(conversation_id, "closed", self._live().catalogue.line("closed", lang),
+                              author=caller.name,
                               audit=lambda s: self._record(caller, "close", conversation_id, session=s))
+
+    def out_of_scope(self, caller: Caller | None, days: int = 14, limit: int = 200) -> dict:
+        """What customers asked that the bot does not cover: ``{"days", "per_day": [(day, count)] for
+        every day of the window, oldest first, "total", "messages": [the newest, with their
+        conversation_id]}``."""
+        require(caller, "agent")
+        days = max(1, min(int(days), 366))
+        today = now().date()
+        first = today - timedelta(days=days - 1)
+        found = self.store.out_of_scope(now().replace(hour=0, minute=0, second=0, microsecond=0)
+                                        - timedelta(days=days - 1), max(1, min(int(limit), 1000)))
+        counts = dict(found["per_day"])
+        per_day = [((first + timedelta(days=i)).isoformat(), counts.get((first + timedelta(days=i)).isoformat(), 0))
+                   for i in range(days)]
+        return {"days": days, "per_day": per_day, "total": sum(n for _, n in per_day), "messages": found["messages"]}
 
     def reveal(self, caller: Caller | None, conversation_id, message_id: int, index: int) -> dict:
         """The clear value behind one ``#n`` placeholder of one message (audited, refused or not found)."""
@@ -201,6 +266,12 @@ class Service:
         info = self.store.conversation(conversation_id)
         if info is None:
             raise ValueError("no such conversation")
+        return info
+
+    def _open(self, conversation_id) -> dict:
+        info = self._existing(conversation_id)
+        if info["status"] == "closed":
+            raise ValueError("this conversation is closed; the customer's next message starts a new one")
         return info
 
     # -- admins: data ----------------------------------------------------------------------------
@@ -274,7 +345,7 @@ class Service:
         base = ModelFolder.read(candidates[0]).base  # the live model's base
         name = self.registry.new_name(ratio, method, targets)
         job = Job(name, {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
-                         "max_per_intent": max_per_intent})
+                         "max_per_intent": max_per_intent}, started_by=caller.name)
         self._jobs[name] = job
         folder = self.registry.folder(name)
         staging = folder.with_name(folder.name + ".building")
@@ -298,6 +369,7 @@ class Service:
                 job.status, job.error = "failed", f"{type(err).__name__}: {err}"
                 traceback.print_exc()
             finally:
+                job.finished = time.time()
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
 
@@ -306,10 +378,19 @@ class Service:
                                             f"{max_per_intent} per intent")
         return job
 
-    def cancel_jobs(self, caller: Caller | None) -> int:
+    def jobs(self, caller: Caller | None, limit: int = 20) -> list[dict]:
+        """The builds of this server, newest first (running ones included, with their progress)."""
         require(caller, "admin")
-        running = [j for j in self._jobs.values() if j.status == "running"]
-        for j in running:
-            j.cancel.set()
-            self._record(caller, "cancel", j.name)
-        return len(running)
+        return [j.as_dict() for j in sorted(self._jobs.values(), key=lambda j: -j.started)][:max(1, int(limit))]
+
+    def cancel_job(self, caller: Caller | None, name) -> str:
+        """Cancel the running build ``name`` (and only that one); its state says when it has stopped."""
+        require(caller, "admin")
+        job = self._jobs.get(name) if isinstance(name, str) else None
+        if job is None:
+            raise ValueError("no such build")
+        if job.status != "running":
+            raise ValueError(f"build {name} is not running ({job.status})")
+        job.cancel.set()
+        self._record(caller, "cancel", job.name)
+        return job.name

@@ -28,6 +28,8 @@ ASSETS = ROOT / "assets"
 DEFAULT_MODEL_DIR = ASSETS / "model"
 """The shipped default model (see README for how it is rebuilt)."""
 REPLIES_DIR = ASSETS / "replies"
+UI_DIR = ASSETS / "ui"
+"""The web app's style sheet and the script of its live views."""
 DATA_DIR = ASSETS / "data"
 
 LANGUAGES = ("en", "fr", "de", "nl", "es", "it", "pt")

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from chatbot.pii import mask
-from chatbot.settings import STORED_CHARS, database_url
+from chatbot.settings import OUT_OF_SCOPE, STORED_CHARS, database_url
 
 STATUSES = ("bot", "waiting", "agent", "closed")
 ROLES = ("customer", "bot", "agent", "system")
@@ -58,6 +58,11 @@ def valid_conversation_id(value, legacy: bool = False) -> bool:
     return isinstance(value, str) and bool(CONVERSATION_ID.match(value) or (legacy and LEGACY_ID.match(value)))
 
 
+def _utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC time (SQLite hands them back naive)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 # --- schema -------------------------------------------------------------------------------------
 class Base(DeclarativeBase):
     pass
@@ -73,6 +78,10 @@ class Conversation(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     handoff_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     handoff_reason: Mapped[str | None] = mapped_column(String(40))
+    agent: Mapped[str | None] = mapped_column(String(64))
+    """The staff member who took the conversation over or last answered in it."""
+    seen_id: Mapped[int | None] = mapped_column(Integer)
+    """The last message staff have seen (customer messages after it are unread in the agents' inbox)."""
     messages: Mapped[list["Message"]] = relationship(back_populates="conversation", order_by="Message.id")
 
 
@@ -93,12 +102,18 @@ class Message(Base):
     """The id a client gave a customer message, so that a retried turn is stored once."""
     sealed: Mapped[list | None] = mapped_column(JSON)
     """``[{"kind", "token"}]``: the encrypted values behind the text's ``#n`` placeholders."""
+    author: Mapped[str | None] = mapped_column(String(64))
+    """The staff member who wrote an agent message (or whose action a system note records)."""
+    choices: Mapped[list | None] = mapped_column(JSON)
+    """``[{"intent", "label"}]`` a bot message offered the customer to pick from (a clarification)."""
+    entities: Mapped[dict | None] = mapped_column(JSON)
+    """What a customer message gave (``chatbot.entities``: order, amount, date; ``email: "given"``)."""
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
     __table_args__ = (Index("ix_messages_client_message_id", "conversation_id", "client_message_id", unique=True),)
 
 
 # --- engine and schema upgrades -------------------------------------------------------------------
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code writes (the last step of :data:`UPGRADES`)."""
 SCHEMA_LOCK = 815_015
 """PostgreSQL advisory lock key held while the schema is checked and upgraded (any constant will do)."""
@@ -126,7 +141,18 @@ def _add_message_columns(connection: Connection) -> None:
         next(i for i in Message.__table__.indexes if i.name == "ix_messages_client_message_id").create(connection)
 
 
-UPGRADES = (_create_conversations, _add_message_columns)
+def _add_console_columns(connection: Connection) -> None:
+    """3: who handles a conversation and what its agent has seen; who wrote a message, the choices a bot
+    message offered and what a customer message gave (nullable columns, no data changes)."""
+    for table in (Conversation.__table__, Message.__table__):
+        present = {c["name"] for c in inspect(connection).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=connection.dialect)
+                connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
+UPGRADES = (_create_conversations, _add_message_columns, _add_console_columns)
 """Step ``n`` (1-based) takes a database at version ``n - 1`` to version ``n``. Every step is also safe on
 a database that has what it adds (databases made before versions were recorded start at 0)."""
 assert len(UPGRADES) == SCHEMA_VERSION
@@ -253,6 +279,15 @@ class Store:
         return message
 
     @staticmethod
+    def given(s: Session, conversation: Conversation) -> dict:
+        """What the conversation's customer messages gave so far (``entities``; a later value wins)."""
+        found: dict = {}
+        for entities in s.scalars(select(Message.entities).where(Message.conversation_id == conversation.id,
+                                                                 Message.role == "customer").order_by(Message.id)):
+            found.update(entities or {})
+        return found
+
+    @staticmethod
     def stored_turn(s: Session, conversation: Conversation, client_message_id: str | None) -> list[Message] | None:
         """The customer message with this client id and the messages after it up to the next customer
         message (the bot's reply), when the turn was stored already."""
@@ -271,20 +306,30 @@ class Store:
             reply.append(m)
         return [first, *reply]
 
-    def agent_message(self, conversation_id: str, text: str, lang: str | None = None, audit=None) -> None:
-        """An agent's reply: the conversation is now handled by a person. ``audit(session)`` writes the
-        audit entry inside the same transaction."""
+    def agent_message(self, conversation_id: str, text: str, lang: str | None = None, audit=None,
+                      author: str | None = None) -> int:
+        """An agent's reply (written by ``author``): the conversation is now handled by a person, and
+        what the agent answered counts as seen. ``audit(session)`` writes the audit entry inside the
+        same transaction. Returns the message id."""
         text = (text or "").strip()
         if not text:
             raise ValueError("the reply is empty")
         with self.session() as s, s.begin():
             conversation = self._existing(s, conversation_id, lock=True)
-            self.add_message(s, conversation, "agent", text, lang=lang or conversation.lang)
+            message = self.add_message(s, conversation, "agent", text, lang=lang or conversation.lang, author=author)
             conversation.status = "agent"
+            if author:
+                conversation.agent = author
+            s.flush()
+            conversation.seen_id = max(conversation.seen_id or 0, message.id)
             if audit:
                 audit(s)
+        return message.id
 
-    def set_status(self, conversation_id: str, status: str, note: str | None = None, audit=None) -> None:
+    def set_status(self, conversation_id: str, status: str, note: str | None = None, audit=None,
+                   author: str | None = None) -> None:
+        """The conversation's new status, with a system ``note`` (recording ``author``'s action); a
+        person taking over becomes the conversation's agent."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         with self.session() as s, s.begin():
@@ -292,10 +337,18 @@ class Store:
             conversation.status = status
             if status == "bot":
                 conversation.failures = 0
+            if status == "agent" and author:
+                conversation.agent = author
             if note:
-                self.add_message(s, conversation, "system", note, lang=conversation.lang)
+                self.add_message(s, conversation, "system", note, lang=conversation.lang, author=author)
             if audit:
                 audit(s)
+
+    def mark_seen(self, conversation_id, message_id: int) -> None:
+        """Staff have seen the conversation up to ``message_id`` (its unread count drops)."""
+        with self.session() as s, s.begin():
+            conversation = self._existing(s, conversation_id, lock=True)
+            conversation.seen_id = max(conversation.seen_id or 0, int(message_id))
 
     def erase(self, conversation_id: str, audit=None) -> int:
         """Delete one conversation and everything in it (on the customer's request); returns the
@@ -360,6 +413,26 @@ class Store:
             rows = s.scalars(select(Conversation).order_by(Conversation.updated_at.desc()).limit(limit)).all()
             return [self._summary(s, c) for c in rows]
 
+    def with_status(self, status: str, limit: int = 50) -> list[dict]:
+        """Conversations in one status, most recently active first."""
+        with self.session() as s:
+            rows = s.scalars(select(Conversation).where(Conversation.status == status)
+                             .order_by(Conversation.updated_at.desc()).limit(limit)).all()
+            return [self._summary(s, c) for c in rows]
+
+    def out_of_scope(self, since: datetime, limit: int = 200) -> dict:
+        """Customer messages the bot found out of scope since ``since``: ``{"per_day": [(YYYY-MM-DD,
+        count)] oldest first, "messages": [the newest ``limit`` messages, with their conversation_id]}``."""
+        found = (Message.role == "customer", Message.intent == OUT_OF_SCOPE, Message.created_at >= since)
+        with self.session() as s:
+            days: dict[str, int] = {}
+            for moment in s.scalars(select(Message.created_at).where(*found)):
+                day = _utc(moment).date().isoformat()
+                days[day] = days.get(day, 0) + 1
+            rows = s.scalars(select(Message).where(*found).order_by(Message.id.desc()).limit(limit)).all()
+            messages = [{**self._message(m), "conversation_id": m.conversation_id} for m in rows]
+        return {"per_day": sorted(days.items()), "messages": messages}
+
     def count_messages(self) -> int:
         with self.session() as s:
             return s.scalar(select(func.count(Message.id)))
@@ -377,16 +450,23 @@ class Store:
     def _message(m: Message) -> dict:
         return {"id": m.id, "role": m.role, "text": m.text, "lang": m.lang, "intent": m.intent,
                 "confidence": m.confidence, "top": m.top, "action": m.action, "model_version": m.model_version,
-                "created_at": m.created_at.isoformat() if m.created_at else None,
-                "revealable": [{"index": i, "kind": v["kind"]} for i, v in enumerate(m.sealed or [], 1)]}
+                "created_at": _utc(m.created_at).isoformat() if m.created_at else None,
+                "revealable": [{"index": i, "kind": v["kind"]} for i, v in enumerate(m.sealed or [], 1)],
+                "author": m.author, "choices": m.choices, "entities": m.entities}
 
     @staticmethod
     def _summary(s: Session, c: Conversation) -> dict:
         last = s.scalars(select(Message).where(Message.conversation_id == c.id, Message.role == "customer")
                          .order_by(Message.id.desc()).limit(1)).first()
+        latest = s.scalars(select(Message).where(Message.conversation_id == c.id)
+                           .order_by(Message.id.desc()).limit(1)).first()
+        unread = s.scalar(select(func.count(Message.id)).where(
+            Message.conversation_id == c.id, Message.role == "customer", Message.id > (c.seen_id or 0)))
+        iso = lambda moment: _utc(moment).isoformat() if moment else None  # noqa: E731
         return {"id": c.id, "status": c.status, "lang": c.lang, "failures": c.failures,
-                "created_at": c.created_at.isoformat() if c.created_at else None,
-                "updated_at": c.updated_at.isoformat() if c.updated_at else None,
-                "handoff_at": c.handoff_at.isoformat() if c.handoff_at else None,
+                "created_at": iso(c.created_at), "updated_at": iso(c.updated_at), "handoff_at": iso(c.handoff_at),
                 "handoff_reason": c.handoff_reason,
-                "last_customer_message": last.text if last else None}
+                "last_customer_message": last.text if last else None,
+                "last_customer_at": iso(last.created_at) if last else None,
+                "last_message_id": latest.id if latest else 0, "last_role": latest.role if latest else None,
+                "agent": c.agent, "unread": unread or 0}

@@ -32,6 +32,8 @@ class ScriptedClassifier:
                 top = [("track_order", 0.93), ("delivery_period", 0.04), ("review", 0.01)]
             elif any(text == s[2] for s in SCRIPT.values()):
                 top = [("contact_human_agent", 0.88), ("complaint", 0.06), ("review", 0.01)]
+            elif "48213" in text:
+                top = [("track_order", 0.95), ("delivery_period", 0.02), ("review", 0.01)]
             elif "weather" in text:
                 top = [("out_of_scope", 0.81), ("review", 0.1), ("track_order", 0.05)]
             elif "boom" in text:
@@ -69,11 +71,16 @@ def test_scripted_conversation_in_each_language(assistant, lang):
 
     second = assistant.respond(cid, ambiguous)
     assert second.action == "clarify" and second.lang == lang
-    assert [c["intent"] for c in second.choices] == ["track_order", "delivery_period"]
+    assert [c["intent"] for c in second.choices] == ["track_order", "delivery_period", "something_else",
+                                                      "contact_human_agent"]
+    assert [c["label"] for c in second.choices[2:]] == [catalogue.ui("something_else", lang),
+                                                        catalogue.label("contact_human_agent", lang)]
     assert catalogue.label("delivery_period", lang) in second.reply
 
     picked = assistant.respond(cid, "", choice="delivery_period")
     assert picked.action == "answer" and picked.reply == catalogue.reply("delivery_period", lang)
+    said = assistant.store.messages(cid)[-2:]  # the choice reads as what the customer picked
+    assert said[0]["text"] == catalogue.label("delivery_period", lang) and said[0]["role"] == "customer"
 
     third = assistant.respond(cid, human)
     assert third.action == "handoff" and third.status == "waiting" and third.lang == lang
@@ -105,7 +112,11 @@ def test_agent_reply_reaches_the_customer_and_bot_stays_quiet(assistant):
     assert roles[-3:] == ["system", "agent", "customer"]
     assistant.close(cid)
     assert assistant.store.conversation(cid)["status"] == "closed"
-    assert assistant.respond(cid, SCRIPT["fr"][0]).action == "answer"  # a new question reopens it
+    again = assistant.respond(cid, SCRIPT["fr"][0])  # closed stays closed: a new conversation starts
+    assert again.action == "answer" and again.conversation_id != cid and again.lang == "fr"
+    assert assistant.store.conversation(cid)["status"] == "closed" and roles == [
+        m["role"] for m in assistant.store.messages(cid)][:len(roles)]
+    assert [m["role"] for m in assistant.store.messages(again.conversation_id)] == ["customer", "bot"]
 
 
 @pytest.mark.parametrize("text, action", [
@@ -181,9 +192,9 @@ def test_a_failed_turn_is_rolled_back_whole_and_the_others_are_kept(assistant, m
     assistant_last = [""]
     original_decide = assistant._decide
 
-    def decide(conversation, p):
+    def decide(conversation, p, earlier=None):
         assistant_last[0] = p.text
-        return original_decide(conversation, p)
+        return original_decide(conversation, p, earlier)
 
     monkeypatch.setattr(assistant.store, "add_message", flaky)
     monkeypatch.setattr(assistant, "_decide", decide)
@@ -246,3 +257,59 @@ def test_a_retry_racing_the_first_try_is_answered_with_the_stored_turn(assistant
                                       "client_message_id": "r-1"}])[0]
     assert len(calls) == 2 and (again.reply, again.action) == (first.reply, first.action)
     assert len(assistant.store.messages(first.conversation_id)) == 2
+
+
+ORDER_GIVEN = {
+    "en": "Where is my order 48213?", "fr": "Où est ma commande 48213 ?", "de": "Wo ist meine Bestellung 48213?",
+    "nl": "Waar is mijn bestelling 48213?", "es": "¿Dónde está mi pedido 48213?", "it": "Dov'è il mio ordine 48213?",
+    "pt": "Onde está a minha encomenda 48213?",
+}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_reply_uses_the_order_number_the_customer_gave(assistant, lang):
+    catalogue = Catalogue.load()
+    turn = assistant.respond(None, ORDER_GIVEN[lang], accept_language=lang)
+    assert (turn.action, turn.intent, turn.lang) == ("answer", "track_order", lang)
+    assert turn.entities == {"order": "48213"} and "48213" in turn.reply
+    assert turn.reply == catalogue.reply("track_order", lang, {"order": "48213"}) != catalogue.reply("track_order", lang)
+    assert assistant.store.messages(turn.conversation_id)[0]["entities"] == {"order": "48213"}
+
+
+def test_clarification_choices_are_stored_and_something_else_or_a_person_can_be_picked(assistant):
+    catalogue = Catalogue.load()
+    turn = assistant.respond(None, SCRIPT["de"][1])
+    cid = turn.conversation_id
+    assert assistant.store.messages(cid)[-1]["choices"] == turn.choices  # offered again after a reload
+    other = assistant.respond(cid, "", choice="something_else")
+    assert other.action == "fallback" and other.reply == catalogue.line("something_else", "de")
+    assert assistant.store.messages(cid)[-2]["text"] == catalogue.ui("something_else", "de")
+    person = assistant.respond(cid, "", choice="contact_human_agent")
+    assert person.action == "handoff" and person.status == "waiting"
+    assert assistant.store.conversation(cid)["handoff_reason"] == "contact_human_agent"
+    assert assistant.respond(None, "", choice="not_an_intent").action == "empty"  # not a choice: refused
+
+
+def test_suggested_reply_greets_then_answers_the_latest_intent_with_what_was_given(assistant):
+    catalogue = Catalogue.load()
+    cid = assistant.respond(None, ORDER_GIVEN["nl"], accept_language="nl").conversation_id
+    assistant.respond(cid, SCRIPT["nl"][2])  # asks for a person: waiting
+    suggestion = assistant.suggested_reply(cid, agent="marie.dupont")
+    assert suggestion["greeting"] == catalogue.line("agent_greeting", "nl", agent="Marie Dupont")
+    assert suggestion["answer"] == catalogue.line("agent_help", "nl")  # they asked for a person
+    assistant.store.agent_message(cid, "Hallo!", author="marie.dupont")
+    assistant.store.set_status(cid, "bot")
+    assistant.respond(cid, SCRIPT["nl"][0])  # track_order again, the order number given earlier
+    later = assistant.suggested_reply(cid, agent="marie.dupont")
+    assert later["greeting"] == "" and later["answer"] == catalogue.reply("track_order", "nl", {"order": "48213"})
+    assert later["reply"] == later["answer"] and later["intent"] == "track_order"
+
+
+def test_what_an_earlier_message_gave_is_not_asked_for_again(assistant):
+    catalogue = Catalogue.load()
+    cid = assistant.respond(None, ORDER_GIVEN["es"], accept_language="es").conversation_id
+    assert assistant.respond(cid, SCRIPT["es"][1]).action == "clarify"
+    picked = assistant.respond(cid, "", choice="track_order")  # a click gives nothing: the order is remembered
+    assert picked.entities == {} and picked.reply == catalogue.reply("track_order", "es", {"order": "48213"})
+    fresh = assistant.respond(None, SCRIPT["es"][0])  # another conversation knows nothing of it
+    assert "48213" not in fresh.reply

@@ -72,3 +72,24 @@ def test_score_detection_reads_a_text_lang_file(detector, tmp_path):
     path.write_text("text,lang\nOù est mon colis ?,fr\nWhere is my parcel?,en\nWaar is mijn pakket?,nl\n")
     report = score_detection(detector, str(path))
     assert report["n"] == 3 and report["accuracy"] == 1.0 and set(report["per_language"]) == {"fr", "en", "nl"}
+
+
+@pytest.mark.parametrize("text, code", [
+    ("注文はどこですか", "ja"),  # Japanese (kana among kanji), one "word" without spaces
+    ("我的订单在哪里？", "zh"),
+    ("주문이 어디에 있나요?", "ko"),
+    ("Где заказ?", "ru"),  # short Cyrillic: Russian (langdetect guesses on so few words)
+    ("Привіт, де моє замовлення? Я чекаю вже два тижні", "uk"),
+    ("أين طلبي؟", "ar"),
+    ("Πού είναι η παραγγελία μου;", "el"),
+])
+def test_other_scripts_are_unsupported_not_english(detector, text, code):
+    result = detector.detect(text, accept_language="fr-FR")
+    assert result.unsupported == code and result.lang == "fr"  # told so in the browser's language
+
+
+def test_a_stray_foreign_letter_does_not_make_a_message_unsupported(detector):
+    from chatbot.language import foreign_script
+
+    assert detector.detect("Where is my order, the π one?").unsupported is None
+    assert foreign_script("Straße, naïve, ça, ñ, ø") is None and foreign_script("ok") is None

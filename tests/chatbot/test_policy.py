@@ -12,7 +12,8 @@ CONFIG = PolicyConfig(answer=0.5, fallback=0.3, gap=0.1, max_failures=3)
     ([("track_order", 0.4), ("delivery_period", 0.3)], 0, "clarify"),
     ([("track_order", 0.2), ("delivery_period", 0.1)], 0, "fallback"),
     ([("track_order", 0.2), ("delivery_period", 0.1)], 2, "handoff"),  # third failure in a row
-    ([("contact_human_agent", 0.4), ("complaint", 0.3)], 0, "handoff"),
+    ([("contact_human_agent", 0.33), ("get_refund", 0.3)], 0, "clarify"),  # "money": asked, not handed off
+    ([("contact_human_agent", 0.55), ("complaint", 0.4)], 0, "handoff"),
     ([("complaint", 0.95), ("review", 0.01)], 0, "handoff"),
     ([("out_of_scope", 0.7), ("track_order", 0.2)], 0, "out_of_scope"),
     ([("out_of_scope", 0.4), ("complaint", 0.35)], 2, "out_of_scope"),  # never a hand-off on its own

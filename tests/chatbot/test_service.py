@@ -41,10 +41,12 @@ def admin(service):
 
 
 # Every staff and admin method with arguments that would work for the right caller.
-AGENT_METHODS = {"staff_member": (), "staff_analyse": ("hello",), "queue": (), "recent": (), "conversation": ("CID",), "take_over": ("CID",),
-                 "send": ("CID", "hello"), "close": ("CID",), "reveal": ("CID", 0, 1)}
+AGENT_METHODS = {"staff_member": (), "staff_analyse": ("hello",), "inbox": (), "conversation": ("CID",),
+                 "take_over": ("CID",), "send": ("CID", "hello"), "close": ("CID",), "reveal": ("CID", 0, 1),
+                 "out_of_scope": ()}
 ADMIN_METHODS = {"erase": ("CID",), "audit_log": (), "users": (), "versions": (), "promote": ("default",),
-                 "rollback": (), "delete": ("nothing",), "start_build": (0.5, "plain", "attn"), "cancel_jobs": ()}
+                 "rollback": (), "delete": ("nothing",), "start_build": (0.5, "plain", "attn"), "jobs": (),
+                 "cancel_job": ("JOB",)}
 
 
 def test_every_staff_method_is_listed_here():
@@ -59,6 +61,7 @@ def test_staff_methods_refuse_anonymous_and_disabled_callers(shared, method):
     service = shared
     cid = service.respond_batch([{"conversation_id": None, "text": "cancel order stop 1"}])[0].conversation_id
     args = [cid if a == "CID" else a for a in {**AGENT_METHODS, **ADMIN_METHODS}[method]]
+    args = ["v-nothing-running" if a == "JOB" else a for a in args]
     before = service.store.count_messages()
     with pytest.raises(NotSignedIn):
         getattr(service, method)(None, *args)
@@ -78,8 +81,10 @@ def test_agents_act_and_every_action_is_audited(service):
     turn = service.respond_batch([{"conversation_id": None, "text": "refund money back mail jan@example.nl"}])[0]
     cid = turn.conversation_id
     assert service.history(cid)[0]["text"] == "refund money back mail [email #1]"
+    assert [c["id"] for c in service.inbox(agent)["recent"]] == [cid]
     service.take_over(agent, cid)
     service.send(agent, cid, "Hello, I am Marie.")
+    assert service.history(cid)[-1]["author"] == "marie" and service.history(cid)[-2]["author"] == "marie"
     view = service.conversation(agent, cid)
     customer = view["messages"][0]
     assert customer["revealable"] == [{"index": 1, "kind": "email"}]
@@ -87,6 +92,8 @@ def test_agents_act_and_every_action_is_audited(service):
     service.close(agent, cid)
     with pytest.raises(ValueError):
         service.send(agent, "no-such-conversation", "hello")
+    with pytest.raises(ValueError, match="closed"):
+        service.send(agent, cid, "are you still there?")  # closed: the customer's next message starts anew
     log = service.audit.entries()
     assert [e["action"] for e in log[:4]] == ["close", "reveal", "send", "take_over"]
     assert all(e["actor"] == "marie" and e["target"] == cid and e["client"] == "10.0.0.7" for e in log[:4])
@@ -149,8 +156,16 @@ def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):
     job = service.start_build(admin(service), 0.5, "plain", "attn", epochs=5)
     with pytest.raises(ValueError, match="already running"):
         service.start_build(admin(service), 0.5, "plain", "attn")
-    assert service.cancel_jobs(admin(service)) == 1  # at once: loading the base alone takes longer than this
-    assert wait(job).status == "cancelled"
+    listed = service.jobs(admin(service))
+    assert [j["name"] for j in listed[:2]] == [job.name, listed[1]["name"]] and listed[0]["status"] == "running"
+    assert listed[0]["started_by"] == "root" and listed[1]["status"] == "failed"
+    with pytest.raises(ValueError, match="not running"):
+        service.cancel_job(admin(service), listed[1]["name"])  # aimed at one job: the failed one is left alone
+    with pytest.raises(ValueError, match="no such build"):
+        service.cancel_job(admin(service), "v-unknown")
+    assert job.status == "running"
+    assert service.cancel_job(admin(service), job.name) == job.name  # at once: loading the base takes longer
+    assert wait(job).status == "cancelled" and service.jobs(admin(service))[0]["status"] == "cancelled"
     assert service.registry.names() == ["default"] and service.assistant.version == "default"
     actions = [e["action"] for e in service.audit.entries()]
     assert actions[:3] == ["cancel", "build", "build"]
@@ -166,3 +181,48 @@ def test_the_first_admin_is_bootstrapped_from_the_environment_only_once(tmp_path
     monkeypatch.setenv("CHATBOT_ADMIN_PASSWORD", "another long password")
     service = Service(home_dir=tmp_path, default_model=tiny_model)  # an admin exists: nothing changes
     assert service.sign_in("admin", PASSWORD) and not service.sign_in("admin", "another long password")
+
+
+def test_the_inbox_puts_waiting_first_and_unread_replies_back_in_front(service):
+    agent = service.caller("marie")
+    quiet = service.chat(["cancel order stop 1"], [""], ["en"])[0].conversation_id
+    waiting = service.chat(["refund money back 2"], [""], ["en"])[0].conversation_id
+    service.store.set_status(waiting, "waiting")
+    handled = service.chat(["where track parcel 3"], [""], ["en"])[0].conversation_id
+    service.send(agent, handled, "Hello, Marie here.")
+    inbox = service.inbox(agent)
+    assert [c["id"] for c in inbox["waiting"]] == [waiting]
+    assert [c["id"] for c in inbox["agent"]] == [handled] and inbox["agent"][0]["unread"] == 0
+    assert quiet in [c["id"] for c in inbox["recent"]] and handled not in [c["id"] for c in inbox["recent"]]
+    service.chat(["thanks, and the parcel status"], [handled], ["en"])  # the customer answers the agent
+    assert service.inbox(agent)["agent"][0]["unread"] == 1  # back to the agent's attention
+    view = service.conversation(agent, handled)  # opening it: seen
+    assert view["info"]["unread"] == 0 and service.inbox(agent)["agent"][0]["unread"] == 0
+    assert view["suggested"]["greeting"] == ""  # Marie already wrote
+
+
+def test_out_of_scope_counts_every_day_of_the_window(service):
+    cid = service.chat(["cancel order stop 1"], [""], ["en"])[0].conversation_id
+    with service.store.session() as s, s.begin():
+        conversation = service.store.get_or_create(s, cid)
+        service.store.add_message(s, conversation, "customer", "tell me a joke", intent="out_of_scope")
+    found = service.out_of_scope(service.caller("marie"), days=7)
+    assert len(found["per_day"]) == 7 and found["per_day"][-1][1] == 1 and found["total"] == 1
+    assert [m["text"] for m in found["messages"]] == ["tell me a joke"] and found["messages"][0]["conversation_id"] == cid
+
+
+def test_a_customer_picks_only_a_choice_offered_now(service):
+    cid = service.chat(["cancel order stop 1"], [""], ["en"])[0].conversation_id
+    assert service.customer_view(cid)["choices"] == []
+    with pytest.raises(ValueError, match="not offered"):
+        service.choose(cid, "get_refund")
+    with service.store.session() as s, s.begin():  # as if the bot had asked
+        conversation = service.store.get_or_create(s, cid)
+        service.store.add_message(s, conversation, "bot", "Cancel or refund?", choices=[
+            {"intent": "cancel_order", "label": "Cancel an order"}, {"intent": "something_else", "label": "Other"}])
+    view = service.customer_view(cid)
+    assert [c["intent"] for c in view["choices"]] == ["cancel_order", "something_else"] and view["status"] == "bot"
+    turn = service.choose(cid, "cancel_order")
+    assert turn.action == "answer" and service.history(cid)[-2]["text"] == "Cancel an order"
+    assert service.customer_view(cid)["choices"] == []  # answered: no longer offered
+    assert service.customer_view("x" * 32) == {"lang": "en", "status": None, "messages": [], "choices": []}

@@ -114,9 +114,14 @@ def test_a_database_from_before_gets_the_new_columns(database_url):
     store = Store(database_url)
     assert [m["text"] for m in store.messages("123e4567-e89b-42d3-a456-426614174000")] == ["bonjour"]
     with store.engine.connect() as raw:
-        assert {"client_message_id", "sealed"} <= {c["name"] for c in inspect(raw).get_columns("messages")}
+        assert {"client_message_id", "sealed", "author", "choices", "entities"} <= {
+            c["name"] for c in inspect(raw).get_columns("messages")}
+        assert {"agent", "seen_id"} <= {c["name"] for c in inspect(raw).get_columns("conversations")}
         assert raw.execute(text("select version from schema_version")).scalars().all() == [SCHEMA_VERSION]
     assert upgrade(store.engine) == (SCHEMA_VERSION, SCHEMA_VERSION)  # nothing left to do
+    old = "123e4567-e89b-42d3-a456-426614174000"
+    store.agent_message(old, "Bonjour, ici Marie", author="marie")  # the new columns of both tables work
+    assert store.conversation(old)["agent"] == "marie" and store.messages(old)[-1]["author"] == "marie"
     with store.session() as s, s.begin():  # the unique index the upgrade made: a retried turn is stored once
         conversation = store.get_or_create(s, store.new_conversation())
         store.add_message(s, conversation, "customer", "once", client_message_id="m-1")
@@ -281,3 +286,44 @@ def test_the_migrate_command_creates_then_finds_nothing_to_do(database_url, caps
     with create_engine(database_url).connect() as raw:
         assert {"conversations", "messages", "staff_accounts", "audit_log", "schema_version"} <= set(
             inspect(raw).get_table_names())
+
+
+def test_unread_customer_messages_and_who_handles_a_conversation(store):
+    cid = store.new_conversation("fr")
+    with store.session() as s, s.begin():
+        conversation = store.get_or_create(s, cid)
+        store.add_message(s, conversation, "customer", "où est ma commande 48213", entities={"order": "48213"})
+        store.add_message(s, conversation, "bot", "Lequel ?", choices=[{"intent": "track_order", "label": "Suivi"}])
+        store.add_message(s, conversation, "customer", "allô ?")
+    summary = store.conversation(cid)
+    assert summary["unread"] == 2 and summary["last_role"] == "customer" and summary["agent"] is None
+    first, bot, _ = store.messages(cid)
+    assert first["entities"] == {"order": "48213"} and bot["choices"][0]["intent"] == "track_order"
+    store.mark_seen(cid, first["id"])
+    assert store.conversation(cid)["unread"] == 1
+    store.set_status(cid, "agent", "Marie a rejoint la conversation", author="marie")
+    assert store.messages(cid)[-1]["author"] == "marie" and store.conversation(cid)["agent"] == "marie"
+    store.agent_message(cid, "Bonjour !", author="paul")  # answering counts as having seen it
+    summary = store.conversation(cid)
+    assert summary["unread"] == 0 and summary["agent"] == "paul" and summary["last_role"] == "agent"
+    assert [c["id"] for c in store.with_status("agent")] == [cid] and store.with_status("waiting") == []
+    with pytest.raises(ValueError):
+        store.mark_seen("no-such-conversation", 1)
+
+
+def test_out_of_scope_messages_per_day(store):
+    cid = store.new_conversation("en")
+    with store.session() as s, s.begin():
+        conversation = store.get_or_create(s, cid)
+        for text, days_ago in (("tell me a joke", 0), ("capital of France?", 0), ("do you sell bikes", 2),
+                               ("very old one", 40)):
+            message = store.add_message(s, conversation, "customer", text, intent="out_of_scope")
+            message.created_at = now() - timedelta(days=days_ago)
+        store.add_message(s, conversation, "customer", "where is my parcel", intent="track_order")
+        store.add_message(s, conversation, "bot", "I can help with orders…", intent="out_of_scope")
+    found = store.out_of_scope(now() - timedelta(days=14))
+    today, two_days_ago = now().date().isoformat(), (now() - timedelta(days=2)).date().isoformat()
+    assert found["per_day"] == [(two_days_ago, 1), (today, 2)]
+    assert [m["text"] for m in found["messages"]] == ["do you sell bikes", "capital of France?", "tell me a joke"]
+    assert all(m["conversation_id"] == cid for m in found["messages"])
+    assert len(store.out_of_scope(now() - timedelta(days=14), limit=1)["messages"]) == 1

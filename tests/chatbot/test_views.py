@@ -1,4 +1,5 @@
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -12,24 +13,108 @@ def message(i, role, text, **kw):
     return {**base, **kw}
 
 
-def test_chat_history_shows_meta_only_when_asked():
-    messages = [message(1, "customer", "où est mon colis", intent="track_order", confidence=0.91, action="answer"),
-                message(2, "bot", "Votre colis…"), message(3, "agent", "Bonjour, ici Marie"),
-                message(4, "system", "Un conseiller a rejoint la conversation")]
-    with_meta = views.chat_history(messages, "Bienvenue", show_meta=True)
-    assert [m["role"] for m in with_meta] == ["assistant", "user", "assistant", "assistant", "assistant"]
-    assert "fr · track_order · 91% · answer" in with_meta[2]["content"]
-    assert "Marie" in with_meta[3]["content"] and with_meta[4]["content"].startswith("*")
-    without = views.chat_history(messages, "Bienvenue", show_meta=False)
-    assert without[2]["content"] == "Votre colis…"
+WORDS = {"assistant": "Assistant virtuel", "agent": "Service client", "waiting": "Vous êtes dans la file",
+         "closed": "Conversation close", "something_else": "Autre chose"}
+NOW = datetime(2026, 11, 22, 10, 30, tzinfo=timezone.utc)
 
 
-def test_tables_and_top_intents():
-    row = views.queue_rows([{"id": "abc", "status": "waiting", "lang": "nl", "handoff_at": "2026-11-22T10:00:00+00:00",
-                             "updated_at": None, "handoff_reason": "complaint", "last_customer_message": "slecht"}])[0]
-    assert row[-1] == "abc" and len(row) == len(views.QUEUE_COLUMNS)
-    top = {"top": [{"intent": "complaint", "confidence": 0.8}, {"intent": "review", "confidence": 0.1}]}
-    assert views.top_intents(top) == {"complaint": 0.8, "review": 0.1} and views.top_intents(None) == {}
+def test_the_customer_sees_text_as_text_roles_and_the_agent_s_name_never_internal_labels():
+    messages = [message(1, "customer", "<b>gras</b> [lien](http://evil) <img src=x onerror=alert(1)>",
+                        intent="track_order", confidence=0.91, action="answer", entities={"order": "48213"}),
+                message(2, "bot", "Votre colis…", action="answer"),
+                message(3, "system", "Un conseiller a rejoint la conversation", author="marie"),
+                message(4, "agent", "Bonjour, ici Marie <script>x()</script>", author="marie.dupont")]
+    page = views.customer_chat({"status": "agent", "messages": messages, "choices": []}, "Bienvenue", WORDS)
+    assert "<b>gras</b>" not in page and "&lt;b&gt;gras&lt;/b&gt;" in page and "<img" not in page
+    assert "<script>" not in page and "href" not in page  # nothing a person wrote becomes markup or a link
+    assert page.count('data-role="customer"') == 1 and page.count('data-role="bot"') == 2  # greeting + reply
+    assert 'data-role="agent"' in page and "Marie Dupont · Service client" in page
+    assert 'class="cb-note" data-role="system"' in page
+    for internal in ("track_order", "0.91", "91%", "answer", "48213", "marie.dupont"):
+        assert internal not in page, internal
+
+
+def test_choices_are_buttons_and_the_state_is_told():
+    choices = [{"intent": "track_order", "label": "Suivre une commande"}, {"intent": "something_else",
+                                                                            "label": "Autre chose"}]
+    asking = views.customer_chat({"status": "bot", "messages": [message(1, "bot", "Lequel ?")], "choices": choices},
+                                 "Bienvenue", WORDS)
+    assert asking.count('class="cb-chip"') == 2 and 'data-pick="something_else"' in asking
+    waiting = views.customer_chat({"status": "waiting", "messages": [], "choices": []}, "Bienvenue", WORDS)
+    assert 'data-banner="waiting"' in waiting and "Vous êtes dans la file" in waiting
+    assert 'data-banner="closed"' in views.customer_chat({"status": "closed", "messages": []}, "Bienvenue", WORDS)
+    sending = views.customer_chat({"status": "bot", "messages": [], "choices": choices}, "Bienvenue", WORDS,
+                                  pending="où est <mon> colis")
+    assert "cb-typing" in sending and "cb-chip" not in sending and "où est &lt;mon&gt; colis" in sending
+    assert views.chat_signature({"messages": [message(7, "bot", "x")], "status": "bot"}) == "7:bot"
+
+
+def summary(cid, status, **kw):
+    base = {"id": cid, "status": status, "lang": "nl", "handoff_at": None, "updated_at": "2026-11-22T10:20:00+00:00",
+            "handoff_reason": None, "last_customer_message": "hallo", "last_customer_at": None, "unread": 0,
+            "agent": None, "last_message_id": 3}
+    return {**base, **kw}
+
+
+def test_the_inbox_puts_waiting_first_with_reason_wait_flag_preview_and_unread():
+    boxes = {"waiting": [summary("w1", "waiting", handoff_reason="complaint", handoff_at="2026-11-22T10:26:00+00:00",
+                                 unread=2, last_customer_message="<i>slecht</i> " + "x" * 200)],
+             "agent": [summary("a1", "agent", agent="paul", unread=1)],
+             "recent": [summary("r1", "bot", lang="xx", unread=3)]}
+    page = views.inbox(boxes, selected="a1", now=NOW)
+    assert page.index('data-section="waiting"') < page.index('data-section="agent"') < page.index('data-section="recent"')
+    assert 'data-waiting="1"' in page and 'class="ib-badge" data-count="1"' in page
+    assert "Complaint" in page and "waiting 4 min" in page and "flag-nl" in page and "With Paul" in page
+    assert "&lt;i&gt;slecht&lt;/i&gt;" in page and "x" * 91 not in page  # escaped, cut
+    assert page.count("ib-new") == 2 and "2 new" in page and "3 new" not in page  # the bot's are nobody's to read
+    assert 'class="ib-row ib-unread ib-selected" data-id="a1"' in page and 'data-pick="w1"' in page
+    assert views.flag("xx").count("flag-none") == 1 and "?" in views.flag(None)
+    assert views.inbox_signature(boxes) != views.inbox_signature({**boxes, "agent": [summary("a1", "agent", unread=2)]})
+
+
+def test_the_agent_sees_the_conversation_as_a_chat_with_what_the_bot_understood():
+    messages = [message(1, "customer", "où est ma commande <48213>", intent="track_order", confidence=0.934,
+                        action="answer", entities={"order": "48213"}, top=[{"intent": "track_order", "confidence": 0.934}]),
+                message(2, "bot", "Votre colis…", action="answer"),
+                message(3, "customer", "raconte une blague", intent="out_of_scope", confidence=0.8),
+                message(4, "agent", "Bonjour", author="marie")]
+    page = views.conversation(messages)
+    assert 'data-message="1"' in page and 'data-pick="1"' in page and 'data-pick="2"' not in page
+    assert "track_order" in page and "0.93" in page and "order: 48213" in page and "flag-fr" in page
+    assert "&lt;48213&gt;" in page and 'class="cv-oos"' in page and "Marie (agent)" in page
+    assert views.top_intents(views.latest_customer(messages)) == {} and views.top_intents(messages[0]) == {
+        "track_order": 0.934}
+    head = views.conversation_header({"status": "waiting", "lang": "fr", "handoff_reason": "contact_human_agent",
+                                      "agent": None, "created_at": "2026-11-22T10:00:00+00:00"}, now=NOW)
+    assert "waiting for an agent" in head and "Asked for a person" in head and "30 min ago" in head
+
+
+def test_out_of_scope_report_and_builds_list():
+    found = {"days": 3, "total": 3, "per_day": [("2026-11-20", 0), ("2026-11-21", 1), ("2026-11-22", 2)],
+             "messages": [message(9, "customer", "tell me a <joke>", conversation_id="c9")]}
+    page = views.out_of_scope(found)
+    assert 'data-day="2026-11-22" data-count="2"' in page and "<b>3</b>" in page and "&lt;joke&gt;" in page
+    assert 'data-pick="c9"' in page
+    job = {"name": "v1-plain", "params": {"ratio": 0.5, "method": "plain", "targets": "attn", "epochs": 1},
+           "started_by": "root", "status": "running", "progress": 0.42, "stage": "healing", "error": None,
+           "started": NOW.timestamp() - 90, "finished": None, "cancelling": False, "accuracy": None, "parameters": None}
+    done = {**job, "name": "v0", "status": "done", "progress": 1.0, "accuracy": 0.9512, "parameters": 2.5e8}
+    page = views.jobs([job, done], now=NOW)
+    assert page.count('class="jb-cancel"') == 1 and 'data-pick="v1-plain"' in page and "42%" in page and "healing" in page
+    assert "by root, 1 min ago" in page and "accuracy 0.9512, 250.0 M parameters" in page
+    cancelling = views.jobs([{**job, "cancelling": True}], now=NOW)
+    assert 'class="jb-cancel"' not in cancelling and 'data-state="cancelling"' in cancelling
+    assert views.jobs_signature([job]) != views.jobs_signature([{**job, "progress": 0.5}])
+
+
+def test_plot_points_are_labelled_and_identical_builds_share_a_label(tmp_path):
+    rows = [{"name": "default", "method": "none", "targets": "", "parameters": 268e6, "accuracy": 0.964},
+            {"name": "v2-whitened", "method": "whitened", "targets": "attn", "parameters": 220e6, "accuracy": 0.958},
+            {"name": "v3-whitened", "method": "whitened", "targets": "attn", "parameters": 220e6, "accuracy": 0.958},
+            {"name": "broken", "method": "plain", "targets": "attn"}]
+    points = views.labelled_points(rows, live="v3-whitened")
+    assert [(label, live) for _, _, label, live in points] == [("v2-whitened\nv3-whitened", True), ("default", False)]
+    assert views.plot_versions(rows, tmp_path / "p.png", live="default").stat().st_size > 1000
 
 
 def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model):

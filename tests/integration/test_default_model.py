@@ -54,7 +54,7 @@ def test_real_conversation_per_language(classifier, tmp_path):
     for lang, (question, human) in script.items():
         first = assistant.respond(None, question)
         assert (first.lang, first.intent, first.action) == (lang, "track_order", "answer"), first
-        assert first.reply == catalogue.reply("track_order", lang)
+        assert first.reply == catalogue.reply("track_order", lang, {"order": "48213"}) and "48213" in first.reply
         second = assistant.respond(first.conversation_id, human)
         assert (second.lang, second.action, second.status) == (lang, "handoff", "waiting"), second
         stored = assistant.store.messages(first.conversation_id)
