@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +31,8 @@ from chatbot.classifier import IntentClassifier, load_classifier
 from chatbot.folder import ModelFolder
 from chatbot.machine import cpu_has_native_bf16
 from chatbot.settings import cache_dir
+
+log = logging.getLogger(__name__)
 
 EXPORT_VERSION = 1
 """Bumped when the exported graph or its files change (older artefacts are then rebuilt)."""
@@ -67,6 +70,11 @@ class _Logits(torch.nn.Module):
         return self.model(input_ids=input_ids, use_cache=False).logits
 
 
+def _log_step(fraction: float, desc: str = "") -> None:
+    """Progress of a first export where nobody passed a progress bar (the app's first start): the log."""
+    log.info("preparing the serving model (once per model version): %s, %d %%", desc, round(100 * fraction))
+
+
 def export(folder: str | Path, progress=None) -> Path:
     """Build and cache the OpenVINO artefact of a model folder (once; later calls find it)."""
     import openvino as ov
@@ -74,7 +82,7 @@ def export(folder: str | Path, progress=None) -> Path:
     target = artefact_dir(folder)
     if (target / "model.xml").exists():
         return target
-    step = progress or (lambda fraction, desc="": None)
+    step = progress or _log_step
     step(0.0, "loading the model")
     classifier = load_classifier(folder, device="cpu", dtype=torch.float32)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.partial")

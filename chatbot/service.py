@@ -37,7 +37,7 @@ from chatbot.keys import Vault, browser_secret
 from chatbot.language import LanguageDetector
 from chatbot.replies import UI_WORDS, Catalogue
 from chatbot.serving import classifier_opener
-from chatbot.settings import ADMIN_PASSWORD_ENV, database_url, default_model_dir, home, training_files
+from chatbot.settings import ADMIN_PASSWORD_ENV, DENSE_MODEL_DIR, database_url, default_model_dir, home, training_files
 from chatbot.store import Store, now, valid_conversation_id
 from chatbot.versions import DEFAULT_VERSION, Registry
 
@@ -341,7 +341,7 @@ class Service:
         if method not in ("whitened", "plain") or not isinstance(targets, str) \
                 or not re.fullmatch(r"[a-z_]+(\+[a-z_]+)*", targets):
             raise ValueError("method is whitened or plain; layers are attn, mlp, attn+mlp or module names")
-        candidates = [self.registry.folder(self.registry.live), self.registry.folder(DEFAULT_VERSION)]
+        candidates = [self.registry.folder(self.registry.live), self.registry.folder(DEFAULT_VERSION), DENSE_MODEL_DIR]
         base = ModelFolder.read(candidates[0]).base  # the live model's base
         name = self.registry.new_name(ratio, method, targets)
         job = Job(name, {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,

@@ -26,7 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 """The repository: assets are read from here whatever the working directory."""
 ASSETS = ROOT / "assets"
 DEFAULT_MODEL_DIR = ASSETS / "model"
-"""The shipped default model (see README for how it is rebuilt)."""
+"""The shipped default model, compressed (see README for how it is rebuilt)."""
+DENSE_MODEL_DIR = ASSETS / "model-dense"
+"""The uncompressed classifier the default was compressed from: the source admin builds compress and
+distil from, and the reference benchmarks compare with."""
 REPLIES_DIR = ASSETS / "replies"
 UI_DIR = ASSETS / "ui"
 """The web app's style sheet and the script of its live views."""

@@ -100,3 +100,19 @@ def test_an_out_of_scope_message_is_answered_with_what_the_bot_does_in_the_langu
     assert first.reply == catalogue.line("out_of_scope", lang)
     second = assistant.respond(first.conversation_id, question)  # the bot still helps with what it does
     assert (second.action, second.intent) == ("answer", "track_order"), second
+
+
+def test_the_served_runtime_gives_the_pytorch_intent(classifier):
+    """The model customers talk to is the exported one (OpenVINO on a CPU): on our whole test split it
+    gives PyTorch's top intent for ≥ 99.5 % of messages (issue #12's bar), alone and in batches."""
+    from chatbot.runtime import export, load_exported
+
+    served = load_exported(export(DEFAULT_MODEL_DIR))
+    texts = [e.text for e in load_dataset(training_files()).split("test")]
+    reference = [p.intent for p in classifier.predict(texts)]
+    batched = [p.intent for p in served.predict(texts)]
+    agreement = sum(a == b for a, b in zip(reference, batched)) / len(texts)
+    assert len(texts) > 1500 and agreement >= 0.995, agreement
+    single = [served.predict([t])[0].intent for t in texts[::10]]  # the static single-message models
+    assert sum(a == b for a, b in zip(reference[::10], single)) / len(single) >= 0.98
+    assert served.parameter_count() == classifier.parameter_count()
