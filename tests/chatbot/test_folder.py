@@ -16,12 +16,14 @@ def test_write_then_read_gives_the_same_folder(tmp_path):
     assert again.source_adapter_dir(tmp_path) == tmp_path / "source_adapter"
 
 
-def test_the_shipped_model_reads():
-    from chatbot.settings import DEFAULT_MODEL_DIR
+def test_the_shipped_models_read():
+    from chatbot.settings import DEFAULT_MODEL_DIR, DENSE_MODEL_DIR
 
-    spec = ModelFolder.read(DEFAULT_MODEL_DIR)
-    assert spec.base == "gemma3-270m" and len(spec.labels) == 27 and not spec.is_compressed
-    assert spec.source_adapter_dir(DEFAULT_MODEL_DIR) is None
+    default, dense = ModelFolder.read(DEFAULT_MODEL_DIR), ModelFolder.read(DENSE_MODEL_DIR)
+    assert default.base == dense.base == "gemma3-270m" and default.labels == dense.labels
+    assert len(dense.labels) == 28 and "out_of_scope" in dense.labels
+    assert default.is_compressed and default.vocab and default.source_adapter_dir(DEFAULT_MODEL_DIR).is_dir()
+    assert not dense.is_compressed and dense.source_adapter_dir(DENSE_MODEL_DIR) is None
 
 
 @pytest.mark.parametrize("content, message", [

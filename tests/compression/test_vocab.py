@@ -243,13 +243,13 @@ def test_alphabet_is_closed_under_the_normaliser():
 
 @pytest.mark.integration
 def test_real_gemma_keeps_every_token_of_our_data_and_its_logits():
-    """The shipped classifier (Gemma-3-270M): every id our data produces in all 7 languages is kept,
-    and the trimmed model's logits equal the untrimmed ones (a sample of the test split, in float32)."""
+    """The shipped dense classifier (Gemma-3-270M, full vocabulary): every id our data produces in all 7
+    languages is kept, and the trimmed model's logits equal the untrimmed ones (test split sample, float32)."""
     import csv
     from pathlib import Path
 
     from chatbot.classifier import load_classifier
-    from chatbot.settings import DEFAULT_MODEL_DIR
+    from chatbot.settings import DENSE_MODEL_DIR
 
     data = Path(__file__).resolve().parents[2] / "assets" / "data"
     rows = []
@@ -257,7 +257,7 @@ def test_real_gemma_keeps_every_token_of_our_data_and_its_logits():
         with (data / f"{lang}.csv").open(newline="") as f:
             rows += list(csv.DictReader(f))
     assert {r["lang"] for r in rows} == {"en", "fr", "de", "nl", "es", "it", "pt"}
-    clf = load_classifier(DEFAULT_MODEL_DIR, dtype=torch.float32)
+    clf = load_classifier(DENSE_MODEL_DIR, dtype=torch.float32)
     tokenizer = clf.tokenizer
     recipe, kept = trim_recipe(tokenizer)
     report = check_corpus(tokenizer, kept, [r["text"] for r in rows])
@@ -319,14 +319,13 @@ def test_the_shipped_gemma_vocabulary_keeps_the_logits_of_our_data_in_every_lang
 
     from chatbot.classifier import load_classifier
     from chatbot.data import load_dataset
-    from chatbot.settings import DEFAULT_MODEL_DIR, LANGUAGES, training_files, vocab_dir
+    from chatbot.settings import DENSE_MODEL_DIR, LANGUAGES, training_files, vocab_dir
     from compression.vocab import apply_corpus_trim, load_trim
 
     rows = load_dataset(training_files()).examples
     sample = [e for lang in LANGUAGES for e in random.Random(0).sample([e for e in rows if e.lang == lang], 40)]
-    classifier = load_classifier(DEFAULT_MODEL_DIR, device="cpu", dtype=torch.float32)
-    if classifier.model.get_input_embeddings().weight.shape[0] < len(classifier.tokenizer):
-        pytest.skip("the shipped model is already trimmed; its loader test covers it")  # pragma: no cover
+    classifier = load_classifier(DENSE_MODEL_DIR, device="cpu", dtype=torch.float32)  # full vocabulary
+    assert classifier.model.get_input_embeddings().weight.shape[0] == len(classifier.tokenizer)
     before = classifier.logits([e.text for e in sample])
     classifier.tokenizer, _ = apply_corpus_trim(classifier.model, classifier.tokenizer,
                                                 *load_trim(vocab_dir("gemma3-270m")))
