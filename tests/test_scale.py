@@ -227,13 +227,13 @@ def test_queue_take_over_and_agent_reply_whichever_process_serves_whom(cluster, 
     if staff.accounts.caller(agent_name) is None:
         staff.accounts.add(agent_name, "agent", PASSWORD)
     agent = staff.caller(agent_name)
-    assert cid in [c["id"] for c in staff.queue(agent)]
+    assert cid in [c["id"] for c in staff.inbox(agent)["waiting"]]
     staff.take_over(agent, cid)
     staff.send(agent, cid, "Hello, Marie here. Let me look at your order.")
     status, turn = call_chat(clients[1], ["thank you", cid, "en", "h-3"])  # the other process
     assert turn["action"] == "agent" and turn["reply"] == ""  # the bot stays quiet
     roles = [m["role"] for m in staff.conversation(agent, cid)["messages"]]
     assert roles == ["customer", "bot"] * 3 + ["system", "agent", "customer"], roles
-    assert cid not in [c["id"] for c in staff.queue(agent)]
+    assert cid not in [c["id"] for c in staff.inbox(agent)["waiting"]]
     for c in clients:
         c.close()
