@@ -17,6 +17,7 @@ compress --out``: its factorised layers are loaded from that folder.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,12 @@ class IntentClassifier:
     """A loaded classifier; :meth:`predict` maps messages to calibrated intent probabilities.
 
     ``forward`` maps padded ``input_ids`` and ``attention_mask`` to float32 logits on the CPU:
-    :class:`TorchForward`, or the exported runtime of :mod:`chatbot.runtime`."""
+    :class:`TorchForward`, or the exported runtime of :mod:`chatbot.runtime`.
+
+    One batch runs at a time (a lock): an OpenVINO infer request and a fast tokenizer refuse to be
+    used by two threads at once ("Infer Request is busy", "Already borrowed"), and the app's request
+    threads share one classifier. Concurrency comes from batching (``respond_batch``, Ray Serve), not
+    from overlapping forward passes on the same cores."""
 
     def __init__(self, forward, tokenizer, labels: list[str], temperature: float, max_length: int):
         self.forward = forward
@@ -131,6 +137,7 @@ class IntentClassifier:
         self.labels = list(labels)
         self.temperature = float(temperature)
         self.max_length = int(max_length)
+        self._one_at_a_time = threading.Lock()
 
     @property
     def model(self):
@@ -149,9 +156,10 @@ class IntentClassifier:
         out = torch.empty(len(texts), len(self.labels))
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
-            out[idx] = self.forward(enc["input_ids"], enc["attention_mask"])
+            with self._one_at_a_time:
+                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt")
+                out[idx] = self.forward(enc["input_ids"], enc["attention_mask"])
         return out
 
     def probabilities(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:

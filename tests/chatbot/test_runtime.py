@@ -57,3 +57,28 @@ def test_runtime_choice(monkeypatch, tmp_path):
         pick_runtime("tensorrt")
     with pytest.raises(ModelLoadError, match="not a model folder"):
         load_serving(tmp_path, "openvino")
+
+
+def test_threads_sharing_the_served_classifier_all_get_answers(tiny_model, own_cache):
+    """The app's request threads share one classifier; an OpenVINO infer request used by two of them
+    at once fails ("Infer Request is busy"), which customers saw as error replies under load."""
+    import threading
+
+    served = load_serving(tiny_model, "openvino")
+    expected = [p.intent for p in served.predict(TEXTS[:3])]
+    failures, wrong = [], []
+
+    def customer():
+        for _ in range(15):
+            try:
+                for text, intent in zip(TEXTS[:3], expected):  # single messages share the static buckets
+                    if served.predict([text])[0].intent != intent:
+                        wrong.append(text)
+                served.predict(TEXTS[:3])  # and batches the dynamic model
+            except Exception as err:  # noqa: BLE001 - counted, the assertion says which
+                failures.append(repr(err))
+
+    threads = [threading.Thread(target=customer) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert failures == [] and wrong == []
