@@ -26,6 +26,7 @@ from chatbot import machine
 from chatbot.data import Example, limit_per_intent, load_dataset, stratified_sample
 from chatbot.evaluate import latency_summary, scope_scores, score
 from chatbot.lora import LoraSettings
+from chatbot.runtime import SERVING_RUNTIMES
 from chatbot.settings import DEFAULT_BASE, OUT_OF_SCOPE
 from chatbot.train import FitSettings
 
@@ -54,8 +55,8 @@ class BenchArgs:
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
     serve: list[str] = field(default_factory=list)
     """Instead of training: model folders whose serving paths to compare (speed, size, memory, accuracy)."""
-    runtimes: list[str] = field(default_factory=lambda: ["torch", "openvino"])
-    """With --serve: the runtimes each folder is served by."""
+    runtimes: list[str] = field(default_factory=lambda: ["torch", "openvino-fp16", "openvino"])
+    """With --serve: the runtimes each folder is served by (torch, openvino-fp16, openvino: int8 weights)."""
     rounds: int = 3
     """With --serve: rounds of single messages and batches, the systems taking turns."""
     latency_messages: int = 100
@@ -73,8 +74,8 @@ class BenchArgs:
             raise ValueError("tune split must be train, dev or test")
         if self.tune_split == self.eval_split:
             raise ValueError("tune the threshold on another split than the one scored")
-        if unknown := set(self.runtimes) - {"torch", "openvino"}:
-            raise ValueError(f"unknown runtime(s) {', '.join(sorted(unknown))}: use torch, openvino")
+        if unknown := set(self.runtimes) - set(SERVING_RUNTIMES):
+            raise ValueError(f"unknown runtime(s) {', '.join(sorted(unknown))}: use {', '.join(SERVING_RUNTIMES)}")
         if self.rounds < 1 or self.latency_messages < 1:
             raise ValueError("rounds and latency messages must be ≥ 1")
 

@@ -187,9 +187,10 @@ def measure_serving(folder: Path, rows, report: dict, sample: int = 50) -> dict 
     from chatbot.evaluate import latency_summary
     from chatbot.runtime import load_serving, pick_runtime
 
-    if pick_runtime() != "openvino":
+    runtime = pick_runtime()
+    if runtime == "torch":
         return None
-    served = load_serving(folder)
+    served = load_serving(folder, runtime)
     rows = [e for e in rows if e.intent in served.labels]  # the rows the evaluation scored, in its order
     texts = [e.text for e in rows]
     predicted = served.predict(texts)
@@ -198,7 +199,7 @@ def measure_serving(folder: Path, rows, report: dict, sample: int = 50) -> dict 
     latency = latency_summary(served.latency_ms(texts[::step][:sample]))
     started = time.perf_counter()
     served.logits(texts[:512], batch_size=32)
-    return {"runtime": "openvino", "latency_ms": latency, "messages_per_s": min(512, len(texts)) / (time.perf_counter() - started),
+    return {"runtime": runtime, "latency_ms": latency, "messages_per_s": min(512, len(texts)) / (time.perf_counter() - started),
             "disk_mb": served.forward.disk_bytes() / 1e6, "agreement": agreement,
             "accuracy": sum(p.intent == e.intent for p, e in zip(predicted, rows)) / len(texts)}
 

@@ -39,7 +39,7 @@ def _load(folder: str, runtime: str):
 
 def _size(classifier, folder: str, runtime: str) -> float:
     """Megabytes of weights: the exported files on disk, or the PyTorch weights in memory."""
-    if runtime == "openvino":
+    if runtime != "torch":
         return classifier.forward.disk_bytes() / 1e6
     return sum(p.numel() * p.element_size() for p in classifier.model.parameters()) / 1e6
 

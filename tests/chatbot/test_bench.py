@@ -65,9 +65,9 @@ def test_serving_paths_are_compared_in_one_run(tiny_model, tiny_data, tmp_path, 
     report = run_bench(BenchArgs(data=[str(tiny_data)], report=str(tmp_path / "s"), serve=[str(tiny_model)],
                                  rounds=1, latency_messages=5, eval_split="test", name="tiny"))
     results = report["results"]
-    assert [r["runtime"] for r in results.values()] == ["torch", "openvino"]
-    torch_path, exported = results.values()
-    assert torch_path["speedup_p50"] == 1.0 and exported["agreement"] > 0.9
+    assert [r["runtime"] for r in results.values()] == ["torch", "openvino-fp16", "openvino"]
+    torch_path, fp16, int8 = results.values()
+    assert torch_path["speedup_p50"] == 1.0 and fp16["agreement"] > 0.9 and int8["agreement"] > 0.9
     for r in results.values():
         assert r["latency_ms"]["n"] == 5 and r["messages_per_s"] > 0 and r["peak_memory_mb"] > 50
         assert r["parameters"] == torch_path["parameters"] and r["accuracy"] > 0.8

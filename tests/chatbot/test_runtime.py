@@ -5,7 +5,7 @@ import torch
 
 from chatbot.classifier import load_classifier
 from chatbot.model import ModelLoadError
-from chatbot.runtime import BUCKETS, artefact_dir, export, load_exported, load_serving, pick_runtime
+from chatbot.runtime import BUCKETS, artefact_dir, export, load_exported, load_serving, pick_runtime, weight_types
 
 TEXTS = ["cancel order stop 1", "where parcel status colis 3 4", "refund money back argent remboursement 9 9 9",
          "x", " ".join(["colis"] * 40), " ".join(["refund"] * 90)]
@@ -18,7 +18,7 @@ def own_cache(tmp_path, monkeypatch):
 
 
 def test_the_exported_model_gives_the_pytorch_logits_alone_and_in_batches(tiny_model, own_cache):
-    served = load_serving(tiny_model, "openvino")
+    served = load_serving(tiny_model, "openvino-fp16")
     reference = load_classifier(tiny_model, device="cpu", dtype=torch.float32)
     together = served.logits(TEXTS, batch_size=8)  # the dynamic model
     assert torch.allclose(together, reference.logits(TEXTS, batch_size=8), atol=2e-2)  # bf16 inference
@@ -29,6 +29,19 @@ def test_the_exported_model_gives_the_pytorch_logits_alone_and_in_batches(tiny_m
     assert sorted(served.forward.static) == sorted(needed) and max(lengths) > BUCKETS[-1]  # compiled when needed
     assert [p.intent for p in served.predict(TEXTS)] == [p.intent for p in reference.predict(TEXTS)]
     assert served.parameter_count() == reference.parameter_count()
+
+
+def test_int8_weights_everywhere_but_v_proj_and_the_same_answers(tiny_model, own_cache):
+    import openvino as ov
+
+    served = load_serving(tiny_model, "openvino")
+    fp16 = load_serving(tiny_model, "openvino-fp16")
+    layers = load_classifier(tiny_model, device="cpu").model.config.num_hidden_layers
+    types = weight_types(ov.Core().read_model(str(artefact_dir(tiny_model, "int8") / "model.xml")))
+    assert types.count("u8") == len(types) - layers and types.count("f16") == layers  # one v_proj a layer
+    assert set(weight_types(ov.Core().read_model(str(artefact_dir(tiny_model, "fp16") / "model.xml")))) == {"f16"}
+    assert torch.allclose(served.logits(TEXTS), fp16.logits(TEXTS), atol=0.1)
+    assert [p.intent for p in served.predict(TEXTS)] == [p.intent for p in fp16.predict(TEXTS)]
 
 
 def test_the_artefact_is_built_once_and_follows_the_folder(tiny_model, own_cache, tmp_path):
