@@ -71,9 +71,14 @@ class LoadTestArgs:
 
 
 # ==================================================================== one turn through the public API
-def call_chat(client: httpx.Client, data: list, timeout: float = 120.0) -> tuple[int, dict | None]:
-    """POST ``gradio_api/call/chat`` and read its answer: (HTTP status, the turn or None)."""
-    posted = client.post("gradio_api/call/chat", json={"data": data}, timeout=timeout)
+def call_chat(client: httpx.Client, data: list | None = None, timeout: float = 120.0,
+              content: bytes | None = None) -> tuple[int, dict | None]:
+    """POST ``gradio_api/call/chat`` and read its answer: (HTTP status, the turn or None). ``content``
+    sends a raw body instead of ``data`` (how tests send malformed requests)."""
+    if content is None:
+        content = json.dumps({"data": data}).encode()
+    posted = client.post("gradio_api/call/chat", content=content, headers={"content-type": "application/json"},
+                         timeout=timeout)
     if posted.status_code != 200:
         return posted.status_code, None
     event = posted.json()["event_id"]

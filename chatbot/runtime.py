@@ -46,8 +46,11 @@ log = logging.getLogger(__name__)
 
 EXPORT_VERSION = 2
 """Bumped when the exported graph or its files change (older artefacts are then rebuilt)."""
-BUCKETS = (16, 32, 64)
-"""Sequence lengths single messages are padded to (each compiled once, when first needed)."""
+BUCKETS = (16, 24, 32, 48)
+"""Sequence lengths single messages are padded to (each compiled once, when first needed, and each
+holding its own copy of the weights, about 150 MB for the default); longer messages go through the
+dynamic model. Half of our test messages have ≤ 16 tokens, 90 % ≤ 36: a bucket of 24 saves a third of
+the work for the messages between 16 and 24 tokens that ``(16, 32, 64)`` padded to 32."""
 RUNTIME_ENV = "CHATBOT_RUNTIME"
 SERVING_RUNTIMES = ("openvino", "openvino-fp16", "torch")
 """``openvino``: exported, int8 weights (see above); ``openvino-fp16``: exported, fp16 weights;
@@ -108,11 +111,11 @@ def _matmuls_of(onnx_path: Path, modules: tuple[str, ...]) -> list[str]:
 
 
 def int8_weights(model, keep_fp16: list[str]):
-    """The OpenVINO model with int8 weights in every MatMul but those named (and the embedding)."""
+    """The OpenVINO model with int8 weights in every MatMul but those named, and in the embedding."""
     import nncf
 
     compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM,
-                                       ignored_scope=nncf.IgnoredScope(names=keep_fp16, types=["Gather"]))
+                                       ignored_scope=nncf.IgnoredScope(names=keep_fp16))
     stored = weight_types(compressed)
     assert stored.count("u8") == len(stored) - len(keep_fp16) > 0, (stored, keep_fp16)
     return compressed

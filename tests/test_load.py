@@ -3,12 +3,13 @@ requests mixed in. Every well-formed turn is answered and stored exactly once; r
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+
+from chatbot.loadtest import call_chat
 
 CONVERSATIONS, TURNS = 100, 3
 TEXTS = ["where track parcel status", "refund money back", "cancel order stop"]
@@ -25,37 +26,18 @@ def server(tmp_path_factory, tiny_model):
     running.close()
 
 
-def chat(client: httpx.Client, data=None, content: bytes | None = None) -> tuple[int, dict | None]:
-    """POST /gradio_api/call/chat then read its result: (HTTP status, the turn or None)."""
-    if content is None:
-        content = json.dumps({"data": data}).encode()
-    posted = client.post("gradio_api/call/chat", content=content, headers={"content-type": "application/json"})
-    if posted.status_code != 200:
-        return posted.status_code, None
-    event = posted.json()["event_id"]
-    with client.stream("GET", f"gradio_api/call/chat/{event}") as stream:
-        kind = None
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                kind = line[6:].strip()
-            elif line.startswith("data:") and kind in ("complete", "error"):
-                payload = json.loads(line[5:]) if kind == "complete" else None
-                return 200, payload[0] if payload else None
-    return 200, None
-
-
 def conversation(url: str, n: int) -> dict:
     with httpx.Client(base_url=url, timeout=120) as client:
         cid, turns = "", []
         for t in range(TURNS):
             text = f"{TEXTS[t]} {n}"
-            status, turn = chat(client, [text, cid, "en-GB,en;q=0.9", f"c{n}-t{t}"])
+            status, turn = call_chat(client, [text, cid, "en-GB,en;q=0.9", f"c{n}-t{t}"])
             assert status == 200 and turn and turn["reply"], (n, t, status, turn)
             if cid:
                 assert turn["conversation_id"] == cid
             cid = turn["conversation_id"]
             if n % 10 == 0 and t == 1:  # a client that retries (timeout on its side): same message id
-                status, again = chat(client, [text, cid, "en-GB,en;q=0.9", f"c{n}-t{t}"])
+                status, again = call_chat(client, [text, cid, "en-GB,en;q=0.9", f"c{n}-t{t}"])
                 assert status == 200 and again["reply"] == turn["reply"]
             turns.append(text)
         return {"id": cid, "texts": turns}
@@ -76,10 +58,10 @@ MALFORMED = [
 def malformed(url: str, i: int) -> tuple[int, dict | None]:
     with httpx.Client(base_url=url, timeout=120) as client:
         if i == len(MALFORMED):
-            return chat(client, content=b'{"data": ["' + b"x" * (2 << 20) + b'"]}')  # over the body limit
+            return call_chat(client, content=b'{"data": ["' + b"x" * (2 << 20) + b'"]}')  # over the body limit
         if i == len(MALFORMED) + 1:
-            return chat(client, content=b"{not json")
-        return chat(client, MALFORMED[i])
+            return call_chat(client, content=b"{not json")
+        return call_chat(client, MALFORMED[i])
 
 
 def test_100_concurrent_conversations_with_malformed_requests_mixed_in(server):
