@@ -44,7 +44,7 @@ from chatbot.settings import cache_dir
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 """Bumped when the exported graph or its files change (older artefacts are then rebuilt)."""
 BUCKETS = (16, 24, 32, 48)
 """Sequence lengths single messages are padded to (each compiled once, when first needed, and each
