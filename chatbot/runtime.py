@@ -10,7 +10,7 @@ The artefact is built from the model folder (base → source → recipe → trim
 float32, by :func:`chatbot.classifier.load_classifier`), exported with the torch dynamo ONNX exporter
 (``input_ids`` → ``logits``: with right padding and a causal model the real positions never see the
 pads, and the head reads the last non-pad token, so no attention mask is needed) and converted to
-OpenVINO IR (weights stored as fp16). It is cached under ``$CHATBOT_CACHE/runtime/<fingerprint>``,
+OpenVINO IR (weights stored as fp16, then as int8 for ``openvino``: below). It is cached under ``$CHATBOT_CACHE/runtime/<fingerprint>``,
 the fingerprint covering every file the folder's weights come from, with the (pruned) tokenizer and
 the label map beside it: serving a cached folder loads neither PyTorch weights nor the base.
 
@@ -66,11 +66,17 @@ FP16_MODULES = ("v_proj",)
 
 def fingerprint(folder: str | Path, weights: str = "int8") -> str:
     """What the exported model depends on: the folder's settings, adapters and kept ids, the base's
-    name, how weights are stored and this module's export version (and OpenVINO's, whose IR it writes)."""
+    name, how weights are stored (with nncf's version and the modules kept in fp16 for int8) and this
+    module's export version (and OpenVINO's, whose IR it writes)."""
     import openvino
 
     folder = Path(folder)
-    digest = hashlib.sha256(f"{EXPORT_VERSION} {weights} {openvino.__version__} {torch.__version__}".encode())
+    how = weights
+    if weights == "int8":
+        from importlib.metadata import version
+
+        how = f"int8 nncf {version('nncf')} fp16 {','.join(FP16_MODULES)}"
+    digest = hashlib.sha256(f"{EXPORT_VERSION} {how} {openvino.__version__} {torch.__version__}".encode())
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "evaluation.json"):
         digest.update(str(path.relative_to(folder)).encode())
         digest.update(path.read_bytes())
@@ -108,17 +114,22 @@ def _matmuls_of(onnx_path: Path, modules: tuple[str, ...]) -> list[str]:
                        if p.key == "pkg.torch.onnx.name_scopes"), [])
         if node.op_type in ("MatMul", "Gemm") and any(str(s).split(".")[-1] in modules for s in scopes):
             names.append(node.name)
+    if modules and not names:  # the exporter stopped recording module paths: nothing would stay fp16
+        raise RuntimeError(f"no exported MatMul belongs to {', '.join(modules)}: cannot keep them in fp16")
     return names
 
 
 def int8_weights(model, keep_fp16: list[str]):
-    """The OpenVINO model with int8 weights in every MatMul but those named, and in the embedding."""
+    """The OpenVINO model with int8 weights in every MatMul but those named (and in the embedding,
+    which nncf compresses with the matrices)."""
     import nncf
 
     compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM,
                                        ignored_scope=nncf.IgnoredScope(names=keep_fp16))
     stored = weight_types(compressed)
-    assert stored.count("u8") == len(stored) - len(keep_fp16) > 0, (stored, keep_fp16)
+    if not stored.count("u8") == len(stored) - len(keep_fp16) > 0:
+        raise RuntimeError(f"int8 export: {stored.count('u8')} of {len(stored)} matrices in int8, "
+                           f"expected all but the {len(keep_fp16)} kept in fp16")
     return compressed
 
 

@@ -35,8 +35,8 @@ from pathlib import Path
 import httpx
 
 from chatbot.classifier import Prediction
-from chatbot.runtime import load_serving
-from chatbot.settings import MAX_MESSAGE_CHARS, ROOT, classifier_url, default_model_dir, home
+from chatbot.runtime import RUNTIME_ENV, load_serving
+from chatbot.settings import CACHE_ENV, MAX_MESSAGE_CHARS, ROOT, classifier_url, default_model_dir, home
 from chatbot.versions import Registry
 
 log = logging.getLogger(__name__)
@@ -185,8 +185,9 @@ def build_app(args: ServeArgs):
     default_model = str(Path(args.default_model or default_model_dir()).resolve())
     threads = max(1, int(args.cpus_per_replica))
     # replicas import this package from the checkout (every node has one at the same path)
+    env = {"PYTHONPATH": str(ROOT), **{k: os.environ[k] for k in (RUNTIME_ENV, CACHE_ENV) if k in os.environ}}
     options = {"num_cpus": args.cpus_per_replica, "num_gpus": args.gpus_per_replica,
-               "runtime_env": {"env_vars": {"PYTHONPATH": str(ROOT)}}}
+               "runtime_env": {"env_vars": env}}  # the runtime asked for reaches every replica
 
     @serve.deployment(name="classifier", num_replicas=args.replicas, ray_actor_options=options,
                       max_ongoing_requests=args.max_ongoing_requests)

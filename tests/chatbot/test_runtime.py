@@ -66,6 +66,8 @@ def test_runtime_choice(monkeypatch, tmp_path):
     assert pick_runtime("torch") == "torch" and pick_runtime() == "openvino"  # a CPU with OpenVINO installed
     monkeypatch.setenv("CHATBOT_RUNTIME", "torch")
     assert pick_runtime() == "torch"
+    monkeypatch.setenv("CHATBOT_RUNTIME", "openvino-fp16")
+    assert pick_runtime() == "openvino-fp16"
     with pytest.raises(ValueError, match="runtime"):
         pick_runtime("tensorrt")
     with pytest.raises(ModelLoadError, match="not a model folder"):
