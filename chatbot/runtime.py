@@ -10,19 +10,20 @@ The artefact is built from the model folder (base → source → recipe → trim
 float32, by :func:`chatbot.classifier.load_classifier`), exported with the torch dynamo ONNX exporter
 (``input_ids`` → ``logits``: with right padding and a causal model the real positions never see the
 pads, and the head reads the last non-pad token, so no attention mask is needed) and converted to
-OpenVINO IR (weights stored as fp16, then as int8 for ``openvino``: below). It is cached under ``$CHATBOT_CACHE/runtime/<fingerprint>``,
-the fingerprint covering every file the folder's weights come from, with the (pruned) tokenizer and
-the label map beside it: serving a cached folder loads neither PyTorch weights nor the base.
+OpenVINO IR (weights stored as fp16, then as int8 for ``openvino``: below). It is cached under
+``$CHATBOT_CACHE/runtime/<fingerprint>``, the fingerprint covering every file the folder's weights come
+from, with the (pruned) tokenizer and the label map beside it: serving a cached folder loads neither
+PyTorch weights nor the base.
 
 Weights (``openvino``, the served default): the matrices of the linear layers are stored as int8,
 per output channel with a zero point (nncf's ``INT8_ASYM``: ``W ≈ s ⊙ (Q − z)``, ``Q`` in 0…255), and
 OpenVINO multiplies with them directly, decompressing in its kernels. Half the bytes: the weights on
 disk and in memory halve, short messages (close to memory-bound) run a little faster, longer ones are
-compute-bound and gain nothing (docs/benchmarks.md). The
-embedding is int8 too; ``v_proj`` stays fp16: with every matrix in int8, the default's top-1 agreement
-with PyTorch fp32 was 99.5 % on our dev split and 99.3 % on test; keeping v_proj (2.9 M of its
-parameters) gave 99.7 % and 99.5 % (v_proj also shows the largest truncation error in the SVD accounting). ``openvino-fp16`` serves the
-same graph with fp16 weights (the reference for the int8 one).
+compute-bound and gain nothing (docs/benchmarks.md). The embedding is int8 too; ``v_proj`` stays fp16:
+with every matrix in int8, the default's top-1 agreement with PyTorch fp32 was 99.5 % on our dev
+split and 99.3 % on test; keeping v_proj (2.9 M of its parameters) gave 99.7 % and 99.5 % (v_proj
+also shows the largest truncation error in the SVD accounting). ``openvino-fp16`` serves the same
+graph with fp16 weights (the reference for the int8 one).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ EXPORT_VERSION = 3
 """Bumped when the exported graph or its files change (older artefacts are then rebuilt)."""
 BUCKETS = (16, 24, 32, 48)
 """Sequence lengths single messages are padded to (each compiled once, when first needed, and each
-holding its own copy of the weights, about 150 MB for the default); longer messages go through the
+holding its own copy of the weights, about 170 MB for the int8 default); longer messages go through the
 dynamic model. Half of our test messages have ≤ 16 tokens, 90 % ≤ 36: a bucket of 24 saves a third of
 the work for the messages between 16 and 24 tokens that ``(16, 32, 64)`` padded to 32."""
 RUNTIME_ENV = "CHATBOT_RUNTIME"
