@@ -24,7 +24,6 @@ from pathlib import Path
 
 from chatbot.model import ModelLoadError
 from chatbot.settings import MAX_LENGTH
-from compression.vocab import TRIM_FILE, load_trim, save_trim
 
 FORMAT = 1
 SETTINGS_FILE, EVALUATION_FILE = "model.json", "evaluation.json"
@@ -108,6 +107,8 @@ class ModelFolder:
 
     def read_trim(self, folder: str | Path) -> tuple[dict, list[int]] | None:
         """(recipe, kept ids) of a trimmed vocabulary, or None when the vocabulary is whole."""
+        from compression.vocab import TRIM_FILE, load_trim  # torch: only where a trimmed model is built
+
         if self.vocab is None:
             return None
         try:
@@ -120,6 +121,8 @@ class ModelFolder:
 
     @staticmethod
     def write_trim(folder: str | Path, recipe: dict, kept: list[int]) -> None:
+        from compression.vocab import save_trim
+
         save_trim(folder, recipe, kept)
 
     # -- evaluation -----------------------------------------------------------------------------

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def pick_device(device: str | None = None) -> torch.device:
     """``cuda`` when available unless a device is given."""
+    import torch
+
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -27,6 +31,8 @@ def cpu_has_native_bf16() -> bool:
 
 def inference_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 on CUDA and on CPUs that compute it natively, float32 elsewhere."""
+    import torch
+
     if device.type == "cuda":
         return torch.bfloat16
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
@@ -34,6 +40,8 @@ def inference_dtype(device: torch.device) -> torch.dtype:
 
 def describe() -> str:
     """Processor, cores, memory, GPU and torch version, for the header of every report."""
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -21,10 +21,12 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from chatbot.settings import cache_dir
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ModelLoadError(RuntimeError):
@@ -120,6 +122,7 @@ def resolve_base(name: str) -> Path | str:
 
 
 def _dequantise_to_cache(gguf: Path, target: Path) -> None:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = target.with_name(target.name + ".partial")
@@ -148,8 +151,10 @@ def load_tokenizer(base: str):
     return tokenizer
 
 
-def load_base(base: str, num_labels: int, dtype: torch.dtype = torch.float32):
-    """The base with a fresh classification head of ``num_labels`` outputs, and its tokenizer."""
+def load_base(base: str, num_labels: int, dtype: torch.dtype | None = None):
+    """The base with a fresh classification head of ``num_labels`` outputs (float32 unless ``dtype``
+    says otherwise), and its tokenizer."""
+    import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -158,7 +163,7 @@ def load_base(base: str, num_labels: int, dtype: torch.dtype = torch.float32):
     hf_logging.set_verbosity_error()  # the "score.weight newly initialised" report is expected
     try:
         model = AutoModelForSequenceClassification.from_pretrained(resolve_base(base), num_labels=num_labels,
-                                                                   dtype=dtype)
+                                                                   dtype=dtype or torch.float32)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load base {base!r}: {str(err).splitlines()[0]}") from None
     finally:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from chatbot.classifier import Prediction
+from chatbot.predictor import Prediction
 from chatbot.runtime import RUNTIME_ENV, load_serving
 from chatbot.settings import CACHE_ENV, MAX_MESSAGE_CHARS, ROOT, classifier_url, default_model_dir, home
 from chatbot.versions import Registry

@@ -143,7 +143,7 @@ def teacher_logits(folder: str, examples: list[Example], labels: list[str]) -> d
     if ModelFolder.read(folder).labels != list(labels):
         raise ValueError(f"teacher {folder} knows other intents than the data")
     texts = sorted({e.text for e in examples})
-    return dict(zip(texts, load_classifier(folder).logits(texts, batch_size=64)))
+    return dict(zip(texts, torch.from_numpy(load_classifier(folder).logits(texts, batch_size=64))))
 
 
 def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float,

@@ -3,7 +3,7 @@
 import pytest
 
 from chatbot.assistant import MAX_CHARS, Assistant, clean_text
-from chatbot.classifier import Prediction
+from chatbot.predictor import Prediction
 from chatbot.settings import LANGUAGES
 from chatbot.replies import Catalogue
 from chatbot.store import Store

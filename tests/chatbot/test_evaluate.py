@@ -1,6 +1,6 @@
 import pytest
 
-from chatbot.classifier import Prediction
+from chatbot.predictor import Prediction
 from chatbot.data import Example
 from chatbot.evaluate import evaluate, format_report, known_rows, score
 

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from chatbot.assistant import Assistant
-from chatbot.classifier import Prediction, load_classifier
+from chatbot.classifier import load_classifier
+from chatbot.predictor import Prediction
 from chatbot.runtime import load_serving
 from chatbot.serving import (Replica, ServeArgs, ServedClassifier, ServedPrediction, classifier_opener, encode,
                              parse_request)

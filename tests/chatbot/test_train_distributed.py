@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from chatbot.classifier import load_classifier
 from chatbot.data import load_dataset
@@ -49,6 +49,6 @@ def test_accelerate_launch_with_two_processes_matches_one_process(tiny_base, tin
     a, b = load_classifier(launched), load_classifier(one_folder)  # the launched model loads like any other
     texts = [e.text for e in load_dataset([str(tiny_data)]).examples]
     la, lb = a.logits(texts), b.logits(texts)
-    assert float((la.argmax(-1) == lb.argmax(-1)).float().mean()) >= 0.9
-    assert float((la - lb).abs().mean()) < 0.25
-    assert not torch.equal(la, lb)  # two different runs, not one run twice
+    assert float((la.argmax(-1) == lb.argmax(-1)).mean()) >= 0.9
+    assert float(np.abs(la - lb).mean()) < 0.25
+    assert not np.array_equal(la, lb)  # two different runs, not one run twice

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -273,8 +274,8 @@ def test_real_gemma_keeps_every_token_of_our_data_and_its_logits():
     before = clf.logits(sample)
     trim = trim_vocabulary(clf.model, kept, tokenizer.unk_token_id)
     assert trim["rows_after"] == recipe["kept"] and trim["params_before"] == 262_144 * 640
-    assert torch.equal(clf.logits(sample), before)
-    assert torch.isfinite(clf.logits(foreign)).all()
+    assert np.array_equal(clf.logits(sample), before)
+    assert np.isfinite(clf.logits(foreign)).all()
 
 
 # --- the trim learnt from a corpus ----------------------------------------------------------------------
@@ -329,4 +330,4 @@ def test_the_shipped_gemma_vocabulary_keeps_the_logits_of_our_data_in_every_lang
     before = classifier.logits([e.text for e in sample])
     classifier.tokenizer, _ = apply_corpus_trim(classifier.model, classifier.tokenizer,
                                                 *load_trim(vocab_dir("gemma3-270m")))
-    assert torch.equal(classifier.logits([e.text for e in sample]), before)
+    assert np.array_equal(classifier.logits([e.text for e in sample]), before)

@@ -117,3 +117,21 @@ def test_the_served_runtime_gives_the_pytorch_intent(classifier):
     single = [served.predict([t])[0].intent for t in texts[::10]]  # the static single-message models
     assert sum(a == b for a, b in zip(reference[::10], single)) / len(single) >= 0.98
     assert served.parameter_count() == classifier.parameter_count()
+
+
+def test_the_served_tokenizer_encodes_as_transformers_does(classifier):
+    """The served model is tokenized without transformers (no PyTorch in a serving process): the same
+    ids and masks as the transformers tokenizer on every test message in the 7 languages, on emoji,
+    other scripts and a message past ``max_length``."""
+    from chatbot.runtime import ServedTokenizer, export
+
+    served = ServedTokenizer(export(DEFAULT_MODEL_DIR) / "tokenizer", classifier.tokenizer.pad_token_id)
+    texts = [e.text for e in load_dataset(training_files()).split("test")]
+    texts += ["Où est ma commande ? 😡🙏", "Где мой заказ 4411?", "我的包裹在哪里", "", "colis " * 300]
+    for start in range(0, len(texts), 64):
+        batch = texts[start:start + 64]
+        ours = served(batch, max_length=classifier.max_length)
+        theirs = classifier.tokenizer(batch, padding=True, truncation=True, max_length=classifier.max_length,
+                                      return_tensors="np")
+        assert (ours["input_ids"] == theirs["input_ids"]).all() and (ours["attention_mask"] == theirs["attention_mask"]).all()
+    assert ours["input_ids"].shape[1] == classifier.max_length  # the long message was truncated
