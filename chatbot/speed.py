@@ -6,7 +6,7 @@ and measured in turns, round by round, so that what else runs on the machine wei
 alike: single messages (batch of one, p50/p95), then messages per second in batches of 32, then
 accuracy and top-1 agreement with the first system on the evaluation rows. Peak memory is each
 system's own: a fresh process per system loads it and serves single messages and batches, and
-reports its maximum resident set size.
+reports its maximum resident set size (a new interpreter: what a serving process imports, no more).
 
 Writes ``speed.json`` and ``speed.md`` (a Markdown table with the machine) to ``--report``.
 """
@@ -14,9 +14,11 @@ Writes ``speed.json`` and ``speed.md`` (a Markdown table with the machine) to ``
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
+import os
 import random
 import resource
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from chatbot import machine
+from chatbot.settings import ROOT
 
 
 def _systems(args) -> list[tuple[str, str, str]]:
@@ -56,26 +59,27 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _peak_child(folder: str, runtime: str, texts: list[str], queue) -> None:
-    try:
-        classifier = _load(folder, runtime)
-        for text in texts[:100]:
-            classifier.predict([text])
-        classifier.predict(texts[:256], batch_size=32)
-        queue.put(("ok", _peak_rss_mb()))
-    except Exception as err:  # noqa: BLE001 - reported in the table
-        queue.put(("error", f"{type(err).__name__}: {err}"))
+def _serve_and_measure(folder: str, runtime: str, texts: list[str]) -> float:
+    """Load one system, serve single messages and batches with it: this process's peak memory in MB."""
+    classifier = _load(folder, runtime)
+    for text in texts[:100]:
+        classifier.predict([text])
+    classifier.predict(texts[:256], batch_size=32)
+    return _peak_rss_mb()
 
 
 def peak_memory_mb(folder: str, runtime: str, texts: list[str]) -> float | str:
-    """Maximum resident memory of a fresh process that loads one system and serves with it."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_peak_child, args=(folder, runtime, texts, queue))
-    process.start()
-    status, value = queue.get()
-    process.join()
-    return value if status == "ok" else value
+    """Maximum resident memory of a fresh Python process that loads one system and serves with it.
+    A new interpreter rather than a multiprocessing child: a spawned child re-imports the ``python -m
+    chatbot`` entry point (training and PyTorch with it), which a serving process does not carry."""
+    script = ("import json, sys; from chatbot.speed import _serve_and_measure; "
+              "print(json.dumps(_serve_and_measure(**json.load(sys.stdin))))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps({"folder": folder, "runtime": runtime,
+                          "texts": texts}), capture_output=True, text=True, env=env)
+    if done.returncode:
+        return (done.stderr.strip().splitlines() or ["failed"])[-1]
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def run_speed(args, rows) -> dict:
