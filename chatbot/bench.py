@@ -3,8 +3,9 @@
 
 Every system trains on the same rows and is scored on the same evaluation split. Each runs in its
 own process so its peak memory (max RSS) is its own. The early-stopping/calibration dev set of the
-LLMs is carved from the training rows (stratified per intent and language), so the evaluation split
-is never seen in training; the baseline trains on exactly the LLMs' training rows.
+LLMs is carved from the training rows (a seeded random ``dev_per_language`` rows of each language, at
+most a fifth of them), so the evaluation split is never seen in training; the baseline trains on
+exactly the LLMs' training rows.
 
 Writes ``bench.json`` and ``bench.md`` (a Markdown table) to ``--report``.
 """
