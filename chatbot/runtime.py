@@ -51,11 +51,11 @@ log = logging.getLogger(__name__)
 EXPORT_VERSION = 3
 """Bumped when the exported graph or its files change (older artefacts are then rebuilt)."""
 BUCKETS = (16, 24, 48)
-"""Sequence lengths single messages are padded to (each compiled once, when first needed, and each
-holding its own copy of the weights, about 165 MB for the int8 default); longer messages go through the
-dynamic model. Of our training messages 58 % have ≤ 16 tokens, 80 % ≤ 24 and 97 % ≤ 48: three shapes
-cover nearly all, and a fourth (32, for the 8 % between 25 and 32 tokens) cost more memory than the
-time it saved."""
+"""Sequence lengths single messages are padded to, with the model's ``max_length`` as the last one, so
+that no single message goes through the dynamic model (each shape is compiled once, when first
+needed, and holds its own copy of the weights, about 165 MB for the int8 default). Of our training
+messages 58 % have ≤ 16 tokens, 80 % ≤ 24 and 97 % ≤ 48: a fourth shape (32, for the 8 % between 25
+and 32 tokens) cost more memory than the time it saved."""
 DYNAMIC_CACHE = 0
 """Entries of OpenVINO's shape cache (``CPU_RUNTIME_CACHE_CAPACITY``) for the dynamic model that runs
 batches. Its default (5,000) keeps the kernels of every batch shape seen: a server's batches rarely
@@ -209,9 +209,11 @@ def export(folder: str | Path, progress=None, weights: str = "int8") -> Path:
 
 
 class OpenVinoForward:
-    """Logits from the exported model: static shapes for single messages, dynamic for batches."""
+    """Logits from the exported model: static shapes for single messages (:data:`BUCKETS`, then
+    ``max_length``), the dynamic model for batches."""
 
-    def __init__(self, path: Path, pad_token_id: int, parameters: int, embedding: int, threads: int | None = None):
+    def __init__(self, path: Path, pad_token_id: int, parameters: int, embedding: int, max_length: int,
+                 threads: int | None = None):
         import openvino as ov
 
         self.core = ov.Core()
@@ -224,10 +226,11 @@ class OpenVinoForward:
         self.dynamic = self.core.compile_model(self.source, "CPU", {
             **self.config, "CPU_RUNTIME_CACHE_CAPACITY": DYNAMIC_CACHE}).create_infer_request()
         self.static: dict[int, object] = {}
+        self.buckets = (*(b for b in BUCKETS if b < max_length), max_length)
         self.path = path
 
     def _request(self, batch: int, length: int):
-        bucket = next((b for b in BUCKETS if b >= length), None)
+        bucket = next((b for b in self.buckets if b >= length), None)
         if batch != 1 or bucket is None:
             return self.dynamic, length
         if bucket not in self.static:
@@ -283,7 +286,8 @@ def load_exported(path: Path, threads: int | None = None) -> IntentClassifier:
     """A classifier served from a cached artefact (neither PyTorch nor its weights are loaded)."""
     info = json.loads((path / "info.json").read_text())
     tokenizer = ServedTokenizer(path / "tokenizer", info["pad_token_id"])
-    forward = OpenVinoForward(path, info["pad_token_id"], info["parameters"], info["embedding_parameters"], threads)
+    forward = OpenVinoForward(path, info["pad_token_id"], info["parameters"], info["embedding_parameters"],
+                              info["max_length"], threads)
     return IntentClassifier(forward, tokenizer, info["labels"], info["temperature"], info["max_length"])
 
 

@@ -23,11 +23,12 @@ def test_the_exported_model_gives_the_pytorch_logits_alone_and_in_batches(tiny_m
     reference = load_classifier(tiny_model, device="cpu", dtype=torch.float32)
     together = served.logits(TEXTS, batch_size=8)  # the dynamic model
     assert np.allclose(together, reference.logits(TEXTS, batch_size=8), atol=2e-2)  # bf16 inference
-    for text in TEXTS:  # single messages: padded to a static bucket, or dynamic beyond the last one
+    for text in TEXTS:  # single messages: padded to a static bucket, the last one the model's max_length
         assert np.allclose(served.logits([text]), reference.logits([text]), atol=2e-2)
     lengths = [served.tokenizer([t], max_length=served.max_length)["attention_mask"].sum() for t in TEXTS]
-    needed = {next(b for b in BUCKETS if b >= n) for n in lengths if n <= BUCKETS[-1]}
-    assert sorted(served.forward.static) == sorted(needed) and max(lengths) > BUCKETS[-1]  # compiled when needed
+    assert served.forward.buckets == (*BUCKETS, served.max_length) and max(lengths) > BUCKETS[-1]
+    needed = {next(b for b in served.forward.buckets if b >= n) for n in lengths}
+    assert sorted(served.forward.static) == sorted(needed)  # compiled when needed; no single message dynamic
     assert [p.intent for p in served.predict(TEXTS)] == [p.intent for p in reference.predict(TEXTS)]
     assert served.parameter_count() == reference.parameter_count()
 
