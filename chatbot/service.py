@@ -26,11 +26,11 @@ import traceback
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatbot.accounts import Accounts, Caller, require
 from chatbot.assistant import Assistant
 from chatbot.audit import Audit
-from chatbot.build import BuildPolicy, build_version, pick_source
 from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
 from chatbot.keys import Vault, browser_secret
@@ -40,6 +40,9 @@ from chatbot.serving import classifier_opener
 from chatbot.settings import ADMIN_PASSWORD_ENV, DENSE_MODEL_DIR, database_url, default_model_dir, home, training_files
 from chatbot.store import Store, now, valid_conversation_id
 from chatbot.versions import DEFAULT_VERSION, Registry
+
+if TYPE_CHECKING:
+    from chatbot.build import BuildPolicy
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,8 @@ class Service:
         except ValueError as err:  # a too short password: the app serves customers all the same
             log.error("No admin created from %s: %s", ADMIN_PASSWORD_ENV, err)
         self.data = data or training_files()
-        self.policy = policy or BuildPolicy()
+        self.policy = policy
+        """How admin builds heal (:class:`chatbot.build.BuildPolicy`; its defaults when None)."""
         self._swap = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self.open_classifier = classifier_opener()  # in this process, or served ($CHATBOT_CLASSIFIER_URL)
@@ -356,9 +360,11 @@ class Service:
             job.progress, job.stage = float(fraction), stage or job.stage
 
         def work():
+            from chatbot.build import BuildPolicy, build_version, pick_source  # PyTorch: when an admin builds
+
             try:
                 source = pick_source(candidates, load_dataset(self.data).intents)
-                heal = self.policy.heal(source is not None, epochs, max_per_intent)
+                heal = (self.policy or BuildPolicy()).heal(source is not None, epochs, max_per_intent)
                 job.result = build_version(self.data, staging, base=base, method=method, compress_targets=targets,
                                            ratio=ratio, heal=heal, progress=progress, source=source)
                 staging.rename(folder)  # only a complete version ever appears in the registry

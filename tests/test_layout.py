@@ -35,3 +35,12 @@ def test_compression_imports_nothing_of_the_chatbot():
     offenders = {p.name: sorted(m for m in imported_modules(p) if m.split(".")[0] == "chatbot")
                  for p in (ROOT / "compression").glob("*.py")}
     assert not any(offenders.values()), offenders
+
+
+@pytest.mark.parametrize("entry", ["app", "chatbot.serving"])
+def test_serving_code_loads_without_pytorch(entry):
+    """The app and a Ray Serve replica import neither PyTorch nor transformers (about 250 MB): the served
+    model is the exported one; PyTorch is loaded only to export or build a model, or for ``torch``."""
+    script = f"import sys, {entry}; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]
