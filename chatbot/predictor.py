@@ -71,7 +71,8 @@ class IntentClassifier:
             with self._one_at_a_time:
                 enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors="np")
-                out[idx] = self.forward(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64))
+                out[idx] = self.forward(np.asarray(enc["input_ids"], dtype=np.int64),
+                                        np.asarray(enc["attention_mask"], dtype=np.int64))
         return out
 
     def probabilities(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

@@ -20,9 +20,9 @@ Weights (``openvino``, the served default): the matrices of the linear layers ar
 per output channel with a zero point (nncf's ``INT8_ASYM``: ``W ≈ s ⊙ (Q − z)``, ``Q`` in 0…255), and
 OpenVINO multiplies with them directly, decompressing in its kernels. The weights on disk halve, a
 compiled shape's copy in memory shrinks by a third (165 against 242 MB), short messages (close to
-memory-bound) run a little faster, longer ones are compute-bound and gain nothing (docs/benchmarks.md). The embedding is int8 too; ``v_proj`` stays fp16:
-with every matrix in int8, the default's top-1 agreement with PyTorch fp32 was 99.5 % on our dev
-split and 99.3 % on test; keeping v_proj (2.9 M of its parameters) gave 99.7 % and 99.5 % (v_proj
+memory-bound) run a little faster, longer ones are compute-bound and gain nothing (docs/benchmarks.md).
+The embedding is int8 too; ``v_proj`` stays fp16: with every matrix in int8, the default's top-1
+agreement with PyTorch fp32 was 99.5 % on our dev split and 99.3 % on test; keeping v_proj (2.9 M of its parameters) gave 99.7 % and 99.5 % (v_proj
 also shows the largest truncation error in the SVD accounting). ``openvino-fp16`` serves the same
 graph with fp16 weights (the reference for the int8 one).
 """
@@ -243,7 +243,7 @@ class OpenVinoForward:
         request, length = self._request(*input_ids.shape)
         if length != input_ids.shape[1]:
             input_ids = np.pad(input_ids, ((0, 0), (0, length - input_ids.shape[1])), constant_values=self.pad)
-        return request.infer({0: input_ids.astype(np.int64)})[0].astype(np.float32)
+        return request.infer({0: input_ids})[0].astype(np.float32)  # a copy: the next call reuses the output
 
     def parameter_count(self) -> int:
         return self._parameters
