@@ -29,6 +29,7 @@ from chatbot.evaluate import latency_summary, scope_scores, score
 from chatbot.lora import LoraSettings
 from chatbot.runtime import SERVING_RUNTIMES
 from chatbot.settings import DEFAULT_BASE, OUT_OF_SCOPE
+from chatbot.speed import serve_entry
 from chatbot.train import FitSettings
 
 
@@ -55,7 +56,8 @@ class BenchArgs:
     fit: FitSettings = field(default_factory=FitSettings)
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
     serve: list[str] = field(default_factory=list)
-    """Instead of training: model folders whose serving paths to compare (speed, size, memory, accuracy)."""
+    """Instead of training: model folders whose serving paths to compare (speed, size, memory, accuracy);
+    ``FOLDER@RUNTIME`` serves that folder by that runtime only, a plain folder by every one of --runtimes."""
     runtimes: list[str] = field(default_factory=lambda: ["torch", "openvino-fp16", "openvino"])
     """With --serve: the runtimes each folder is served by (torch, openvino-fp16, openvino: int8 weights)."""
     rounds: int = 3
@@ -77,6 +79,8 @@ class BenchArgs:
             raise ValueError("tune the threshold on another split than the one scored")
         if unknown := set(self.runtimes) - set(SERVING_RUNTIMES):
             raise ValueError(f"unknown runtime(s) {', '.join(sorted(unknown))}: use {', '.join(SERVING_RUNTIMES)}")
+        for entry in self.serve:
+            serve_entry(entry, self.runtimes)
         if self.rounds < 1 or self.latency_messages < 1:
             raise ValueError("rounds and latency messages must be ≥ 1")
 

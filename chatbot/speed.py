@@ -8,7 +8,8 @@ accuracy and top-1 agreement with the first system on the evaluation rows. Peak 
 system's own: a fresh process per system loads it and serves single messages and batches, and
 reports its maximum resident set size (a new interpreter: what a serving process imports, no more).
 
-Writes ``speed.json`` and ``speed.md`` (a Markdown table with the machine) to ``--report``.
+Writes ``speed.json``, ``speed.md`` (a Markdown table with the machine) and ``speed.png`` (accuracy
+against single-message latency, one labelled point per system) to ``--report``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,29 @@ from pathlib import Path
 import numpy as np
 
 from chatbot import machine
+from chatbot.runtime import SERVING_RUNTIMES
 from chatbot.settings import ROOT
 
 
+def serve_entry(entry: str, runtimes: list[str]) -> tuple[str, list[str]]:
+    """(folder, runtimes) of one ``--serve`` entry: ``FOLDER@RUNTIME`` is served by that runtime only
+    (a dense PyTorch reference beside exported builds), a plain folder by every one of ``runtimes``;
+    a ValueError for a runtime after ``@`` that does not exist (unless the whole entry is a path)."""
+    folder, at, runtime = entry.rpartition("@")
+    if at and runtime in SERVING_RUNTIMES:
+        return folder, [runtime]
+    if at and not Path(entry).exists():
+        raise ValueError(f"{entry}: unknown runtime {runtime!r} after @: use {', '.join(SERVING_RUNTIMES)}")
+    return entry, list(runtimes)
+
+
 def _systems(args) -> list[tuple[str, str, str]]:
-    """(name, folder, runtime) for every folder × runtime, in the order given."""
-    return [(f"{Path(folder).name} · {runtime}", folder, runtime) for folder in args.serve for runtime in args.runtimes]
+    """(name, folder, runtime) for every ``--serve`` entry × its runtimes, in the order given."""
+    systems = []
+    for entry in args.serve:
+        folder, runtimes = serve_entry(entry, args.runtimes)
+        systems += [(f"{Path(folder).name} · {runtime}", folder, runtime) for runtime in runtimes]
+    return systems
 
 
 def _load(folder: str, runtime: str):
@@ -125,6 +143,7 @@ def run_speed(args, rows) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.json").write_text(json.dumps(report, indent=2))
     (out / "speed.md").write_text(markdown_table(report))
+    plot_speed(report, out / "speed.png")
     print(markdown_table(report))
     return report
 
@@ -150,3 +169,28 @@ def markdown_table(report: dict) -> str:
             f"{peak:.0f}" if isinstance(peak, float) else f"failed: {peak}", f"{r['accuracy']:.4f}",
             f"{r['agreement']:.4f}", f"{r['load_s']:.0f}"]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_speed(report: dict, path: Path) -> Path:
+    """Accuracy against p50 latency, one point per system, its area growing with its parameters and
+    labelled with its name, parameters and msg/s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for name, r in report["results"].items():
+        x, y = r["latency_ms"]["p50"], r["accuracy"]
+        ax.scatter([x], [y], s=20 + r["parameters"] / 1e6, alpha=0.6)
+        ax.annotate(f"{name}\n{r['parameters'] / 1e6:.0f} M · {r['messages_per_s']:.0f} msg/s", (x, y),
+                    textcoords="offset points", xytext=(6, 4), fontsize=7, color="#333")
+    ax.set_xlabel("p50 ms, one message (lower is faster)")
+    ax.set_ylabel(f"accuracy ({report['rows']} rows)")
+    ax.set_title(f"{report['name'] or 'serving paths'} · {report['date'][:16]} UTC", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.25, y=0.1)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,4 +1,5 @@
 import json
+import pytest
 
 from chatbot.bench import BenchArgs, make_splits, run_bench
 from chatbot.train import FitSettings
@@ -72,3 +73,19 @@ def test_serving_paths_are_compared_in_one_run(tiny_model, tiny_data, tmp_path, 
         assert r["latency_ms"]["n"] == 5 and r["messages_per_s"] > 0 and r["peak_memory_mb"] > 50
         assert r["parameters"] == torch_path["parameters"] and r["accuracy"] > 0.8
     assert "| tiny_model0 · openvino |" in (tmp_path / "s" / "speed.md").read_text()
+    assert (tmp_path / "s" / "speed.png").stat().st_size > 10_000
+
+
+def test_a_folder_can_be_served_by_one_runtime_only(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """A dense PyTorch reference beside exported builds: FOLDER@RUNTIME, the others by --runtimes."""
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
+    report = run_bench(BenchArgs(data=[str(tiny_data)], report=str(tmp_path / "s"), runtimes=["openvino"],
+                                 serve=[f"{tiny_model}@torch", str(tiny_model)], rounds=1, latency_messages=3))
+    assert [(r["folder"], r["runtime"]) for r in report["results"].values()] == [
+        (str(tiny_model), "torch"), (str(tiny_model), "openvino")]
+    assert report["reference"] == f"{tiny_model.name} · torch"
+
+
+def test_an_unknown_runtime_after_the_folder_is_refused(tiny_model, tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="unknown runtime 'onnx'"):
+        BenchArgs(data=[str(tiny_data)], report=str(tmp_path / "s"), serve=[f"{tiny_model}@onnx"])
