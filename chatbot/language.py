@@ -185,28 +185,20 @@ class LanguageDetector:
 
     @cached_property
     def _ngram(self):
-        """Character 1–5-gram and word model (TF-IDF + logistic regression) fitted on our own messages in
-        ``assets/data``: it knows how customers write in each language (a few seconds to fit)."""
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline, make_union
-
+        """Character 1–5-gram and word model fitted on our own messages in ``assets/data``: it knows how
+        customers write in each language (:mod:`chatbot.ngram`; fitted once and cached)."""
         from chatbot.data import load_dataset
+        from chatbot.ngram import load_or_fit
 
         examples = [e for e in load_dataset(sorted(absolute(INTENT_DATA))).examples if e.lang in self.supported]
         if len({e.lang for e in examples}) < 2:
             return None
-        features = make_union(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True),
-                              TfidfVectorizer(analyzer="word", sublinear_tf=True))
-        model = make_pipeline(features, LogisticRegression(C=30, max_iter=3000))
-        model.fit([strip_non_language(e.text).lower() for e in examples], [e.lang for e in examples])
-        return model
+        return load_or_fit([strip_non_language(e.text) for e in examples], [e.lang for e in examples])
 
     def _ngram_scores(self, text: str) -> dict[str, float]:
         if self._ngram is None:
             return {}
-        probs = self._ngram.predict_proba([text.lower()])[0]
-        return dict(zip(self._ngram.classes_, map(float, probs)))
+        return self._ngram.probabilities(text)
 
     def scores(self, text: str) -> dict[str, float]:
         """Scores over the supported languages (summing to 1) for text already stripped of non-language.
