@@ -29,7 +29,7 @@ from chatbot.evaluate import latency_summary, scope_scores, score
 from chatbot.lora import LoraSettings
 from chatbot.runtime import SERVING_RUNTIMES
 from chatbot.settings import DEFAULT_BASE, OUT_OF_SCOPE
-from chatbot.speed import serve_entry
+from chatbot.speed import serve_systems
 from chatbot.train import FitSettings
 
 
@@ -79,8 +79,7 @@ class BenchArgs:
             raise ValueError("tune the threshold on another split than the one scored")
         if unknown := set(self.runtimes) - set(SERVING_RUNTIMES):
             raise ValueError(f"unknown runtime(s) {', '.join(sorted(unknown))}: use {', '.join(SERVING_RUNTIMES)}")
-        for entry in self.serve:
-            serve_entry(entry, self.runtimes)
+        serve_systems(self.serve, self.runtimes)  # a clear error now for a wrong runtime or a system twice
         if self.rounds < 1 or self.latency_messages < 1:
             raise ValueError("rounds and latency messages must be ≥ 1")
 

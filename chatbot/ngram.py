@@ -8,16 +8,19 @@ frequency, ``tf·idf = (1 + ln count) · (ln((1 + n) / (1 + df)) + 1)``, and L2-
 the two vectors side by side feed a multinomial logistic regression (C = 30), ``p = softmax(W x + b)``.
 
 Fitting needs scikit-learn, which with SciPy costs a process about 120 MB, and the fitted vectorisers
-about 60 MB more, so the serving process never fits: :func:`load_or_fit` runs the fit once in a new
+about 60 MB more, so the serving process does not fit: :func:`load_or_fit` runs the fit once in a new
 interpreter and caches the arrays (``$CHATBOT_CACHE/language/ngram-<fingerprint>.npz``, the fingerprint
-covering the training messages and their languages); :class:`NgramModel` scores with NumPy and reproduces
-scikit-learn's analysers and arithmetic (a test compares the probabilities with scikit-learn's).
+covering the training messages, their languages, the fit's settings and scikit-learn's version; where
+no other interpreter can fit and cache it, the fit runs in the process after all);
+:class:`NgramModel` scores with NumPy and reproduces scikit-learn's analysers and arithmetic (a test
+compares the probabilities with scikit-learn's).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -32,8 +35,14 @@ import numpy as np
 
 from chatbot.settings import ROOT, cache_dir
 
+log = logging.getLogger(__name__)
+
 FIT_VERSION = 2
-"""Bumped when the model or its fit changes (older caches are then refitted)."""
+"""Bumped when the model or its fit changes in a way :data:`FIT` does not say (older caches are refitted)."""
+FIT = {"char_ngrams": (1, 5), "C": 30.0, "max_iter": 3000}
+"""The fit's settings; the cache's fingerprint covers them, with the messages and scikit-learn's version."""
+FIT_TIMEOUT_S = 600
+"""A fit in another interpreter that takes longer is given up (and done in this process)."""
 _SPACES = re.compile(r"\s\s+")
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 
@@ -97,15 +106,15 @@ class NgramModel:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline, make_union
 
-        char = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True)
+        char = TfidfVectorizer(analyzer="char_wb", ngram_range=FIT["char_ngrams"], sublinear_tf=True)
         word = TfidfVectorizer(analyzer="word", sublinear_tf=True)
-        model = make_pipeline(make_union(char, word), LogisticRegression(C=30, max_iter=3000))
+        model = make_pipeline(make_union(char, word), LogisticRegression(C=FIT["C"], max_iter=FIT["max_iter"]))
         model.fit([t.lower() for t in texts], langs)
         regression = model[-1]
         coef, intercept = regression.coef_, regression.intercept_
         if len(regression.classes_) == 2:  # one row for the second class: σ(z) = softmax([0, z])
             coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-        return cls(list(regression.classes_), {g: int(i) for g, i in char.vocabulary_.items()},
+        return cls([str(c) for c in regression.classes_], {g: int(i) for g, i in char.vocabulary_.items()},
                    {w: int(i) for w, i in word.vocabulary_.items()}, np.concatenate([char.idf_, word.idf_]),
                    coef, intercept)
 
@@ -120,36 +129,62 @@ class NgramModel:
 
     @classmethod
     def load(cls, path: Path) -> "NgramModel":
+        """The model saved at ``path``; a ValueError when the arrays do not fit together."""
         with np.load(path) as arrays:
             vocab = json.loads(arrays["vocab"].tobytes().decode())
-            return cls(vocab["classes"], vocab["char"], vocab["word"], arrays["idf"], arrays["coef"],
-                       arrays["intercept"])
+            model = cls(vocab["classes"], vocab["char"], vocab["word"], arrays["idf"], arrays["coef"],
+                        arrays["intercept"])
+        columns = len(model.char_vocab) + len(model.word_vocab)
+        if (model.coef.shape != (len(model.classes), columns) or model.idf.shape != (columns,)
+                or model.intercept.shape != (len(model.classes),)):
+            raise ValueError(f"{path}: arrays of mismatched shapes")
+        return model
 
 
 def fingerprint(texts: list[str], langs: list[str]) -> str:
-    return hashlib.sha256(json.dumps([FIT_VERSION, texts, langs]).encode()).hexdigest()[:16]
+    from importlib.metadata import version
+
+    return hashlib.sha256(json.dumps([FIT_VERSION, FIT, version("scikit-learn"), texts, langs]).encode()).hexdigest()[:16]
 
 
-def fit_and_save(texts: list[str], langs: list[str], path: str) -> None:
-    NgramModel.fit(texts, langs).save(Path(path))
+def fit_and_save(texts: list[str], langs: list[str], path: str) -> NgramModel:
+    model = NgramModel.fit(texts, langs)
+    try:
+        model.save(Path(path))
+    except OSError as err:  # an unwritable cache: the model still serves, it is fitted again next start
+        log.warning("n-gram language model not cached: %s", err)
+    return model
 
 
-def load_or_fit(texts: list[str], langs: list[str]) -> NgramModel:
-    """The model of these messages and their languages, from the cache, or fitted first (a few seconds,
-    in a new interpreter so that scikit-learn never loads in this process; also when the cached file
-    is damaged)."""
-    path = cache_dir() / "language" / f"ngram-{fingerprint(texts, langs)}.npz"
-    if path.exists():
-        try:
-            return NgramModel.load(path)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged cache: fitted again
-            path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _fit_elsewhere(texts: list[str], langs: list[str], path: Path) -> None:
     script = "import json, sys; from chatbot.ngram import fit_and_save; fit_and_save(**json.load(sys.stdin))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          input=json.dumps({"texts": texts, "langs": langs, "path": str(path)}))
+                          timeout=FIT_TIMEOUT_S, input=json.dumps({"texts": texts, "langs": langs, "path": str(path)}))
     if done.returncode:
-        raise RuntimeError("fitting the n-gram language model failed: "
-                           + (done.stderr.strip().splitlines() or ["no output"])[-1])
-    return NgramModel.load(path)
+        raise RuntimeError((done.stderr.strip().splitlines() or ["no output"])[-1])
+
+
+def _load(path: Path) -> NgramModel | None:
+    try:
+        return NgramModel.load(path)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):  # missing or damaged
+        return None
+
+
+def load_or_fit(texts: list[str], langs: list[str]) -> NgramModel:
+    """The model of these messages and their languages, from the cache, or fitted first (a few seconds)
+    in a new interpreter, so that scikit-learn never loads in this process; also when the cached file
+    is damaged. Where that fails (no writable cache, no Python to start), it is fitted here."""
+    path = cache_dir() / "language" / f"ngram-{fingerprint(texts, langs)}.npz"
+    if model := _load(path):
+        return model
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _fit_elsewhere(texts, langs, path)
+        if model := _load(path):
+            return model
+        raise RuntimeError("the fitted model was not saved")
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as err:
+        log.warning("fitting the n-gram language model in another process failed (%s): fitting it here", err)
+    return fit_and_save(texts, langs, str(path))

@@ -33,23 +33,27 @@ from chatbot.settings import ROOT
 
 def serve_entry(entry: str, runtimes: list[str]) -> tuple[str, list[str]]:
     """(folder, runtimes) of one ``--serve`` entry: ``FOLDER@RUNTIME`` is served by that runtime only
-    (a dense PyTorch reference beside exported builds), a plain folder by every one of ``runtimes``;
-    a ValueError for a runtime after ``@`` that does not exist (unless the whole entry is a path)."""
+    (a dense PyTorch reference beside exported builds), a plain folder (also an existing one whose name
+    has an ``@``) by every one of ``runtimes``; a ValueError for an unknown runtime after ``@``."""
     folder, at, runtime = entry.rpartition("@")
-    if at and runtime in SERVING_RUNTIMES:
-        return folder, [runtime]
-    if at and not Path(entry).exists():
-        raise ValueError(f"{entry}: unknown runtime {runtime!r} after @: use {', '.join(SERVING_RUNTIMES)}")
-    return entry, list(runtimes)
+    if not at or Path(entry).exists():
+        return entry, list(runtimes)
+    if runtime not in SERVING_RUNTIMES or not folder:
+        raise ValueError(f"{entry}: write FOLDER@RUNTIME with a runtime of {', '.join(SERVING_RUNTIMES)}")
+    return folder, [runtime]
 
 
-def _systems(args) -> list[tuple[str, str, str]]:
-    """(name, folder, runtime) for every ``--serve`` entry × its runtimes, in the order given."""
-    systems = []
-    for entry in args.serve:
-        folder, runtimes = serve_entry(entry, args.runtimes)
-        systems += [(f"{Path(folder).name} · {runtime}", folder, runtime) for runtime in runtimes]
-    return systems
+def serve_systems(serve: list[str], runtimes: list[str]) -> list[tuple[str, str, str]]:
+    """(name, folder, runtime) for every ``--serve`` entry × its runtimes, in the order given; a
+    ValueError when two would have the same name (the same folder and runtime, or folders of one name)."""
+    found = []
+    for entry in serve:
+        folder, chosen = serve_entry(entry, runtimes)
+        found += [(f"{Path(folder).name} · {runtime}", folder, runtime) for runtime in chosen]
+    names = [name for name, _, _ in found]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"served twice under one name: {', '.join(twice)}")
+    return found
 
 
 def _load(folder: str, runtime: str):
@@ -104,7 +108,7 @@ def run_speed(args, rows) -> dict:
     """Measure every system of ``args`` (``serve``, ``runtimes``, ``rounds``, ``latency_messages``) on ``rows``."""
     from chatbot.evaluate import latency_summary
 
-    systems = _systems(args)
+    systems = serve_systems(args.serve, args.runtimes)
     texts = [e.text for e in rows]
     sample = random.Random(0).sample(texts, min(args.latency_messages, len(texts)))
     loaded, results = {}, {}

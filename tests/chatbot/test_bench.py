@@ -87,5 +87,21 @@ def test_a_folder_can_be_served_by_one_runtime_only(tiny_model, tiny_data, tmp_p
 
 
 def test_an_unknown_runtime_after_the_folder_is_refused(tiny_model, tiny_data, tmp_path):
-    with pytest.raises(ValueError, match="unknown runtime 'onnx'"):
+    with pytest.raises(ValueError, match="FOLDER@RUNTIME"):
         BenchArgs(data=[str(tiny_data)], report=str(tmp_path / "s"), serve=[f"{tiny_model}@onnx"])
+    with pytest.raises(ValueError, match="FOLDER@RUNTIME"):
+        BenchArgs(data=[str(tiny_data)], report=str(tmp_path / "s"), serve=["@torch"])
+
+
+def test_a_system_served_twice_is_refused(tiny_model, tiny_data, tmp_path):
+    """One name per row: the same folder and runtime twice would merge their timings into one row."""
+    with pytest.raises(ValueError, match="served twice"):
+        BenchArgs(data=[str(tiny_data)], report=str(tmp_path / "s"), serve=[f"{tiny_model}@torch", str(tiny_model)])
+
+
+def test_a_folder_whose_name_has_an_at_sign_is_a_folder(tmp_path):
+    from chatbot.speed import serve_entry
+
+    (tmp_path / "model@torch").mkdir()
+    assert serve_entry(str(tmp_path / "model@torch"), ["openvino"]) == (str(tmp_path / "model@torch"), ["openvino"])
+    assert serve_entry(str(tmp_path / "model@torch") + "@torch", ["openvino"]) == (str(tmp_path / "model@torch"), ["torch"])

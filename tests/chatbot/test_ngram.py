@@ -48,17 +48,44 @@ def test_probabilities_are_scikit_learns(languages):
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_a_fitted_model_is_cached_and_survives_a_damaged_file(tmp_path, monkeypatch):
+def test_a_fitted_model_is_cached_as_it_was_fitted(tmp_path, monkeypatch):
     monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path))
-    first = load_or_fit(TEXTS, LANGS)
+    fitted = NgramModel.fit(TEXTS, LANGS)
+    cached = load_or_fit(TEXTS, LANGS)
+    assert cached.classes == fitted.classes and list((tmp_path / "language").glob("ngram-*.npz"))
+    for text in ["où est ma commande", "wo ist mein Paket", "qqq", ""]:
+        assert cached.probabilities(text) == fitted.probabilities(text)
+    assert load_or_fit(TEXTS, LANGS[::-1]).probabilities("ma commande") != fitted.probabilities("ma commande")
+    monkeypatch.setattr(ngram, "_fit_elsewhere", lambda *a: pytest.fail("fitted again"))
+    assert load_or_fit(TEXTS, LANGS).probabilities("ma commande") == fitted.probabilities("ma commande")
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated", "shapes"])
+def test_a_damaged_cache_is_fitted_again(damage, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path))
+    expected = load_or_fit(TEXTS, LANGS).probabilities("ma commande")
     [cached] = (tmp_path / "language").glob("ngram-*.npz")
-    monkeypatch.setattr(ngram.subprocess, "run", lambda *a, **k: pytest.fail("fitted again"))
-    assert load_or_fit(TEXTS, LANGS).probabilities("ma commande") == first.probabilities("ma commande")
-    monkeypatch.undo()
-    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path))
-    cached.write_bytes(b"not an npz")
-    assert load_or_fit(TEXTS, LANGS).probabilities("ma commande") == first.probabilities("ma commande")
-    assert load_or_fit(TEXTS, LANGS[::-1]).probabilities("ma commande") != first.probabilities("ma commande")
+    good = cached.read_bytes()
+    if damage == "shapes":
+        NgramModel(["en"], {"a": 0}, {}, np.ones(1), np.ones((2, 1)), np.zeros(1)).save(cached)
+    else:
+        cached.write_bytes({"empty": b"", "garbage": b"not an npz", "truncated": good[:len(good) // 2]}[damage])
+    assert load_or_fit(TEXTS, LANGS).probabilities("ma commande") == expected
+    assert cached.read_bytes() == good
+
+
+def test_without_another_interpreter_or_a_writable_cache_it_fits_in_process(tmp_path, monkeypatch):
+    expected = NgramModel.fit(TEXTS, LANGS).probabilities("ma commande")
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "file"))
+    assert load_or_fit(TEXTS, LANGS).probabilities("ma commande") == expected
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
+
+    def no_python(*args):
+        raise RuntimeError("no interpreter")
+
+    monkeypatch.setattr(ngram, "_fit_elsewhere", no_python)
+    assert load_or_fit(TEXTS, LANGS).probabilities("ma commande") == expected
 
 
 def test_the_serving_process_never_imports_scikit_learn(tmp_path):
