@@ -6,7 +6,7 @@ import torch
 
 from chatbot.classifier import load_classifier
 from chatbot.model import ModelLoadError
-from chatbot.runtime import BUCKETS, artefact_dir, export, load_exported, load_serving, pick_runtime, weight_types
+from chatbot.runtime import BATCH_LENGTH_STEP, BUCKETS, artefact_dir, export, load_exported, load_serving, pick_runtime, weight_types
 
 TEXTS = ["cancel order stop 1", "where parcel status colis 3 4", "refund money back argent remboursement 9 9 9",
          "x", " ".join(["colis"] * 40), " ".join(["refund"] * 90)]
@@ -21,8 +21,18 @@ def own_cache(tmp_path, monkeypatch):
 def test_the_exported_model_gives_the_pytorch_logits_alone_and_in_batches(tiny_model, own_cache):
     served = load_serving(tiny_model, "openvino-fp16")
     reference = load_classifier(tiny_model, device="cpu", dtype=torch.float32)
-    together = served.logits(TEXTS, batch_size=8)  # the dynamic model
-    assert np.allclose(together, reference.logits(TEXTS, batch_size=8), atol=2e-2)  # bf16 inference
+    shapes, dynamic = [], served.forward.dynamic
+
+    class Recorder:  # the shapes the dynamic model is given
+        def infer(self, inputs):
+            shapes.append(inputs[0].shape)
+            return dynamic.infer(inputs)
+
+    served.forward.dynamic = Recorder()
+    for size in (2, 3, 8):  # the dynamic model, lengths rounded up to BATCH_LENGTH_STEP (max_length at most)
+        together = served.logits(TEXTS, batch_size=size)
+        assert np.allclose(together, reference.logits(TEXTS, batch_size=size), atol=2e-2)  # bf16 inference
+    assert shapes and all(n % BATCH_LENGTH_STEP == 0 or n == served.max_length for _, n in shapes)
     for text in TEXTS:  # single messages: padded to a static bucket, the last one the model's max_length
         assert np.allclose(served.logits([text]), reference.logits([text]), atol=2e-2)
     lengths = [served.tokenizer([t], max_length=served.max_length)["attention_mask"].sum() for t in TEXTS]
