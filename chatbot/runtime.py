@@ -61,13 +61,14 @@ DYNAMIC_CACHE = 0
 batches. Its default (5,000) keeps the kernels of every batch shape seen: a server's batches rarely
 repeat a shape: after 200 batches of random sizes a process serving the default held 2.5 GB with the
 cache and 0.9 GB without it, for 6 % more messages per second (docs/benchmarks.md)."""
-BATCH_LENGTH_STEP = 16
+BATCH_LENGTH_STEP = 8
 """Batches (the dynamic model) are padded to a multiple of this many tokens (at most ``max_length``).
 Without a shape cache the dynamic model plans its kernels again whenever the input's shape is not the
 one it has just run, and a compressed model has a matrix product of its own shape for almost every
-chosen rank (about 200 distinct in the default), so planning dominated: with lengths rounded,
-consecutive batches of messages sorted by length mostly share a shape. The default's 512 test messages
-in batches of 32 went from 104 to 146 msg/s, the 30 % build's from 107 to 229 (docs/benchmarks.md)."""
+chosen rank (about 200 distinct in the default), so planning dominated its batches: with lengths
+rounded, consecutive batches of messages sorted by length mostly share a shape. Measured on 512 test
+messages in batches of 32 (msg/s, without → with 16 / 8): the default 111 → 135 / 152, the 30 % build
+114 → 197 / 182, the dense model, which plans little, 168 → 142 / 161 (docs/benchmarks.md)."""
 RUNTIME_ENV = "CHATBOT_RUNTIME"
 SERVING_RUNTIMES = ("openvino", "openvino-fp16", "torch")
 """``openvino``: exported, int8 weights (see above); ``openvino-fp16``: exported, fp16 weights;
