@@ -64,8 +64,8 @@ cache and 0.9 GB without it, for 6 % more messages per second (docs/benchmarks.m
 BATCH_LENGTH_STEP = 8
 """Batches (the dynamic model) are padded to a multiple of this many tokens (at most ``max_length``).
 Without a shape cache the dynamic model plans its kernels again whenever the input's shape is not the
-one it has just run, and a compressed model has a matrix product of its own shape for almost every
-chosen rank (about 200 distinct in the default), so planning dominated its batches: with lengths
+one it has just run, and a compressed model has two matrix products of shapes of their own for almost
+every factorised matrix (58 distinct ranks in the default), so planning dominated its batches: with lengths
 rounded, consecutive batches of messages sorted by length mostly share a shape. Measured on 512 test
 messages in batches of 32 (msg/s, without → with 16 / 8): the default 111 → 135 / 152, the 30 % build
 114 → 197 / 182, the dense model, which plans little, 168 → 142 / 161 (docs/benchmarks.md)."""
