@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chatbot.settings import ROOT, cache_dir
+from chatbot.settings import cache_dir, child_env
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,7 @@ def fit_and_save(texts: list[str], langs: list[str], path: str) -> NgramModel:
 
 def _fit_elsewhere(texts: list[str], langs: list[str], path: Path) -> None:
     script = "import json, sys; from chatbot.ngram import fit_and_save; fit_and_save(**json.load(sys.stdin))"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True, text=True,
                           timeout=FIT_TIMEOUT_S, input=json.dumps({"texts": texts, "langs": langs, "path": str(path)}))
     if done.returncode:
         raise RuntimeError((done.stderr.strip().splitlines() or ["no output"])[-1])

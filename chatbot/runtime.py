@@ -22,9 +22,9 @@ OpenVINO multiplies with them directly, decompressing in its kernels. The weight
 compiled shape's copy in memory shrinks by a third (165 against 242 MB), short messages (close to
 memory-bound) run a little faster, longer ones are compute-bound and gain nothing (docs/benchmarks.md).
 The embedding is int8 too; ``v_proj`` stays fp16: with every matrix in int8, the default's top-1
-agreement with PyTorch fp32 was 99.5 % on our dev split and 99.3 % on test; keeping v_proj (2.9 M of its parameters) gave 99.7 % and 99.5 % (v_proj
-also shows the largest truncation error in the SVD accounting). ``openvino-fp16`` serves the same
-graph with fp16 weights (the reference for the int8 one).
+agreement with PyTorch fp32 was 99.5 % on our dev split and 99.3 % on test; keeping v_proj (2.9 M of
+its parameters) gave 99.7 % and 99.5 % (v_proj also shows the largest truncation error in the SVD
+accounting). ``openvino-fp16`` serves the same graph with fp16 weights (the reference for the int8 one).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ BATCH_LENGTH_STEP = 8
 """Batches (the dynamic model) are padded to a multiple of this many tokens (at most ``max_length``).
 Without a shape cache the dynamic model plans its kernels again whenever the input's shape is not the
 one it has just run, and a compressed model has two matrix products of shapes of their own for almost
-every factorised matrix (58 distinct ranks in the default), so planning dominated its batches: with lengths
-rounded, consecutive batches of messages sorted by length mostly share a shape. Measured on 512 test
+every factorised matrix (58 distinct ranks in the default), so planning dominated its batches: with
+lengths rounded, consecutive batches of messages sorted by length mostly share a shape. Measured on 512 test
 messages in batches of 32 (msg/s, without → with 16 / 8): the default 111 → 135 / 152, the 30 % build
 114 → 197 / 182, the dense model, which plans little, 168 → 142 / 161 (docs/benchmarks.md)."""
 RUNTIME_ENV = "CHATBOT_RUNTIME"

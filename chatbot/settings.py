@@ -102,6 +102,11 @@ def home() -> Path:
     return Path(os.environ.get(HOME_ENV) or Path.home() / ".local" / "share" / "chatbot")
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment for a new Python interpreter that imports this project's code."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def cache_dir() -> Path:
     """Where derived model files are cached: ``$CHATBOT_CACHE`` or ``~/.cache/chatbot``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "chatbot")

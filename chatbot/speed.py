@@ -15,7 +15,6 @@ against single-message latency, one labelled point per system) to ``--report``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import resource
 import subprocess
@@ -28,7 +27,7 @@ import numpy as np
 
 from chatbot import machine
 from chatbot.runtime import SERVING_RUNTIMES
-from chatbot.settings import ROOT
+from chatbot.settings import child_env
 
 
 def serve_entry(entry: str, runtimes: list[str]) -> tuple[str, list[str]]:
@@ -96,9 +95,8 @@ def peak_memory_mb(folder: str, runtime: str, texts: list[str]) -> float | str:
     chatbot`` entry point (training and PyTorch with it), which a serving process does not carry."""
     script = ("import json, sys; from chatbot.speed import _serve_and_measure; "
               "print(json.dumps(_serve_and_measure(**json.load(sys.stdin))))")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", script], input=json.dumps({"folder": folder, "runtime": runtime,
-                          "texts": texts}), capture_output=True, text=True, env=env)
+                          "texts": texts}), capture_output=True, text=True, env=child_env())
     if done.returncode:
         return (done.stderr.strip().splitlines() or ["failed"])[-1]
     return float(done.stdout.strip().splitlines()[-1])
