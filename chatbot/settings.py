@@ -66,11 +66,13 @@ OUT_OF_SCOPE = "out_of_scope"
 INTENT_DATA = tuple(f"assets/data/{lang}.csv" for lang in LANGUAGES)
 """Short, clean requests for each intent, one file per language (the language detector learns how
 customers write each language from these)."""
-TRAINING_DATA = INTENT_DATA + tuple(f"assets/data/{kind}/{lang}.csv" for kind in ("out_of_scope", "hard", "varied")
-                                   for lang in LANGUAGES)
+TRAINING_DATA = INTENT_DATA + tuple(f"assets/data/{kind}/{lang}.csv"
+                                   for kind in ("out_of_scope", "hard", "varied", "near_miss") for lang in LANGUAGES)
 """All our own data, relative to :data:`ROOT`: the intents, out-of-scope messages, hard messages
 (multi-sentence, typos, texting style, confusable pairs) and requests in varied tone and wording
-(anger and swearing, less common synonyms, "can you help me" framing). The default model trains on
+(anger and swearing, less common synonyms, "can you help me" framing), and near-misses: out-of-scope
+questions about the shop's world (card data, coupons, stock, warranty, physical shops, other companies)
+beside in-scope messages on the same topics (train and dev only). The default model trains on
 it and compression calibrates on it (recipes record these relative paths, so they re-apply on any
 checkout)."""
 
