@@ -102,6 +102,9 @@ class Compression:
     """Rank as a share of each matrix's min(m, n); 1 leaves the layers dense."""
     params_keep: float | None = None
     """Keep this share of the targeted parameters, ranks chosen per matrix (overrides ratio)."""
+    min_saving: float = 0.0
+    """Factorise a matrix only where it cuts at least this share of its multiply-adds (else it stays
+    dense): fewer, deeper cuts for the same parameters, faster as served (docs/benchmarks.md)."""
     trim_vocab: bool = False
     """Cut the input embedding to the tokens our languages can produce."""
 
@@ -110,6 +113,8 @@ class Compression:
             raise ValueError("rank ratio must be in (0, 1]")
         if self.params_keep is not None and not 0 < self.params_keep < 1:
             raise ValueError("params keep must be in (0, 1)")
+        if not 0 <= self.min_saving < 1:
+            raise ValueError("min saving must be in [0, 1)")
 
     @property
     def factorises(self) -> bool:
@@ -123,7 +128,8 @@ class Compression:
         """The fields of a version's table row that say how it was compressed."""
         return {"method": self.method if self.factorises else "none",
                 "targets": self.targets if self.factorises else "none", "ratio": self.ratio,
-                "params_keep": self.params_keep, "vocab": "trimmed" if self.trim_vocab else "full"}
+                "params_keep": self.params_keep, "min_saving": self.min_saving,
+                "vocab": "trimmed" if self.trim_vocab else "full"}
 
 
 def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | None, spec: Compression, seed: int,
@@ -140,7 +146,7 @@ def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | N
     start, report = Start(model, tokenizer, base, None, source_info), {}
     if spec.factorises:
         args = CompressArgs(method=spec.method, targets=spec.targets, rank_ratio=spec.ratio, seed=seed,
-                            params_keep=spec.params_keep, calib=list(TRAINING_DATA))
+                            params_keep=spec.params_keep, min_saving=spec.min_saving, calib=list(TRAINING_DATA))
         result = compress_model(model, tokenizer, args, calib_root=ROOT,
                                 progress=lambda f, d="": step(0.05 + 0.15 * f, f"compress: {d}"))
         recipe = result["recipe"]
@@ -207,11 +213,11 @@ def measure_serving(folder: Path, rows, report: dict, sample: int = 50) -> dict 
 def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, method: str = "whitened",
                   compress_targets: str = "attn", ratio: float = 1.0, heal: HealArgs | None = None,
                   progress=None, eval_split: str = "test", source: str | Path | None = None,
-                  params_keep: float | None = None, trim_vocab: bool = False) -> dict:
+                  params_keep: float | None = None, trim_vocab: bool = False, min_saving: float = 0.0) -> dict:
     """Compress (at ``ratio``, or to ``params_keep`` of the targets' parameters with per-matrix ranks;
     optionally trimming the vocabulary), LoRA-heal on ``data``'s train split, evaluate on
     ``eval_split``. Writes a model folder to ``out`` and returns its summary (see the module docstring)."""
-    spec = Compression(method, compress_targets, ratio, params_keep, trim_vocab)
+    spec = Compression(method, compress_targets, ratio, params_keep, min_saving, trim_vocab)
     heal = heal or HealArgs()
     step = progress or (lambda fraction, desc="": None)
     started = time.perf_counter()
@@ -274,6 +280,6 @@ def run_build(args: BuildArgs) -> dict:
     c = args.compression
     summary = build_version(args.data, args.out, args.base, c.method, c.targets, c.ratio, args.heal,
                             eval_split=args.eval_split, source=args.source, params_keep=c.params_keep,
-                            trim_vocab=c.trim_vocab)
+                            trim_vocab=c.trim_vocab, min_saving=c.min_saving)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("compression",)}, indent=2))
     return summary

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from compression.calibration import collect_grams, read_texts
-from compression.svd import (METHODS, LowRankLinear, break_even_rank, find_linears, low_rank_skeleton,
-                             output_error, replace_module, saves_parameters, spectrum)
+from compression.svd import (METHODS, LowRankLinear, find_linears, low_rank_skeleton, output_error, replace_module,
+                             spectrum, useful_rank)
 
 TARGET_GROUPS = {
     "attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
@@ -54,6 +54,9 @@ class CompressArgs:
     params_keep: float | None = None
     """Keep this share of all targeted parameters, ranks chosen per matrix from their whitened truncation
     errors (overrides the others)."""
+    min_saving: float = 0.0
+    """Factorise a matrix only at a rank that cuts at least this share of its parameters and multiply-adds
+    (``compression.svd.useful_rank``); at a higher rank it stays dense. 0: any saving."""
     skip: list[str] = field(default_factory=list)
     """Leave layers dense whose name contains any of these (e.g. layers.0.,layers.17.)."""
     calib: list[str] = field(default_factory=list)
@@ -86,6 +89,8 @@ class CompressArgs:
             raise ValueError("give --rank-ratio, --rank, --param-share or --params-keep")
         if self.calib_size < 1:
             raise ValueError("calib size must be ≥ 1")
+        if not 0 <= self.min_saving < 1:
+            raise ValueError("min saving must be in [0, 1)")
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -116,19 +121,25 @@ def _module_type(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def allocate_ranks(spectra: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]], keep: float) -> dict[str, int]:
+def allocate_ranks(spectra: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]], keep: float,
+                   min_saving: float = 0.0) -> dict[str, int]:
     """Ranks per matrix that keep at most ``keep`` of the matrices' parameters and lose the least output.
 
     Matrix i at rank r loses e_i(r)² = Σ_{j>r} σ_ij² / Σ_j σ_ij² of its (whitened) output energy; each
     extra rank costs m_i + n_i parameters and wins back σ_{i,r+1}² / Σ_j σ_ij². Greedily buying the rank
     with the best gain per parameter minimises Σ_i e_i(r_i)² under the budget (the gains of one matrix
     fall as its rank grows, so the greedy order is the optimal one). Every matrix keeps rank ≥ 1; one
-    that reaches its break-even rank is bought back whole (a rank at or past break-even means dense).
+    that reaches its highest useful rank (:func:`~compression.svd.useful_rank`: break-even, or a rank
+    that still cuts ``min_saving`` of its multiply-adds) is bought back whole: the next unit costs the
+    rest of its parameters and wins back the rest of its energy.
     """
     import heapq
 
     total = sum(m * n for m, n in shapes.values())
     budget = keep * total
+    ceiling = {name: useful_rank(m, n, min_saving) for name, (m, n) in shapes.items()}
+    if min(ceiling.values()) < 1:
+        raise ValueError(f"a matrix cannot be factorised while saving {min_saving:.0%} of it")
     rank = {name: 1 for name in spectra}
     spent = sum(m + n for m, n in shapes.values())
     if spent > budget:
@@ -137,10 +148,10 @@ def allocate_ranks(spectra: dict[str, torch.Tensor], shapes: dict[str, tuple[int
 
     def next_unit(name):
         m, n = shapes[name]
-        r, even = rank[name], break_even_rank(m, n)
-        if r > even:
+        r, top = rank[name], ceiling[name]
+        if r > top:
             return None  # dense already
-        gain, cost = (float(energy[name][r]), m + n) if r < even else (float(energy[name][r:].sum()), m * n - r * (m + n))
+        gain, cost = (float(energy[name][r]), m + n) if r < top else (float(energy[name][r:].sum()), m * n - r * (m + n))
         return (-gain / max(cost, 1), name, cost)
 
     heap = [unit for name in sorted(spectra) if (unit := next_unit(name))]
@@ -151,7 +162,7 @@ def allocate_ranks(spectra: dict[str, torch.Tensor], shapes: dict[str, tuple[int
             continue  # this matrix's next rank does not fit; cheaper ones elsewhere may
         spent += cost
         m, n = shapes[name]
-        rank[name] = rank[name] + 1 if rank[name] < break_even_rank(m, n) else min(m, n)
+        rank[name] = rank[name] + 1 if rank[name] < ceiling[name] else min(m, n)
         if unit := next_unit(name):
             heapq.heappush(heap, unit)
     return rank
@@ -163,7 +174,7 @@ def plan_ranks(layers: list[tuple[str, nn.Linear]], grams: dict[str, torch.Tenso
         return {name: args.rank_for(lin.out_features, lin.in_features) for name, lin in layers}
     spectra = {name: spectrum(lin.weight, args.method, grams[name], args.damping) for name, lin in layers}
     return allocate_ranks(spectra, {name: (lin.out_features, lin.in_features) for name, lin in layers},
-                          args.params_keep)
+                          args.params_keep, args.min_saving)
 
 
 def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=None,
@@ -189,9 +200,10 @@ def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=Non
         rank = planned[name]
         row = {"name": name, "type": _module_type(name), "shape": [m, n], "rank": rank,
                "params_before": m * n, "dtype_bytes": linear.weight.element_size()}
-        if not saves_parameters(m, n, rank):
+        if rank > (useful := useful_rank(m, n, args.min_saving)):
             row.update(params_after=m * n, dense=True, error=0.0,
-                       note=f"left dense: rank {rank} ≥ break-even {break_even_rank(m, n) + 1}")
+                       note=f"left dense: rank {rank} above {useful}, the highest that saves"
+                            + (f" {args.min_saving:.0%}" if args.min_saving else ""))
         else:
             new = LowRankLinear.from_linear(linear, rank, args.method, grams[name], args.damping)
             row.update(params_after=rank * (m + n), dense=False,

@@ -129,6 +129,26 @@ def test_allocation_spends_the_budget_where_the_error_is():
         allocate_ranks({"flat": flat}, {"flat": (32, 32)}, keep=0.01)
 
 
+def test_a_minimum_saving_makes_fewer_deeper_cuts_under_the_same_budget():
+    from compression.compress import allocate_ranks
+    from compression.svd import useful_rank
+
+    assert useful_rank(32, 32) == 15 and useful_rank(32, 32, 0.5) == 8  # 16·r ≤ 512·(1 − s)
+    assert useful_rank(1024, 640, 0.5) == 196 and useful_rank(1024, 640) == 393
+    spectra = {f"m{i}": 0.8 ** torch.arange(32, dtype=torch.float64) * (1 + i / 10) for i in range(4)}
+    shapes = {name: (32, 32) for name in spectra}
+    free = allocate_ranks(spectra, shapes, keep=0.75)
+    strict = allocate_ranks(spectra, shapes, keep=0.75, min_saving=0.5)
+    factorised = {name for name, r in strict.items() if r < 32}
+    # every matrix the strict allocation factorises saves at least half of it; the others are whole
+    assert all(strict[name] <= 8 for name in factorised) and all(strict[name] == 32 for name in set(strict) - factorised)
+    assert len(factorised) < sum(r < 32 for r in free.values())  # fewer matrices cut
+    for ranks in (free, strict):
+        assert sum(32 * 32 if r == 32 else r * 64 for r in ranks.values()) <= 0.75 * 4 * 32 * 32
+    with pytest.raises(ValueError, match="cannot be factorised"):
+        allocate_ranks(spectra, {name: (2, 2) for name in spectra}, keep=0.9, min_saving=0.5)
+
+
 def test_params_keep_allocates_per_matrix_and_the_recipe_reapplies_its_ranks(tiny_base, tiny_data, tmp_path):
     model, tokenizer, result = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn+mlp",
                                                params_keep=0.5)
@@ -145,3 +165,17 @@ def test_params_keep_allocates_per_matrix_and_the_recipe_reapplies_its_ranks(tin
     assert {n: m.rank for n, m in fresh.named_modules() if isinstance(m, LowRankLinear)} == ranks
     from compression.compress import format_accounting
     assert "ranks, layer by layer:" in format_accounting(report)
+
+
+def test_a_minimum_saving_is_recorded_and_reapplied(tiny_base, tiny_data, tmp_path):
+    from compression.svd import useful_rank
+
+    model, tokenizer, result = compressed_tiny(tiny_base, tiny_data, method="whitened", targets="attn+mlp",
+                                               params_keep=0.7, min_saving=0.5)
+    rows = result["report"]["layers"]
+    cut = [r for r in rows if not r["dense"]]
+    assert cut and all(r["rank"] <= useful_rank(*r["shape"], 0.5) for r in cut)
+    assert any(r["dense"] for r in rows) and result["recipe"]["min_saving"] == 0.5
+    fresh, _ = load_tiny_hf(tiny_base)
+    apply_recipe(fresh, tokenizer, str(tiny_base), result["recipe"], tmp_path / "cache")
+    assert {n: m.rank for n, m in fresh.named_modules() if isinstance(m, LowRankLinear)} == result["recipe"]["ranks"]
