@@ -53,6 +53,9 @@ class BenchArgs:
     """Score at most this many evaluation rows (a seeded stratified sample)."""
     tune_split: str | None = None
     """A split never trained on (e.g. dev) on which the LLM's out-of-scope threshold is tuned; default: the carved dev."""
+    max_reject: float | None = None
+    """Tune that threshold to turn away at most this share of the tune split's in-scope messages,
+    instead of maximising in-scope accuracy + out-of-scope recall."""
     fit: FitSettings = field(default_factory=FitSettings)
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
     serve: list[str] = field(default_factory=list)
@@ -77,6 +80,8 @@ class BenchArgs:
             raise ValueError("tune split must be train, dev or test")
         if self.tune_split == self.eval_split:
             raise ValueError("tune the threshold on another split than the one scored")
+        if self.max_reject is not None and not 0 <= self.max_reject < 1:
+            raise ValueError("max reject must be in [0, 1)")
         if unknown := set(self.runtimes) - set(SERVING_RUNTIMES):
             raise ValueError(f"unknown runtime(s) {', '.join(sorted(unknown))}: use {', '.join(SERVING_RUNTIMES)}")
         serve_systems(self.serve, self.runtimes)  # a clear error now for a wrong runtime or a system twice
@@ -173,17 +178,18 @@ def run_llm(splits: dict, args: BenchArgs, base: str, workdir: Path) -> dict:
     result["model_folder"] = str(folder) if args.keep_models else None
     result["dev_accuracy"] = ModelFolder.read(folder).metrics["dev_accuracy"]
     if OUT_OF_SCOPE in classifier.labels:
-        result["threshold"] = _threshold_variant(classifier, splits)
+        result["threshold"] = _threshold_variant(classifier, splits, args.max_reject)
     return result
 
 
-def _threshold_variant(classifier, splits: dict) -> dict:
+def _threshold_variant(classifier, splits: dict, max_reject: float | None = None) -> dict:
     """Out of scope also below a confidence threshold on the best intent, tuned on the tune split."""
     from chatbot.evaluate import policy_verdicts, scope_scores, tune_out_of_scope
     from chatbot.policy import PolicyConfig
 
     tune = splits["tune"]
-    tuned = tune_out_of_scope(classifier.predict([e.text for e in tune]), [e.intent for e in tune])
+    tuned = tune_out_of_scope(classifier.predict([e.text for e in tune]), [e.intent for e in tune],
+                              max_reject=max_reject)
     rows = splits["eval"]
     verdict, _ = policy_verdicts(classifier.predict([e.text for e in rows]), PolicyConfig(out_of_scope=tuned["threshold"]))
     return {"tuned": tuned, "tune_rows": len(tune),

@@ -32,16 +32,22 @@ class EvaluateArgs:
     """Messages timed one by one for the latency percentiles."""
     limit: int | None = None
     """Score at most this many rows (a seeded stratified sample)."""
+    out_of_scope_threshold: float = 0.0
+    """The policy's out-of-scope threshold the scores and actions are counted with (from ``tune``; 0:
+    only the out-of-scope label decides)."""
 
     def __post_init__(self):
         if self.split not in ("train", "dev", "test", "all"):
             raise ValueError("split must be train, dev, test or all")
+        if not 0 <= self.out_of_scope_threshold <= 1:
+            raise ValueError("out-of-scope threshold must be in [0, 1]")
 
 
 def run_evaluate(args: EvaluateArgs) -> dict:
     from chatbot.classifier import load_classifier
     from chatbot.data import load_dataset, stratified_sample
     from chatbot.evaluate import evaluate, format_report
+    from chatbot.policy import PolicyConfig
 
     dataset = load_dataset(args.data, min_examples=1)
     rows = dataset.examples if args.split == "all" else dataset.split(args.split)
@@ -49,7 +55,8 @@ def run_evaluate(args: EvaluateArgs) -> dict:
         raise ValueError(f"no rows in split {args.split!r}")
     if args.limit:
         rows = stratified_sample(rows, args.limit)
-    report = evaluate(load_classifier(args.model), rows, args.latency_sample, args.batch_size)
+    report = evaluate(load_classifier(args.model), rows, args.latency_sample, args.batch_size,
+                      PolicyConfig(out_of_scope=args.out_of_scope_threshold))
     report.update({"model": str(args.model), "data": list(args.data), "split": args.split,
                    "dropped_rows": dataset.dropped})
     print(format_report(report))
@@ -192,12 +199,21 @@ class TuneArgs:
     """Split to tune on."""
     report: str | None = None
     """Write the JSON result here."""
+    max_reject: float | None = None
+    """Choose the out-of-scope threshold that calls at most this share of the split's in-scope messages
+    out of scope (how many real requests the product may turn away), instead of maximising in-scope
+    accuracy + out-of-scope recall."""
+
+    def __post_init__(self):
+        if self.max_reject is not None and not 0 <= self.max_reject < 1:
+            raise ValueError("max reject must be in [0, 1)")
 
 
 def run_tune(args: TuneArgs) -> dict:
     """Pick the policy's answer threshold on held-out data and show coverage at candidate values;
     with out_of_scope rows, also the out-of-scope threshold that maximises in-scope accuracy +
-    out-of-scope recall (answer thresholds are measured on the in-scope rows)."""
+    out-of-scope recall, or that turns away at most ``max_reject`` of the in-scope rows (answer
+    thresholds are measured on the in-scope rows)."""
     import numpy as np
 
     from chatbot.classifier import load_classifier
@@ -211,7 +227,7 @@ def run_tune(args: TuneArgs) -> dict:
     rows = [e for e in rows if e.intent in classifier.labels]
     predictions = classifier.predict([e.text for e in rows])
     scoped = OUT_OF_SCOPE in {e.intent for e in rows}
-    out_of_scope = tune_out_of_scope(predictions, [e.intent for e in rows]) if scoped else None
+    out_of_scope = tune_out_of_scope(predictions, [e.intent for e in rows], max_reject=args.max_reject) if scoped else None
     predictions, rows = zip(*[(p, e) for p, e in zip(predictions, rows) if e.intent != OUT_OF_SCOPE])
     confidence = np.array([p.confidence for p in predictions])
     correct = np.array([p.intent == e.intent for p, e in zip(predictions, rows)])

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from chatbot.data import Example
-from chatbot.policy import PolicyConfig, decide
+from chatbot.policy import PolicyConfig, decide, in_scope
 from chatbot.settings import OUT_OF_SCOPE
 
 
@@ -98,20 +98,31 @@ def policy_verdicts(predictions, policy: PolicyConfig) -> tuple[list[str], dict[
     return verdict, shares
 
 
-def tune_out_of_scope(predictions, gold: list[str], policy: PolicyConfig | None = None) -> dict:
-    """The threshold on the best intent's confidence (``PolicyConfig.out_of_scope``) that maximises
-    in-scope accuracy + out-of-scope recall on labelled data, with both at that threshold."""
+def tune_out_of_scope(predictions, gold: list[str], policy: PolicyConfig | None = None,
+                      max_reject: float | None = None) -> dict:
+    """The threshold on the best intent's confidence (``PolicyConfig.out_of_scope``), with in-scope
+    accuracy and out-of-scope recall at it on the labelled data: by default the one that maximises
+    their sum (steps of 0.01); with ``max_reject``, the highest one that calls at most that share of
+    the in-scope messages out of scope by confidence (on top of those the label already does), a
+    choice made from in-scope messages alone."""
     policy = policy or PolicyConfig()
-    best = None
-    for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
-        candidate = PolicyConfig(**{**policy.__dict__, "out_of_scope": float(t)})
-        verdict, _ = policy_verdicts(predictions, candidate)
+
+    def at(t: float) -> dict:
+        verdict, _ = policy_verdicts(predictions, PolicyConfig(**{**policy.__dict__, "out_of_scope": float(t)}))
         scores = scope_scores(gold, verdict, [""] * len(gold))
-        objective = (scores["in_scope"]["accuracy"] or 0) + (scores["out_of_scope"]["recall"] or 0)
-        if best is None or objective > best["objective"] + 1e-12:
-            best = {"threshold": float(t), "objective": objective, "in_scope_accuracy": scores["in_scope"]["accuracy"],
-                    "out_of_scope_recall": scores["out_of_scope"]["recall"]}
-    return best
+        return {"threshold": float(t), "in_scope_accuracy": scores["in_scope"]["accuracy"],
+                "out_of_scope_recall": scores["out_of_scope"]["recall"],
+                "objective": (scores["in_scope"]["accuracy"] or 0) + (scores["out_of_scope"]["recall"] or 0)}
+
+    if max_reject is not None:
+        if not 0 <= max_reject < 1:
+            raise ValueError("max reject must be in [0, 1)")
+        best = np.sort([(in_scope(p.top) or [("", 0.0)])[0][1] for p, g in zip(predictions, gold) if g != OUT_OF_SCOPE])
+        if not len(best):
+            raise ValueError("no in-scope messages to choose the threshold from")
+        # fewer than max_reject·n of them lie strictly below the k-th smallest confidence
+        return {**at(float(best[int(max_reject * len(best))])), "max_reject": max_reject}
+    return max((at(t) for t in np.round(np.arange(0.0, 0.96, 0.01), 2)), key=lambda r: r["objective"])
 
 
 def evaluate(classifier, examples: list[Example], latency_sample: int = 50, batch_size: int = 32,

@@ -28,9 +28,11 @@ def test_bench_writes_json_and_markdown(tiny_data, tiny_base, tmp_path):
     assert report["rows"]["eval"] == saved["rows"]["eval"]
 
 
-def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tmp_path):
+@pytest.mark.parametrize("max_reject", [None, 0.2])
+def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tmp_path, max_reject):
     """Data with an out_of_scope class: every system reports in-scope accuracy and out-of-scope
-    recall, and the LLM also with a threshold tuned on a split it never trained on."""
+    recall, and the LLM also with a threshold tuned on a split it never trained on (by the default
+    objective, or to turn away at most a share of its in-scope messages)."""
     import csv
     import random
 
@@ -50,13 +52,15 @@ def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tm
         writer.writeheader()
         writer.writerows(rows)
     report = run_bench(BenchArgs(data=[str(path)], report=str(tmp_path / "r"), bases=[str(tiny_base)],
-                                 fit=FitSettings(epochs=2, batch_size=8), dev_per_language=6, tune_split="dev"))
+                                 fit=FitSettings(epochs=2, batch_size=8), dev_per_language=6, tune_split="dev",
+                                 max_reject=max_reject))
     for system, result in report["results"].items():
         assert "error" not in result, result
         assert result["in_scope"]["n"] == 18 and result["out_of_scope"]["n"] == 6
     llm = report["results"][str(tiny_base)]
     assert llm["threshold"]["tune_rows"] == 20 and 0 <= llm["threshold"]["tuned"]["threshold"] < 1
     assert llm["threshold"]["out_of_scope"]["recall"] >= llm["out_of_scope"]["recall"]
+    assert llm["threshold"]["tuned"].get("max_reject") == max_reject
     table = (tmp_path / "r" / "bench.md").read_text()
     assert "out-of-scope recall" in table and "+ threshold" in table
 
@@ -91,6 +95,11 @@ def test_an_unknown_runtime_after_the_folder_is_refused(tiny_model, tiny_data, t
         BenchArgs(data=[str(tiny_data)], report=str(tmp_path / "s"), serve=[f"{tiny_model}@onnx"])
     with pytest.raises(ValueError, match="FOLDER@RUNTIME"):
         BenchArgs(data=[str(tiny_data)], report=str(tmp_path / "s"), serve=["@torch"])
+
+
+def test_a_rejection_budget_must_be_a_share():
+    with pytest.raises(ValueError, match="max reject"):
+        BenchArgs(data=["x.csv"], report="r", max_reject=1.0)
 
 
 def test_a_system_served_twice_is_refused(tiny_model, tiny_data, tmp_path):

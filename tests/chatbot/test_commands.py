@@ -32,6 +32,18 @@ def test_evaluate_writes_the_report_contract(tiny_model, tiny_data, tmp_path):
     assert report["accuracy"] > 0.8
 
 
+def test_evaluate_counts_the_policy_with_the_out_of_scope_threshold_given(tiny_model, tiny_data, tmp_path):
+    report_path = tmp_path / "r.json"
+    common = ["evaluate", "--model", str(tiny_model), "--data", str(tiny_data), "--latency-sample", "2",
+              "--report", str(report_path)]
+    assert main(common) == 0
+    assert "out_of_scope" not in json.loads(report_path.read_text())["policy"]
+    # at threshold 1 no intent is ever confident enough: every message is counted out of scope
+    assert main([*common, "--out-of-scope-threshold", "1"]) == 0
+    assert json.loads(report_path.read_text())["policy"] == {"out_of_scope": 1.0}
+    assert main([*common, "--out-of-scope-threshold", "1.5"]) != 0
+
+
 @pytest.mark.parametrize("limit", [1, 4, 7])
 def test_evaluate_limit_scores_that_many_rows(tiny_model, tiny_data, tmp_path, limit):
     report_path = tmp_path / "r.json"

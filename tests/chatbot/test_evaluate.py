@@ -83,3 +83,27 @@ def test_evaluate_reports_scope_and_what_the_policy_would_do():
     assert strict["out_of_scope"]["recall"] == 1.0 and strict["policy"]["out_of_scope"] == 0.5
     assert "out-of-scope recall 1.0000" in format_report(strict)
     assert "out_of_scope" not in evaluate(Fixed(), rows[:2], latency_sample=2)
+
+
+def test_out_of_scope_threshold_from_a_budget_of_turned_away_requests():
+    from chatbot.evaluate import tune_out_of_scope
+
+    def said(intent, best):  # the top labels of a prediction whose best intent has confidence `best`
+        return Prediction(intent, best, [(intent, best), ("out_of_scope", 1 - best)])
+
+    gold = ["a"] * 10 + ["out_of_scope"] * 4
+    predictions = [said("a", c) for c in (0.95, 0.9, 0.9, 0.85, 0.8, 0.8, 0.75, 0.7, 0.4, 0.3)]
+    predictions += [said("a", c) for c in (0.72, 0.5, 0.35, 0.2)]
+    # 1 in 10 in-scope requests may be turned away: the threshold sits at the second lowest (0.4),
+    # which turns away the 0.3 one and catches the out-of-scope messages below 0.4
+    tuned = tune_out_of_scope(predictions, gold, max_reject=0.1)
+    assert tuned["threshold"] == 0.4 and tuned["max_reject"] == 0.1
+    assert tuned["in_scope_accuracy"] == pytest.approx(0.9) and tuned["out_of_scope_recall"] == pytest.approx(0.5)
+    # a budget of 2 in 10 moves it to 0.7: 0.72 still passes, 0.5 is caught
+    wider = tune_out_of_scope(predictions, gold, max_reject=0.25)
+    assert wider["threshold"] == 0.7 and wider["out_of_scope_recall"] == pytest.approx(0.75)
+    assert tune_out_of_scope(predictions, gold, max_reject=0.0)["in_scope_accuracy"] == 1.0
+    # the default objective (in-scope accuracy + recall) picks its own point on the same data
+    assert tune_out_of_scope(predictions, gold)["objective"] >= wider["objective"]
+    with pytest.raises(ValueError, match="max reject"):
+        tune_out_of_scope(predictions, gold, max_reject=1.0)
