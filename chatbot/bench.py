@@ -54,8 +54,9 @@ class BenchArgs:
     tune_split: str | None = None
     """A split never trained on (e.g. dev) on which the LLM's out-of-scope threshold is tuned; default: the carved dev."""
     max_reject: float | None = None
-    """Tune that threshold to turn away at most this share of the tune split's in-scope messages,
-    instead of maximising in-scope accuracy + out-of-scope recall."""
+    """Tune that threshold to turn away by confidence at most this share of the tune split's in-scope
+    messages (on top of those the out-of-scope label takes), instead of maximising in-scope accuracy +
+    out-of-scope recall; only for data with an out-of-scope class."""
     fit: FitSettings = field(default_factory=FitSettings)
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
     serve: list[str] = field(default_factory=list)

@@ -33,8 +33,9 @@ class EvaluateArgs:
     limit: int | None = None
     """Score at most this many rows (a seeded stratified sample)."""
     out_of_scope_threshold: float = 0.0
-    """The policy's out-of-scope threshold the scores and actions are counted with (from ``tune``; 0:
-    only the out-of-scope label decides)."""
+    """The policy's out-of-scope threshold (from ``tune``; 0: only the out-of-scope label decides) that
+    the in-scope / out-of-scope scores and the policy's shares are counted with; accuracy and macro-F1
+    stay the classifier's top-1."""
 
     def __post_init__(self):
         if self.split not in ("train", "dev", "test", "all"):
@@ -58,7 +59,7 @@ def run_evaluate(args: EvaluateArgs) -> dict:
     report = evaluate(load_classifier(args.model), rows, args.latency_sample, args.batch_size,
                       PolicyConfig(out_of_scope=args.out_of_scope_threshold))
     report.update({"model": str(args.model), "data": list(args.data), "split": args.split,
-                   "dropped_rows": dataset.dropped})
+                   "dropped_rows": dataset.dropped, "out_of_scope_threshold": args.out_of_scope_threshold})
     print(format_report(report))
     if args.report:
         write_json(args.report, report)
@@ -200,9 +201,9 @@ class TuneArgs:
     report: str | None = None
     """Write the JSON result here."""
     max_reject: float | None = None
-    """Choose the out-of-scope threshold that calls at most this share of the split's in-scope messages
-    out of scope (how many real requests the product may turn away), instead of maximising in-scope
-    accuracy + out-of-scope recall."""
+    """Choose the out-of-scope threshold that turns away by confidence at most this share of the split's
+    in-scope messages, on top of those the out-of-scope label already takes (how many real requests the
+    product may turn away), instead of maximising in-scope accuracy + out-of-scope recall."""
 
     def __post_init__(self):
         if self.max_reject is not None and not 0 <= self.max_reject < 1:
@@ -227,6 +228,9 @@ def run_tune(args: TuneArgs) -> dict:
     rows = [e for e in rows if e.intent in classifier.labels]
     predictions = classifier.predict([e.text for e in rows])
     scoped = OUT_OF_SCOPE in {e.intent for e in rows}
+    if args.max_reject is not None and not scoped:
+        raise ValueError(f"--max-reject tunes the out-of-scope threshold: the {args.split} split has no "
+                         f"{OUT_OF_SCOPE} rows to score it with")
     out_of_scope = tune_out_of_scope(predictions, [e.intent for e in rows], max_reject=args.max_reject) if scoped else None
     predictions, rows = zip(*[(p, e) for p, e in zip(predictions, rows) if e.intent != OUT_OF_SCOPE])
     confidence = np.array([p.confidence for p in predictions])

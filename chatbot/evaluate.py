@@ -117,12 +117,19 @@ def tune_out_of_scope(predictions, gold: list[str], policy: PolicyConfig | None 
     if max_reject is not None:
         if not 0 <= max_reject < 1:
             raise ValueError("max reject must be in [0, 1)")
-        best = np.sort([(in_scope(p.top) or [("", 0.0)])[0][1] for p, g in zip(predictions, gold) if g != OUT_OF_SCOPE])
+        inside = [p for p, g in zip(predictions, gold) if g != OUT_OF_SCOPE]
+        best = np.sort([in_scope(p.top)[0][1] for p in inside if p.intent != OUT_OF_SCOPE and in_scope(p.top)])
         if not len(best):
-            raise ValueError("no in-scope messages to choose the threshold from")
-        # fewer than max_reject·n of them lie strictly below the k-th smallest confidence
-        return {**at(float(best[int(max_reject * len(best))])), "max_reject": max_reject}
-    return max((at(t) for t in np.round(np.arange(0.0, 0.96, 0.01), 2)), key=lambda r: r["objective"])
+            raise ValueError("no in-scope messages the label keeps in scope to choose the threshold from")
+        # k = ⌊max_reject·n⌋ of the n in-scope messages may go; at most k confidences lie strictly below
+        # the (k+1)-th smallest of those the label keeps
+        return {**at(float(best[min(int(max_reject * len(inside)), len(best) - 1)])), "max_reject": max_reject}
+    best = None
+    for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
+        candidate = at(t)
+        if best is None or candidate["objective"] > best["objective"] + 1e-12:  # ties: the lowest threshold
+            best = candidate
+    return best
 
 
 def evaluate(classifier, examples: list[Example], latency_sample: int = 50, batch_size: int = 32,

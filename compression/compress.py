@@ -127,23 +127,24 @@ def allocate_ranks(spectra: dict[str, torch.Tensor], shapes: dict[str, tuple[int
 
     Matrix i at rank r loses e_i(r)² = Σ_{j>r} σ_ij² / Σ_j σ_ij² of its (whitened) output energy; each
     extra rank costs m_i + n_i parameters and wins back σ_{i,r+1}² / Σ_j σ_ij². Greedily buying the rank
-    with the best gain per parameter minimises Σ_i e_i(r_i)² under the budget (the gains of one matrix
-    fall as its rank grows, so the greedy order is the optimal one). Every matrix keeps rank ≥ 1; one
-    that reaches its highest useful rank (:func:`~compression.svd.useful_rank`: break-even, or a rank
-    that still cuts ``min_saving`` of its multiply-adds) is bought back whole: the next unit costs the
-    rest of its parameters and wins back the rest of its energy.
+    with the best gain per parameter minimises Σ_i e_i(r_i)² under the budget as long as every step is
+    one rank (the gains of one matrix fall as its rank grows, so the greedy order is the optimal one).
+    Every matrix keeps rank ≥ 1; one that reaches its highest useful rank
+    (:func:`~compression.svd.useful_rank`: break-even, or a rank that still cuts ``min_saving`` of its
+    multiply-adds) is bought back whole: that next unit costs the rest of its parameters and wins back
+    the rest of its energy, a larger step taken by the same greedy rule (a heuristic there, not an
+    optimum). A matrix with no useful rank stays dense and its parameters count against the budget.
     """
     import heapq
 
     total = sum(m * n for m, n in shapes.values())
     budget = keep * total
     ceiling = {name: useful_rank(m, n, min_saving) for name, (m, n) in shapes.items()}
-    if min(ceiling.values()) < 1:
-        raise ValueError(f"a matrix cannot be factorised while saving {min_saving:.0%} of it")
-    rank = {name: 1 for name in spectra}
-    spent = sum(m + n for m, n in shapes.values())
+    rank = {name: 1 if ceiling[name] >= 1 else min(shapes[name]) for name in spectra}
+    spent = sum(m + n if ceiling[name] >= 1 else m * n for name, (m, n) in shapes.items())
     if spent > budget:
-        raise ValueError(f"keeping {keep:.0%} of the parameters is less than rank 1 for every matrix")
+        raise ValueError(f"keeping {keep:.0%} of the parameters is less than rank 1 for every matrix "
+                         "(and the whole of those no rank saves enough of)")
     energy = {name: (s.double() ** 2 / (s.double() ** 2).sum()) for name, s in spectra.items()}
 
     def next_unit(name):

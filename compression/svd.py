@@ -76,8 +76,8 @@ def useful_rank(m: int, n: int, min_saving: float = 0.0) -> int:
     the matrix's parameters, and as many of its multiply-adds: r(m+n) ≤ (1 − s)·mn (0: any saving,
     :func:`break_even_rank`). Two small matrix products take longer per multiply-add than one large
     one, so a matrix factorised close to break-even keeps its time and adds a product (measured in
-    docs/benchmarks.md); 0 means no rank is."""
-    return min(break_even_rank(m, n), math.floor((1 - min_saving) * m * n / (m + n)))
+    docs/benchmarks.md); 0 means no rank is: the matrix stays dense."""
+    return min(break_even_rank(m, n), math.floor((1 - min_saving) * m * n / (m + n) + 1e-9))  # exact at the boundary
 
 
 def _cholesky(gram: torch.Tensor, damping: float) -> torch.Tensor:

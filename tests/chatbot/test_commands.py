@@ -40,7 +40,8 @@ def test_evaluate_counts_the_policy_with_the_out_of_scope_threshold_given(tiny_m
     assert "out_of_scope" not in json.loads(report_path.read_text())["policy"]
     # at threshold 1 no intent is ever confident enough: every message is counted out of scope
     assert main([*common, "--out-of-scope-threshold", "1"]) == 0
-    assert json.loads(report_path.read_text())["policy"] == {"out_of_scope": 1.0}
+    report = json.loads(report_path.read_text())
+    assert report["policy"] == {"out_of_scope": 1.0} and report["out_of_scope_threshold"] == 1.0
     assert main([*common, "--out-of-scope-threshold", "1.5"]) != 0
 
 

@@ -107,3 +107,8 @@ def test_out_of_scope_threshold_from_a_budget_of_turned_away_requests():
     assert tune_out_of_scope(predictions, gold)["objective"] >= wider["objective"]
     with pytest.raises(ValueError, match="max reject"):
         tune_out_of_scope(predictions, gold, max_reject=1.0)
+    # an in-scope message the label already calls out of scope is not counted against the budget again:
+    # with one such message among 10, the threshold still turns away only the 0.3 one by confidence
+    labelled = [Prediction("out_of_scope", 0.8, [("out_of_scope", 0.8), ("a", 0.2)]), *predictions[1:]]
+    again = tune_out_of_scope(labelled, gold, max_reject=0.1)
+    assert again["threshold"] == 0.4 and again["in_scope_accuracy"] == pytest.approx(0.8)

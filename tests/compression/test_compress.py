@@ -133,9 +133,10 @@ def test_a_minimum_saving_makes_fewer_deeper_cuts_under_the_same_budget():
     from compression.compress import allocate_ranks
     from compression.svd import useful_rank
 
-    assert useful_rank(32, 32) == 15 and useful_rank(32, 32, 0.5) == 8  # 16·r ≤ 512·(1 − s)
+    assert useful_rank(32, 32) == 15 and useful_rank(32, 32, 0.5) == 8  # 64·r ≤ 1024·(1 − s)
     assert useful_rank(1024, 640, 0.5) == 196 and useful_rank(1024, 640) == 393
-    spectra = {f"m{i}": 0.8 ** torch.arange(32, dtype=torch.float64) * (1 + i / 10) for i in range(4)}
+    assert useful_rank(12, 30, 0.3) == 6  # 6·42 = 0.7·360 exactly: the boundary rank is allowed
+    spectra = {f"m{i}": (0.6 + 0.1 * i) ** torch.arange(32, dtype=torch.float64) for i in range(4)}
     shapes = {name: (32, 32) for name in spectra}
     free = allocate_ranks(spectra, shapes, keep=0.75)
     strict = allocate_ranks(spectra, shapes, keep=0.75, min_saving=0.5)
@@ -145,8 +146,12 @@ def test_a_minimum_saving_makes_fewer_deeper_cuts_under_the_same_budget():
     assert len(factorised) < sum(r < 32 for r in free.values())  # fewer matrices cut
     for ranks in (free, strict):
         assert sum(32 * 32 if r == 32 else r * 64 for r in ranks.values()) <= 0.75 * 4 * 32 * 32
-    with pytest.raises(ValueError, match="cannot be factorised"):
-        allocate_ranks(spectra, {name: (2, 2) for name in spectra}, keep=0.9, min_saving=0.5)
+    # a matrix no rank saves 99 % of (32×32: ⌊0.01·16⌋ = 0) stays whole; a larger one is still cut
+    mixed = allocate_ranks({"small": spectra["m0"], "big": torch.ones(256, dtype=torch.float64)},
+                           {"small": (32, 32), "big": (256, 256)}, keep=0.9, min_saving=0.99)
+    assert mixed == {"small": 32, "big": 1}
+    with pytest.raises(ValueError, match="rank 1"):
+        allocate_ranks(spectra, shapes, keep=0.99, min_saving=0.99)  # all whole: over any budget < 1
 
 
 def test_params_keep_allocates_per_matrix_and_the_recipe_reapplies_its_ranks(tiny_base, tiny_data, tmp_path):
