@@ -118,7 +118,7 @@ def tune_out_of_scope(predictions, gold: list[str], policy: PolicyConfig | None 
         if not 0 <= max_reject < 1:
             raise ValueError("max reject must be in [0, 1)")
         inside = [p for p, g in zip(predictions, gold) if g != OUT_OF_SCOPE]
-        best = np.sort([in_scope(p.top)[0][1] for p in inside if p.intent != OUT_OF_SCOPE and in_scope(p.top)])
+        best = np.sort([intents[0][1] for p in inside if p.intent != OUT_OF_SCOPE and (intents := in_scope(p.top))])
         if not len(best):
             raise ValueError("no in-scope messages the label keeps in scope to choose the threshold from")
         # k = ⌊max_reject·n⌋ of the n in-scope messages may go; at most k confidences lie strictly below
