@@ -34,6 +34,39 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+CALL_COST_TOKENS = 60
+"""What one forward call costs besides its tokens, in padded tokens: how much padding a batch may
+carry before splitting it into two calls pays. Measured on the served path (OpenVINO's dynamic
+model, the served default, 2-core development CPU): ``[2, 16]`` 18.7 ms and ``[16, 16]`` 64 ms, so
+about 0.2 ms a token and 12 ms a call (docs/benchmarks.md)."""
+
+
+def length_groups(lengths, most: int, call_cost: float = CALL_COST_TOKENS) -> list[np.ndarray]:
+    """Split messages of token ``lengths`` into forward calls of at most ``most`` messages that cost
+    least, a call costing ``call_cost + rows × its longest length`` (every row is padded to it).
+
+    Sorted by length, the best split of the first ``j`` messages ends with some group ``i..j-1``:
+    ``best[j] = min_i best[i] + call_cost + (j - i) · lengths[j-1]`` for ``j - most ≤ i < j``
+    (dynamic programming, ``O(n · most)``). Messages of one length stay together; a random batch of
+    short and long messages becomes a few calls instead of one padded to its longest message."""
+    lengths = np.asarray(lengths)
+    if most < 1:
+        raise ValueError("a forward call holds at least one message")
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order].tolist()
+    best, cut = [0.0] + [float("inf")] * len(ordered), [0] * (len(ordered) + 1)
+    for j in range(1, len(ordered) + 1):
+        for i in range(max(0, j - most), j):
+            cost = best[i] + call_cost + (j - i) * ordered[j - 1]
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(ordered)
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
 class IntentClassifier:
     """A loaded classifier; :meth:`predict` maps messages to calibrated intent probabilities.
 
@@ -63,16 +96,21 @@ class IntentClassifier:
         return self.forward.embedding_parameters()
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Raw logits (float32) in the order of ``texts``; batches are formed by length."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        """Raw logits (float32) in the order of ``texts``; forward calls of at most ``batch_size``
+        messages of similar token lengths (:func:`length_groups`), each cut to its longest message."""
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        if not len(texts):
+            return out
+        with self._one_at_a_time:
+            enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="np")
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        mask = np.asarray(enc["attention_mask"], dtype=np.int64)
+        lengths = mask.sum(1)
+        for idx in length_groups(lengths, batch_size):
+            width = max(1, int(lengths[idx].max()))
             with self._one_at_a_time:
-                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="np")
-                out[idx] = self.forward(np.asarray(enc["input_ids"], dtype=np.int64),
-                                        np.asarray(enc["attention_mask"], dtype=np.int64))
+                out[idx] = self.forward(ids[idx, :width], mask[idx, :width])
         return out
 
     def probabilities(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

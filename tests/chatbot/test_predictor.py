@@ -1,6 +1,10 @@
 import numpy as np
 
-from chatbot.predictor import IntentClassifier, softmax
+import itertools
+
+import pytest
+
+from chatbot.predictor import IntentClassifier, length_groups, softmax
 
 
 class WordCount:
@@ -36,3 +40,51 @@ def test_probabilities_are_the_softmax_at_the_temperature_and_predictions_rank_t
     assert first.intent == "b" and first.confidence == float(probs[0, 1]) and [i for i, _ in first.top] == ["b", "a"]
     assert [i for i, _ in second.top] == ["a", "b"]  # a tie keeps the labels' order
     assert clf.predict([]) == [] and np.allclose(softmax(np.array([[1000.0, 0.0]])), [[1, 0]])
+
+
+def _cost(lengths, groups, call_cost):
+    return sum(call_cost + len(g) * max(lengths[i] for i in g) for g in groups)
+
+
+def test_length_groups_cover_every_message_once_and_cost_least():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        lengths = rng.integers(1, 60, size=rng.integers(1, 8)).tolist()
+        most = int(rng.integers(1, 5))
+        groups = length_groups(lengths, most, call_cost=20)
+        assert sorted(int(i) for g in groups for i in g) == list(range(len(lengths)))
+        assert all(1 <= len(g) <= most for g in groups)
+        ordered = sorted(lengths)  # brute force: every split of the sorted lengths into runs of ≤ most
+        best = min(_cost(ordered, [range(a, b) for a, b in zip((0, *cuts), (*cuts, len(ordered)))], 20)
+                   for k in range(len(ordered))
+                   for cuts in itertools.combinations(range(1, len(ordered)), k)
+                   if all(b - a <= most for a, b in zip((0, *cuts), (*cuts, len(ordered)))))
+        assert _cost(lengths, groups, 20) == best
+
+
+def test_a_long_message_runs_apart_when_padding_the_short_ones_costs_more_than_a_call():
+    lengths = [5, 6, 90, 5, 7, 6, 5, 6]
+    groups = length_groups(lengths, 32, call_cost=60)
+    assert [sorted(g.tolist()) for g in groups] == [[0, 1, 3, 4, 5, 6, 7], [2]]
+    assert len(length_groups([5, 6, 9, 5], 32, call_cost=60)) == 1  # padding 4 tokens: one call
+    with pytest.raises(ValueError):
+        length_groups([3], 0)
+
+
+def test_each_forward_call_is_cut_to_its_longest_message():
+    calls = []
+
+    def recording(input_ids, attention_mask):
+        calls.append(input_ids.shape)
+        return forward(input_ids, attention_mask)
+
+    clf = IntentClassifier(recording, WordCount(), ["a", "b", "c"], temperature=1.0, max_length=200)
+    texts = ["a b"] * 6 + [" ".join(["w"] * 150)] + ["c d e"] * 5
+    assert np.array_equal(clf.logits(texts), np.stack([forward(*_one(clf, t)) [0] for t in texts]))
+    assert sorted(calls) == [(1, 150), (11, 3)]
+    assert clf.logits([]).shape == (0, 3)
+
+
+def _one(clf, text):
+    enc = clf.tokenizer([text], max_length=clf.max_length)
+    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
