@@ -39,6 +39,9 @@ class SweepArgs:
     """Layers to compress: attn, mlp, attn+mlp or module names joined by + (q_proj+o_proj)."""
     params_keep: list[float] = field(default_factory=list)
     """Parameter budgets (share of the targeted parameters kept) with ranks chosen per matrix, besides the ratios."""
+    min_saving: float = 0.0
+    """With ``params_keep``: factorise a matrix only at a rank that cuts at least this share of it
+    (``build --min-saving``; the served default uses 0.5)."""
     vocab: list[str] = field(default_factory=lambda: ["full"])
     """Vocabulary of every point: full, trimmed (to our languages' tokens), or both."""
     heal: HealArgs = field(default_factory=HealArgs)
@@ -55,6 +58,8 @@ class SweepArgs:
             raise ValueError("--distill needs --source: the tuned classifier is the teacher")
         if any(not 0 < k < 1 for k in self.params_keep):
             raise ValueError("params keep must be in (0, 1)")
+        if not 0 <= self.min_saving < 1:
+            raise ValueError("min saving must be in [0, 1)")
         if not self.vocab or set(self.vocab) - {"full", "trimmed"}:
             raise ValueError("vocab must be full, trimmed or both")
 
@@ -97,7 +102,8 @@ def build_point(args: SweepArgs, point: Point, threads: int | None = None) -> di
     try:
         return build_version(args.data, Path(args.report) / point.name, args.base, point.method, point.targets,
                              point.ratio, args.heal, source=args.source, params_keep=point.keep,
-                             trim_vocab=point.vocab == "trimmed")
+                             trim_vocab=point.vocab == "trimmed",
+                             min_saving=args.min_saving if point.keep is not None else 0.0)
     except Exception as err:  # noqa: BLE001 - one failed point does not lose the others
         return point.error_row(err)
 

@@ -1,11 +1,12 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from chatbot.build import HealArgs
 from chatbot.lora import LoraSettings
-from chatbot.sweep import Point, SweepArgs, run_sweep
+from chatbot.sweep import Point, SweepArgs, build_point, points, run_sweep
 from chatbot.train import FitSettings
 
 
@@ -72,3 +73,20 @@ def test_point_names_and_validation(tiny_data, tmp_path):
         SweepArgs(data=[str(tiny_data)], report=str(tmp_path), jobs=0)
     with pytest.raises(ValueError, match="--source"):
         SweepArgs(data=[str(tiny_data)], report=str(tmp_path), heal=HealArgs(distill=0.5))
+    with pytest.raises(ValueError, match="min saving"):
+        SweepArgs(data=[str(tiny_data)], report=str(tmp_path), min_saving=1.0)
+
+
+def test_min_saving_reaches_the_budget_points_only(tiny_data, tmp_path, monkeypatch):
+    seen = {}
+
+    def recorded(data, out, *args, params_keep=None, min_saving=0.0, **kwargs):
+        seen[Path(out).name] = min_saving
+        return {"error": "not built"}
+
+    monkeypatch.setattr("chatbot.sweep.build_version", recorded)
+    args = SweepArgs(data=[str(tiny_data)], report=str(tmp_path), ratios=[1.0, 0.5], methods=["whitened"],
+                     compress_targets=["attn+mlp"], params_keep=[0.7], min_saving=0.5)
+    for point in points(args):
+        build_point(args, point)
+    assert seen == {"dense": 0.0, "whitened-attn_mlp-0.5": 0.0, "whitened-attn_mlp-keep0.7": 0.5}
