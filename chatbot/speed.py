@@ -3,7 +3,9 @@
 Every model folder is served by every runtime asked for (PyTorch in the machine's inference dtype,
 and the exported OpenVINO model of :mod:`chatbot.runtime`). All systems are loaded in one process
 and measured in turns, round by round, so that what else runs on the machine weighs on all of them
-alike: single messages (batch of one, p50/p95), then messages per second in batches of 32, then
+alike: single messages (batch of one, p50/p95), then messages per second: 512 messages handed over
+at once (the classifier batches them by length, 32 at most in a forward call), and the same messages
+in random batches of 2–32 (what concurrent customers give a replica's ``@serve.batch``), then
 accuracy and top-1 agreement with the first system on the evaluation rows. Peak memory is each
 system's own: a fresh process per system loads it and serves single messages and batches, and
 reports its maximum resident set size (a new interpreter: what a serving process imports, no more).
@@ -102,6 +104,30 @@ def peak_memory_mb(folder: str, runtime: str, texts: list[str]) -> float | str:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+RANDOM_BATCHES = (2, 32)
+"""Smallest and largest size of the random batches (the serving replica's largest batch is 32)."""
+
+
+def random_batches(texts: list[str], seed: int = 0) -> list[list[str]]:
+    """``texts`` shuffled and cut into batches of random sizes in :data:`RANDOM_BATCHES`: short and
+    long messages mixed, as concurrent customers send them."""
+    rng = random.Random(seed)
+    pool = rng.sample(texts, len(texts))
+    batches = []
+    while pool:
+        size = rng.randint(*RANDOM_BATCHES)
+        batches.append(pool[:size])
+        pool = pool[size:]
+    return batches
+
+
+def _rate(classifier, batches: list[list[str]]) -> float:
+    started = time.perf_counter()
+    for batch in batches:
+        classifier.predict(batch, batch_size=32)
+    return sum(map(len, batches)) / (time.perf_counter() - started)
+
+
 def run_speed(args, rows) -> dict:
     """Measure every system of ``args`` (``serve``, ``runtimes``, ``rounds``, ``latency_messages``) on ``rows``."""
     from chatbot.evaluate import latency_summary
@@ -118,18 +144,21 @@ def run_speed(args, rows) -> dict:
         loaded[name].latency_ms(sample[:5])  # warm-up, and static shapes compiled
     times = {name: [] for name, _, _ in systems}
     rates = {name: [] for name, _, _ in systems}
+    mixed = {name: [] for name, _, _ in systems}
+    batches = random_batches(texts[:512])
     for _ in range(args.rounds):
         for name in loaded:
             times[name] += loaded[name].latency_ms(sample, warmup=0)
         for name in loaded:
-            started = time.perf_counter()
-            loaded[name].predict(texts[:512], batch_size=32)
-            rates[name].append(min(512, len(texts)) / (time.perf_counter() - started))
+            rates[name].append(_rate(loaded[name], [texts[:512]]))
+        for name in loaded:
+            mixed[name].append(_rate(loaded[name], batches))
     reference = None
     for name, _, _ in systems:
         predicted = [p.intent for p in loaded[name].predict(texts)]
         reference = reference or predicted
         results[name].update(latency_ms=latency_summary(times[name]), messages_per_s=float(np.median(rates[name])),
+                             messages_per_s_random=float(np.median(mixed[name])),
                              accuracy=sum(p == e.intent for p, e in zip(predicted, rows)) / len(rows),
                              agreement=sum(p == r for p, r in zip(predicted, reference)) / len(rows))
     first = systems[0][0]
@@ -158,6 +187,7 @@ def _threads() -> int:
 
 def markdown_table(report: dict) -> str:
     head = ["system", "parameters", "weights MB", "p50 ms", "p95 ms", f"× vs {report['reference']}", "msg/s batched",
+            "msg/s random batches",
             "peak MB", "accuracy", "agreement", "load s"]
     lines = [f"### {report['name'] or 'serving paths'}", "",
              f"{report['date']} · {report['machine']} · {report['threads']} threads · {report['rows']} rows, "
@@ -168,6 +198,7 @@ def markdown_table(report: dict) -> str:
         lines.append("| " + " | ".join([
             name, f"{r['parameters'] / 1e6:.1f} M", f"{r['size_mb']:.0f}", f"{r['latency_ms']['p50']:.1f}",
             f"{r['latency_ms']['p95']:.1f}", f"{r['speedup_p50']:.2f}", f"{r['messages_per_s']:.0f}",
+            f"{r['messages_per_s_random']:.0f}" if "messages_per_s_random" in r else "–",
             f"{peak:.0f}" if isinstance(peak, float) else f"failed: {peak}", f"{r['accuracy']:.4f}",
             f"{r['agreement']:.4f}", f"{r['load_s']:.0f}"]) + " |")
     return "\n".join(lines) + "\n"

@@ -75,6 +75,7 @@ def test_serving_paths_are_compared_in_one_run(tiny_model, tiny_data, tmp_path, 
     assert torch_path["speedup_p50"] == 1.0 and fp16["agreement"] > 0.9 and int8["agreement"] > 0.9
     for r in results.values():
         assert r["latency_ms"]["n"] == 5 and r["messages_per_s"] > 0 and r["peak_memory_mb"] > 50
+        assert r["messages_per_s_random"] > 0
         assert r["parameters"] == torch_path["parameters"] and r["accuracy"] > 0.8
     assert "| tiny_model0 · openvino |" in (tmp_path / "s" / "speed.md").read_text()
     assert (tmp_path / "s" / "speed.png").stat().st_size > 10_000
@@ -114,3 +115,13 @@ def test_a_folder_whose_name_has_an_at_sign_is_a_folder(tmp_path):
     (tmp_path / "model@torch").mkdir()
     assert serve_entry(str(tmp_path / "model@torch"), ["openvino"]) == (str(tmp_path / "model@torch"), ["openvino"])
     assert serve_entry(str(tmp_path / "model@torch") + "@torch", ["openvino"]) == (str(tmp_path / "model@torch"), ["torch"])
+
+
+def test_random_batches_mix_every_message_once_in_sizes_a_replica_takes():
+    from chatbot.speed import RANDOM_BATCHES, random_batches
+
+    texts = [f"message {i}" for i in range(500)]
+    batches = random_batches(texts)
+    assert sorted(t for b in batches for t in b) == sorted(texts) and batches == random_batches(texts)
+    assert all(RANDOM_BATCHES[0] <= len(b) <= RANDOM_BATCHES[1] for b in batches[:-1])
+    assert len({len(b) for b in batches}) > 10 and [t for b in batches for t in b] != texts
