@@ -26,7 +26,7 @@ from chatbot import lora
 from chatbot.folder import ModelFolder
 from chatbot.machine import inference_dtype, pick_device
 from chatbot.model import ModelLoadError, load_base
-from chatbot.predictor import IntentClassifier
+from chatbot.predictor import CALL_COST_TOKENS, IntentClassifier
 from chatbot.settings import ROOT, compressed_cache
 from compression.compress import apply_recipe, load_compressed_weights, read_recipe
 from compression.vocab import apply_corpus_trim
@@ -94,6 +94,12 @@ class TorchForward:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def call_cost_tokens(self) -> float:
+        """On a GPU a forward call costs more than padding: a batch stays one call
+        (:func:`chatbot.predictor.length_groups`); on a CPU, as measured for the served path."""
+        return 1e9 if self.device.type == "cuda" else CALL_COST_TOKENS
 
     @torch.no_grad()
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -38,7 +38,10 @@ CALL_COST_TOKENS = 60
 """What one forward call costs besides its tokens, in padded tokens: how much padding a batch may
 carry before splitting it into two calls pays. Measured on the served path (OpenVINO's dynamic
 model, the served default, 2-core development CPU): ``[2, 16]`` 18.7 ms and ``[16, 16]`` 64 ms, so
-about 0.2 ms a token and 12 ms a call (docs/benchmarks.md)."""
+about 0.2 ms a token and 12 ms a call (docs/benchmarks.md). A forward whose calls cost otherwise
+says so in its ``call_cost_tokens`` (PyTorch on a GPU: a batch stays one call). The model is an
+approximation: the exported model pads batches to a multiple of 8 tokens and single messages to
+its static lengths, which the cost does not count."""
 
 
 def length_groups(lengths, most: int, call_cost: float = CALL_COST_TOKENS) -> list[np.ndarray]:
@@ -47,8 +50,8 @@ def length_groups(lengths, most: int, call_cost: float = CALL_COST_TOKENS) -> li
 
     Sorted by length, the best split of the first ``j`` messages ends with some group ``i..j-1``:
     ``best[j] = min_i best[i] + call_cost + (j - i) · lengths[j-1]`` for ``j - most ≤ i < j``
-    (dynamic programming, ``O(n · most)``). Messages of one length stay together; a random batch of
-    short and long messages becomes a few calls instead of one padded to its longest message."""
+    (dynamic programming, ``O(n · most)``). A random batch of short and long messages becomes a few
+    calls instead of one padded to its longest message."""
     lengths = np.asarray(lengths)
     if most < 1:
         raise ValueError("a forward call holds at least one message")
@@ -71,7 +74,8 @@ class IntentClassifier:
     """A loaded classifier; :meth:`predict` maps messages to calibrated intent probabilities.
 
     ``tokenizer`` is called like a transformers tokenizer (``padding``, ``truncation``, ``max_length``,
-    ``return_tensors="np"``). One batch runs at a time (a lock): an OpenVINO infer request and a fast
+    ``return_tensors="np"``) and must pad on the right. One tokenizer or forward call runs at a time
+    (a lock; concurrent batches interleave between calls): an OpenVINO infer request and a fast
     tokenizer refuse to be used by two threads at once ("Infer Request is busy", "Already borrowed"),
     and the app's request threads share one classifier. Concurrency comes from batching
     (``respond_batch``, Ray Serve), not from overlapping forward passes on the same cores."""
@@ -107,8 +111,10 @@ class IntentClassifier:
         ids = np.asarray(enc["input_ids"], dtype=np.int64)
         mask = np.asarray(enc["attention_mask"], dtype=np.int64)
         lengths = mask.sum(1)
-        for idx in length_groups(lengths, batch_size):
-            width = max(1, int(lengths[idx].max()))
+        if not np.array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None]):
+            raise ValueError("the tokenizer must pad on the right: each call is cut to its longest message")
+        for idx in length_groups(lengths, batch_size, getattr(self.forward, "call_cost_tokens", CALL_COST_TOKENS)):
+            width = int(lengths[idx].max())
             with self._one_at_a_time:
                 out[idx] = self.forward(ids[idx, :width], mask[idx, :width])
         return out

@@ -20,7 +20,8 @@ Weights (``openvino``, the served default): the matrices of the linear layers ar
 per output channel with a zero point (nncf's ``INT8_ASYM``: ``W ≈ s ⊙ (Q − z)``, ``Q`` in 0…255), and
 OpenVINO multiplies with them directly: its CPU plugin quantises each product's input on the fly, in
 groups of 32 values (``DYNAMIC_QUANTIZATION_GROUP_SIZE``, 32 by default in OpenVINO 2026.4; turned off,
-the default's batches of ``[2, 16]`` to ``[32, 16]`` took 20–30 % longer), so the arithmetic is int8.
+the default's batches of ``[2, 16]`` to ``[32, 16]`` took 20–30 % longer on the development CPU), so
+the arithmetic is int8 where the CPU has int8 dot products (AVX512-VNNI there).
 The agreement below is measured with it on. The weights on disk halve, a
 compiled shape's copy in memory shrinks by a third (165 against 242 MB), short messages (close to
 memory-bound) run a little faster, longer ones are compute-bound and gain nothing (docs/benchmarks.md).

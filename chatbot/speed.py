@@ -105,12 +105,13 @@ def peak_memory_mb(folder: str, runtime: str, texts: list[str]) -> float | str:
 
 
 RANDOM_BATCHES = (2, 32)
-"""Smallest and largest size of the random batches (the serving replica's largest batch is 32)."""
+"""Smallest and largest size of the random batches (32: the serving deployment's default
+``max_batch_size``, and the most messages in one forward call here)."""
 
 
 def random_batches(texts: list[str], seed: int = 0) -> list[list[str]]:
-    """``texts`` shuffled and cut into batches of random sizes in :data:`RANDOM_BATCHES`: short and
-    long messages mixed, as concurrent customers send them."""
+    """``texts`` shuffled and cut into batches of random sizes in :data:`RANDOM_BATCHES` (the last
+    one holds what is left): short and long messages mixed, as concurrent customers send them."""
     rng = random.Random(seed)
     pool = rng.sample(texts, len(texts))
     batches = []

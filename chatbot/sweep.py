@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from chatbot import machine
-from chatbot.build import HealArgs, build_version
+from chatbot.build import Compression, HealArgs, build_version
 from chatbot.settings import DEFAULT_BASE
 from chatbot.views import plot_versions
 
@@ -58,8 +58,9 @@ class SweepArgs:
             raise ValueError("--distill needs --source: the tuned classifier is the teacher")
         if any(not 0 < k < 1 for k in self.params_keep):
             raise ValueError("params keep must be in (0, 1)")
-        if not 0 <= self.min_saving < 1:
-            raise ValueError("min saving must be in [0, 1)")
+        Compression(min_saving=self.min_saving)  # its range
+        if self.min_saving and not self.params_keep:
+            raise ValueError("--min-saving applies to --params-keep points: give at least one budget")
         if not self.vocab or set(self.vocab) - {"full", "trimmed"}:
             raise ValueError("vocab must be full, trimmed or both")
 

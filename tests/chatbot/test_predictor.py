@@ -1,7 +1,6 @@
-import numpy as np
-
 import itertools
 
+import numpy as np
 import pytest
 
 from chatbot.predictor import IntentClassifier, length_groups, softmax
@@ -24,11 +23,19 @@ def forward(input_ids, attention_mask):
 
 
 def test_logits_keep_the_order_of_the_messages_whatever_the_batches():
-    clf = IntentClassifier(forward, WordCount(), ["a", "b", "c"], temperature=2.0, max_length=8)
+    rows = []
+
+    def recording(input_ids, attention_mask):
+        rows.append(len(input_ids))
+        return forward(input_ids, attention_mask)
+
+    clf = IntentClassifier(recording, WordCount(), ["a", "b", "c"], temperature=2.0, max_length=8)
     texts = ["one two three", "x", "four five", "a b c d e f g h i j"]
     expected = np.array([[3, 11, 0], [1, 1, 0], [2, 8, 0], [8, 8, 0]], dtype=np.float32)  # truncated to 8 words
     for batch_size in (1, 2, 8):
-        assert np.array_equal(clf.logits(texts, batch_size=batch_size), expected)
+        rows.clear()
+        assert np.array_equal(clf.logits(texts * 3, batch_size=batch_size), np.tile(expected, (3, 1)))
+        assert max(rows) <= batch_size and sum(rows) == 12
 
 
 def test_probabilities_are_the_softmax_at_the_temperature_and_predictions_rank_them():
@@ -80,7 +87,7 @@ def test_each_forward_call_is_cut_to_its_longest_message():
 
     clf = IntentClassifier(recording, WordCount(), ["a", "b", "c"], temperature=1.0, max_length=200)
     texts = ["a b"] * 6 + [" ".join(["w"] * 150)] + ["c d e"] * 5
-    assert np.array_equal(clf.logits(texts), np.stack([forward(*_one(clf, t)) [0] for t in texts]))
+    assert np.array_equal(clf.logits(texts), np.stack([forward(*_one(clf, t))[0] for t in texts]))
     assert sorted(calls) == [(1, 150), (11, 3)]
     assert clf.logits([]).shape == (0, 3)
 
@@ -88,3 +95,24 @@ def test_each_forward_call_is_cut_to_its_longest_message():
 def _one(clf, text):
     enc = clf.tokenizer([text], max_length=clf.max_length)
     return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+class LeftPadding(WordCount):
+    def __call__(self, texts, **kwargs):
+        enc = super().__call__(texts, **kwargs)
+        return {k: v[:, ::-1].copy() for k, v in enc.items()}
+
+
+def test_a_forward_says_what_its_calls_cost_and_left_padding_is_refused():
+    calls = []
+
+    def one_call_is_dear(input_ids, attention_mask):
+        calls.append(input_ids.shape)
+        return forward(input_ids, attention_mask)
+
+    one_call_is_dear.call_cost_tokens = 1e9  # as PyTorch on a GPU says
+    texts = ["a b"] * 6 + [" ".join(["w"] * 150)]
+    IntentClassifier(one_call_is_dear, WordCount(), ["a", "b", "c"], 1.0, max_length=200).logits(texts)
+    assert calls == [(7, 150)]
+    with pytest.raises(ValueError, match="right"):
+        IntentClassifier(forward, LeftPadding(), ["a", "b", "c"], 1.0, max_length=8).logits(["a b", "c"])

@@ -74,7 +74,9 @@ def test_point_names_and_validation(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="--source"):
         SweepArgs(data=[str(tiny_data)], report=str(tmp_path), heal=HealArgs(distill=0.5))
     with pytest.raises(ValueError, match="min saving"):
-        SweepArgs(data=[str(tiny_data)], report=str(tmp_path), min_saving=1.0)
+        SweepArgs(data=[str(tiny_data)], report=str(tmp_path), params_keep=[0.5], min_saving=1.0)
+    with pytest.raises(ValueError, match="--params-keep"):
+        SweepArgs(data=[str(tiny_data)], report=str(tmp_path), min_saving=0.5)
 
 
 def test_min_saving_reaches_the_budget_points_only(tiny_data, tmp_path, monkeypatch):
