@@ -4,7 +4,8 @@
 asks its ``forward`` for the logits and turns them into probabilities with the model's temperature:
 ``p = softmax(z / T)``. ``forward`` maps ``input_ids`` and ``attention_mask`` (int64 arrays) to float32
 logits: the PyTorch model (:class:`chatbot.classifier.TorchForward`) or the exported one
-(:class:`chatbot.runtime.OpenVinoForward`). This module needs NumPy only, so a process that serves an
+(:class:`chatbot.runtime.OpenVinoForward`), which also has ``many`` (a list of such pairs → their
+logits) to run several calls at once. This module needs NumPy only, so a process that serves an
 exported model never imports PyTorch (about 250 MB of memory with transformers).
 """
 
@@ -40,8 +41,10 @@ carry before splitting it into two calls pays. Measured on the served path (Open
 model, the served default, 2-core development CPU): ``[2, 16]`` 18.7 ms and ``[16, 16]`` 64 ms, so
 about 0.2 ms a token and 12 ms a call (docs/benchmarks.md). A forward whose calls cost otherwise
 says so in its ``call_cost_tokens`` (PyTorch on a GPU: a batch stays one call). The model is an
-approximation: the exported model pads batches to a multiple of 8 tokens and single messages to
-its static lengths, which the cost does not count."""
+approximation: the exported model pads batches to a multiple of a few tokens and single messages to
+its static lengths, runs two calls at once, and plans again for each new shape, which the cost does
+not count. With two streams, 60 stayed the best of 20, 60, 200 and 600 for random batches of 2–32,
+on the default and on the 40 % build (docs/benchmarks.md)."""
 
 
 def length_groups(lengths, most: int, call_cost: float = CALL_COST_TOKENS) -> list[np.ndarray]:
@@ -74,11 +77,12 @@ class IntentClassifier:
     """A loaded classifier; :meth:`predict` maps messages to calibrated intent probabilities.
 
     ``tokenizer`` is called like a transformers tokenizer (``padding``, ``truncation``, ``max_length``,
-    ``return_tensors="np"``) and must pad on the right. One tokenizer or forward call runs at a time
-    (a lock; concurrent batches interleave between calls): an OpenVINO infer request and a fast
+    ``return_tensors="np"``) and must pad on the right. One tokenizer call or one batch's forward calls run at a
+    time (a lock; concurrent batches interleave between them): an OpenVINO infer request and a fast
     tokenizer refuse to be used by two threads at once ("Infer Request is busy", "Already borrowed"),
     and the app's request threads share one classifier. Concurrency comes from batching
-    (``respond_batch``, Ray Serve), not from overlapping forward passes on the same cores."""
+    (``respond_batch``, Ray Serve) and from a forward's ``many`` (the exported model's streams), not
+    from threads sharing the cores."""
 
     def __init__(self, forward, tokenizer, labels: list[str], temperature: float, max_length: int):
         self.forward = forward
@@ -113,10 +117,12 @@ class IntentClassifier:
         lengths = mask.sum(1)
         if not np.array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None]):
             raise ValueError("the tokenizer must pad on the right: each call is cut to its longest message")
-        for idx in length_groups(lengths, batch_size, getattr(self.forward, "call_cost_tokens", CALL_COST_TOKENS)):
-            width = int(lengths[idx].max())
-            with self._one_at_a_time:
-                out[idx] = self.forward(ids[idx, :width], mask[idx, :width])
+        groups = length_groups(lengths, batch_size, getattr(self.forward, "call_cost_tokens", CALL_COST_TOKENS))
+        calls = [(ids[idx, :width], mask[idx, :width]) for idx in groups for width in [int(lengths[idx].max())]]
+        many = getattr(self.forward, "many", None) or (lambda calls: [self.forward(*call) for call in calls])
+        with self._one_at_a_time:
+            for idx, logits in zip(groups, many(calls), strict=True):
+                out[idx] = logits
         return out
 
     def probabilities(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

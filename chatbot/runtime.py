@@ -4,7 +4,8 @@ Why OpenVINO (measured on this project's 2-core CPU, docs/benchmarks.md): it is 
 whose predictions agree with PyTorch fp32 on ≥ 99.5 % of our test split (bf16 inference precision);
 onnxruntime fp32 agrees fully but is slower than PyTorch bf16, onnxruntime's dynamic int8 is fast but
 agrees on 97 % only. Single messages run through models compiled for static shapes ``[1, bucket]``
-(about 7 ms less per message than dynamic shapes on this CPU); batches run through the dynamic one.
+(about 7 ms less per message than dynamic shapes on this CPU); batches run through the dynamic one,
+several of their calls at once (:data:`BATCH_STREAMS`).
 
 The artefact is built from the model folder (base → source → recipe → trim → adapter, merged, in
 float32, by :func:`chatbot.classifier.load_classifier`), exported with the torch dynamo ONNX exporter
@@ -65,14 +66,24 @@ DYNAMIC_CACHE = 0
 batches. Its default (5,000) keeps the kernels of every batch shape seen: a server's batches rarely
 repeat a shape: after 200 batches of random sizes a process serving the default held 2.5 GB with the
 cache and 0.9 GB without it, for 6 % more messages per second (docs/benchmarks.md)."""
-BATCH_LENGTH_STEP = 8
+BATCH_LENGTH_STEP = 4
 """Batches (the dynamic model) are padded to a multiple of this many tokens (at most ``max_length``).
 Without a shape cache the dynamic model plans its kernels again whenever the input's shape is not the
-one it has just run, and a compressed model has two matrix products of shapes of their own for almost
-every factorised matrix (58 distinct ranks in the default), so planning dominated its batches: with
-lengths rounded, consecutive batches of messages sorted by length mostly share a shape. Measured on 512 test
-messages in batches of 32 (msg/s, without → with 16 / 8): the default 111 → 135 / 152, the 30 % build
-114 → 197 / 182, the dense model, which plans little, 168 → 142 / 161 (docs/benchmarks.md)."""
+one it has just run, and a compressed model has two matrix products of shapes of their own for each
+factorised matrix, so rounding lengths lets calls share shapes; padding costs arithmetic. With the
+length split (:func:`chatbot.predictor.length_groups`) and two streams, measured on 512 test
+messages (msg/s for step 8 → 4 → 1; 512 at once / random batches of 2–32 / batches of 32 in file
+order): the default 170 → 198 → 207 / 109 → 119 → 116 / 126 → 131 → 125; the 40 % build (89 factorised
+matrices) 156 → 162 → 149 / 61 → 59 → 51 / 75 → 74 → 64 (docs/benchmarks.md). 8 was chosen before
+the length split, when batches were cut in file order."""
+BATCH_STREAMS = 2
+"""OpenVINO streams of the dynamic model: a batch's forward calls (:func:`chatbot.predictor.length_groups`)
+run this many at once, each on its share of the cores (one each on a 2-core machine). One call of a
+few short messages keeps two threads busy badly (per-operation overhead, small matrix products);
+two calls at once overlap it. Measured on the served default (2-core development CPU, 512 test
+messages; msg/s, one stream → two): random batches of 2–32 86–95 → 106–108, 512 at once 155–177 →
+171–174; a serving process's peak memory: +97 MiB (docs/benchmarks.md). Fewer streams when fewer
+threads are allowed."""
 RUNTIME_ENV = "CHATBOT_RUNTIME"
 SERVING_RUNTIMES = ("openvino", "openvino-fp16", "torch")
 """``openvino``: exported, int8 weights (see above); ``openvino-fp16``: exported, fp16 weights;
@@ -222,7 +233,8 @@ def export(folder: str | Path, progress=None, weights: str = "int8") -> Path:
 
 class OpenVinoForward:
     """Logits from the exported model: static shapes for single messages (:data:`BUCKETS`, then
-    ``max_length``), the dynamic model for batches (lengths rounded up: :data:`BATCH_LENGTH_STEP`)."""
+    ``max_length``), the dynamic model for batches (lengths rounded up: :data:`BATCH_LENGTH_STEP`),
+    whose calls run on :data:`BATCH_STREAMS` streams at once (:meth:`many`)."""
 
     def __init__(self, path: Path, pad_token_id: int, parameters: int, embedding: int, max_length: int,
                  threads: int | None = None):
@@ -235,28 +247,54 @@ class OpenVinoForward:
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self.pad, self._parameters, self._embedding = pad_token_id, parameters, embedding
-        self.dynamic = self.core.compile_model(self.source, "CPU", {
-            **self.config, "CPU_RUNTIME_CACHE_CAPACITY": DYNAMIC_CACHE}).create_infer_request()
+        streams = max(1, min(BATCH_STREAMS, threads or os.cpu_count() or 1))
+        dynamic = self.core.compile_model(self.source, "CPU", {
+            **self.config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams,
+            "CPU_RUNTIME_CACHE_CAPACITY": DYNAMIC_CACHE})
+        self.streams = int(dynamic.get_property("NUM_STREAMS"))
+        self.queue = ov.AsyncInferQueue(dynamic, self.streams)
+        self.queue.set_callback(_keep_logits)
         self.static: dict[int, object] = {}
         self.buckets = (*(b for b in BUCKETS if b < max_length), max_length)
         self.path = path
 
-    def _request(self, batch: int, length: int):
+    def _static(self, length: int):
+        """The infer request of the static shape ``[1, bucket]`` for a message of ``length`` tokens and
+        that bucket, or ``(None, None)`` when the message is longer than every bucket."""
         bucket = next((b for b in self.buckets if b >= length), None)
-        if batch != 1 or bucket is None:
-            rounded = -(-length // BATCH_LENGTH_STEP) * BATCH_LENGTH_STEP
-            return self.dynamic, min(rounded, max(length, self.buckets[-1]))
+        if bucket is None:
+            return None, None
         if bucket not in self.static:
             shaped = self.source.clone()
             shaped.reshape({0: [1, bucket]})
             self.static[bucket] = self.core.compile_model(shaped, "CPU", self.config).create_infer_request()
         return self.static[bucket], bucket
 
+    def _padded(self, input_ids: np.ndarray, length: int) -> np.ndarray:
+        if length == input_ids.shape[1]:
+            return np.ascontiguousarray(input_ids)
+        return np.pad(input_ids, ((0, 0), (0, length - input_ids.shape[1])), constant_values=self.pad)
+
+    def many(self, calls: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """The logits of several forward calls (``(input_ids, attention_mask)``, right-padded), in their
+        order: single messages through the static shapes, one after another; batches through the
+        dynamic model, as many at once as it has streams (each on its share of the cores)."""
+        out: list[np.ndarray | None] = [None] * len(calls)
+        for k, (input_ids, _) in enumerate(calls):
+            request, bucket = self._static(input_ids.shape[1]) if len(input_ids) == 1 else (None, None)
+            if request is not None:
+                out[k] = request.infer({0: self._padded(input_ids, bucket)})[0].astype(np.float32)
+                continue
+            rounded = -(-input_ids.shape[1] // BATCH_LENGTH_STEP) * BATCH_LENGTH_STEP
+            length = min(rounded, max(input_ids.shape[1], self.buckets[-1]))
+            self.queue.start_async({0: self._padded(input_ids, length)}, (out, k))
+        self.queue.wait_all()
+        if any(logits is None for logits in out):
+            raise RuntimeError("the exported model returned no logits for a batch")
+        return out
+
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        request, length = self._request(*input_ids.shape)
-        if length != input_ids.shape[1]:
-            input_ids = np.pad(input_ids, ((0, 0), (0, length - input_ids.shape[1])), constant_values=self.pad)
-        return request.infer({0: input_ids})[0].astype(np.float32)  # a copy: the next call reuses the output
+        return self.many([(input_ids, attention_mask)])[0]
 
     def parameter_count(self) -> int:
         return self._parameters
@@ -266,6 +304,12 @@ class OpenVinoForward:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.glob("model.*"))
+
+
+def _keep_logits(request, slot: tuple[list, int]) -> None:
+    """A finished batch call: its logits into its place (a copy: the request reuses its output)."""
+    out, k = slot
+    out[k] = request.get_output_tensor(0).data.astype(np.float32)
 
 
 class ServedTokenizer:

@@ -116,3 +116,20 @@ def test_a_forward_says_what_its_calls_cost_and_left_padding_is_refused():
     assert calls == [(7, 150)]
     with pytest.raises(ValueError, match="right"):
         IntentClassifier(forward, LeftPadding(), ["a", "b", "c"], 1.0, max_length=8).logits(["a b", "c"])
+
+
+def test_a_forward_that_runs_several_calls_at_once_gets_them_all_in_one_go():
+    handed = []
+
+    class Streams:
+        def __call__(self, input_ids, attention_mask):
+            raise AssertionError("a forward with many() is not called one call at a time")
+
+        def many(self, calls):
+            handed.append([ids.shape for ids, _ in calls])
+            return [forward(*call) for call in calls]
+
+    clf = IntentClassifier(Streams(), WordCount(), ["a", "b", "c"], 1.0, max_length=200)
+    texts = ["a b"] * 6 + [" ".join(["w"] * 150)] + ["c d e"] * 5
+    assert np.array_equal(clf.logits(texts), np.stack([forward(*_one(clf, t))[0] for t in texts]))
+    assert len(handed) == 1 and sorted(handed[0]) == [(1, 150), (11, 3)]

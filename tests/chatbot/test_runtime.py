@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from chatbot.classifier import load_classifier
 from chatbot.model import ModelLoadError
-from chatbot.runtime import BATCH_LENGTH_STEP, BUCKETS, artefact_dir, export, load_exported, load_serving, pick_runtime, weight_types
+from chatbot.runtime import BATCH_LENGTH_STEP, BATCH_STREAMS, BUCKETS, artefact_dir, export, load_exported, load_serving, pick_runtime, weight_types
 
 TEXTS = ["cancel order stop 1", "where parcel status colis 3 4", "refund money back argent remboursement 9 9 9",
          "x", " ".join(["colis"] * 40), " ".join(["refund"] * 90)]
@@ -21,14 +22,17 @@ def own_cache(tmp_path, monkeypatch):
 def test_the_exported_model_gives_the_pytorch_logits_alone_and_in_batches(tiny_model, own_cache):
     served = load_serving(tiny_model, "openvino-fp16")
     reference = load_classifier(tiny_model, device="cpu", dtype=torch.float32)
-    shapes, dynamic = [], served.forward.dynamic
+    shapes, queue = [], served.forward.queue
 
     class Recorder:  # the shapes the dynamic model is given
-        def infer(self, inputs):
+        def start_async(self, inputs, slot):
             shapes.append(inputs[0].shape)
-            return dynamic.infer(inputs)
+            queue.start_async(inputs, slot)
 
-    served.forward.dynamic = Recorder()
+        def wait_all(self):
+            queue.wait_all()
+
+    served.forward.queue = Recorder()
     for size in (2, 3, 8):  # the dynamic model, lengths rounded up to BATCH_LENGTH_STEP (max_length at most)
         together = served.logits(TEXTS, batch_size=size)
         assert np.allclose(together, reference.logits(TEXTS, batch_size=size), atol=2e-2)  # bf16 inference
@@ -41,6 +45,17 @@ def test_the_exported_model_gives_the_pytorch_logits_alone_and_in_batches(tiny_m
     assert sorted(served.forward.static) == sorted(needed)  # compiled when needed; no single message dynamic
     assert [p.intent for p in served.predict(TEXTS)] == [p.intent for p in reference.predict(TEXTS)]
     assert served.parameter_count() == reference.parameter_count()
+
+
+def test_a_batch_runs_its_calls_on_two_streams_and_each_gets_its_own_logits(tiny_model, own_cache):
+    served = load_serving(tiny_model, "openvino")
+    assert served.forward.streams == min(BATCH_STREAMS, os.cpu_count())
+    enc = served.tokenizer(TEXTS * 3, max_length=served.max_length)
+    calls = [(enc["input_ids"][i:i + n], enc["attention_mask"][i:i + n]) for i, n in ((0, 5), (5, 1), (6, 9), (15, 3))]
+    alone = [served.forward(*call) for call in calls]
+    together = served.forward.many(calls)
+    assert [x.shape for x in together] == [(n, len(served.labels)) for n in (5, 1, 9, 3)]
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(alone, together))
 
 
 def test_int8_weights_everywhere_but_v_proj_and_the_same_answers(tiny_model, own_cache):
