@@ -77,12 +77,13 @@ class IntentClassifier:
     """A loaded classifier; :meth:`predict` maps messages to calibrated intent probabilities.
 
     ``tokenizer`` is called like a transformers tokenizer (``padding``, ``truncation``, ``max_length``,
-    ``return_tensors="np"``) and must pad on the right. One tokenizer call or one batch's forward calls run at a
-    time (a lock; concurrent batches interleave between them): an OpenVINO infer request and a fast
-    tokenizer refuse to be used by two threads at once ("Infer Request is busy", "Already borrowed"),
-    and the app's request threads share one classifier. Concurrency comes from batching
-    (``respond_batch``, Ray Serve) and from a forward's ``many`` (the exported model's streams), not
-    from threads sharing the cores."""
+    ``return_tensors="np"``) and must pad on the right. One tokenizer call, forward call or
+    ``forward.many`` (all of a batch's calls) runs at a time (a lock; concurrent batches interleave
+    between them, so on the exported model a single message may wait for another request's whole
+    batch): an OpenVINO infer request and a fast tokenizer refuse to be used by two threads at once
+    ("Infer Request is busy", "Already borrowed"), and the app's request threads share one
+    classifier. Concurrency comes from batching (``respond_batch``, Ray Serve) and from a forward's
+    ``many`` (the exported model's streams), not from threads sharing the cores."""
 
     def __init__(self, forward, tokenizer, labels: list[str], temperature: float, max_length: int):
         self.forward = forward
@@ -119,10 +120,16 @@ class IntentClassifier:
             raise ValueError("the tokenizer must pad on the right: each call is cut to its longest message")
         groups = length_groups(lengths, batch_size, getattr(self.forward, "call_cost_tokens", CALL_COST_TOKENS))
         calls = [(ids[idx, :width], mask[idx, :width]) for idx in groups for width in [int(lengths[idx].max())]]
-        many = getattr(self.forward, "many", None) or (lambda calls: [self.forward(*call) for call in calls])
-        with self._one_at_a_time:
-            for idx, logits in zip(groups, many(calls), strict=True):
-                out[idx] = logits
+        if hasattr(self.forward, "many"):
+            with self._one_at_a_time:
+                results = self.forward.many(calls)
+        else:
+            results = []
+            for call in calls:
+                with self._one_at_a_time:
+                    results.append(self.forward(*call))
+        for idx, logits in zip(groups, results, strict=True):
+            out[idx] = logits
         return out
 
     def probabilities(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

@@ -81,9 +81,9 @@ BATCH_STREAMS = 2
 run this many at once, each on its share of the cores (one each on a 2-core machine). One call of a
 few short messages keeps two threads busy badly (per-operation overhead, small matrix products);
 two calls at once overlap it. Measured on the served default (2-core development CPU, 512 test
-messages; msg/s, one stream → two): random batches of 2–32 86–95 → 106–108, 512 at once 155–177 →
-171–174; a serving process's peak memory: +97 MiB (docs/benchmarks.md). Fewer streams when fewer
-threads are allowed."""
+messages; msg/s, one stream → two, medians of 3 rounds): 512 at once 162 → 175, random batches of
+2–32 99 → 106; a serving process's peak memory: +97 MiB (docs/benchmarks.md). Fewer streams where
+fewer threads or cores are allowed."""
 RUNTIME_ENV = "CHATBOT_RUNTIME"
 SERVING_RUNTIMES = ("openvino", "openvino-fp16", "torch")
 """``openvino``: exported, int8 weights (see above); ``openvino-fp16``: exported, fp16 weights;
@@ -247,13 +247,12 @@ class OpenVinoForward:
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self.pad, self._parameters, self._embedding = pad_token_id, parameters, embedding
-        streams = max(1, min(BATCH_STREAMS, threads or os.cpu_count() or 1))
-        dynamic = self.core.compile_model(self.source, "CPU", {
+        streams = max(1, min(BATCH_STREAMS, threads or len(os.sched_getaffinity(0))))
+        self.dynamic = self.core.compile_model(self.source, "CPU", {
             **self.config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams,
             "CPU_RUNTIME_CACHE_CAPACITY": DYNAMIC_CACHE})
-        self.streams = int(dynamic.get_property("NUM_STREAMS"))
-        self.queue = ov.AsyncInferQueue(dynamic, self.streams)
-        self.queue.set_callback(_keep_logits)
+        self.streams = int(self.dynamic.get_property("NUM_STREAMS"))
+        self.queue = self._new_queue()
         self.static: dict[int, object] = {}
         self.buckets = (*(b for b in BUCKETS if b < max_length), max_length)
         self.path = path
@@ -275,23 +274,48 @@ class OpenVinoForward:
             return np.ascontiguousarray(input_ids)
         return np.pad(input_ids, ((0, 0), (0, length - input_ids.shape[1])), constant_values=self.pad)
 
+    def _new_queue(self):
+        import openvino as ov
+
+        queue = ov.AsyncInferQueue(self.dynamic, self.streams)
+        queue.set_callback(_keep_logits)
+        return queue
+
     def many(self, calls: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """The logits of several forward calls (``(input_ids, attention_mask)``, right-padded), in their
-        order: single messages through the static shapes, one after another; batches through the
-        dynamic model, as many at once as it has streams (each on its share of the cores)."""
+        order: batches through the dynamic model, as many at once as it has streams (each on its share
+        of the cores); single messages through the static shapes, meanwhile. A call that fails raises
+        a RuntimeError here, and the next batch gets a fresh queue (OpenVINO's keeps raising a failed
+        request's error)."""
         out: list[np.ndarray | None] = [None] * len(calls)
-        for k, (input_ids, _) in enumerate(calls):
-            request, bucket = self._static(input_ids.shape[1]) if len(input_ids) == 1 else (None, None)
-            if request is not None:
-                out[k] = request.infer({0: self._padded(input_ids, bucket)})[0].astype(np.float32)
-                continue
-            rounded = -(-input_ids.shape[1] // BATCH_LENGTH_STEP) * BATCH_LENGTH_STEP
-            length = min(rounded, max(input_ids.shape[1], self.buckets[-1]))
-            self.queue.start_async({0: self._padded(input_ids, length)}, (out, k))
-        self.queue.wait_all()
+        singles = []
+        try:
+            for k, (input_ids, _) in enumerate(calls):
+                request, bucket = self._static(input_ids.shape[1]) if len(input_ids) == 1 else (None, None)
+                if request is not None:
+                    singles.append((k, request, self._padded(input_ids, bucket)))
+                    continue
+                rounded = -(-input_ids.shape[1] // BATCH_LENGTH_STEP) * BATCH_LENGTH_STEP
+                length = min(rounded, max(input_ids.shape[1], self.buckets[-1]))
+                self.queue.start_async({0: self._padded(input_ids, length)}, (out, k))
+            for k, request, input_ids in singles:
+                out[k] = request.infer({0: input_ids})[0].astype(np.float32)
+            self.queue.wait_all()
+        except Exception as err:
+            self._drop_queue()
+            raise RuntimeError(f"the exported model failed on a batch: {err}") from err
         if any(logits is None for logits in out):
             raise RuntimeError("the exported model returned no logits for a batch")
         return out
+
+    def _drop_queue(self) -> None:
+        """After a failed call: let the other requests finish, then start from a fresh queue."""
+        for request in self.queue:
+            try:
+                request.wait()
+            except Exception:  # noqa: BLE001 - the failure is being raised already
+                pass
+        self.queue = self._new_queue()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.many([(input_ids, attention_mask)])[0]
@@ -307,7 +331,9 @@ class OpenVinoForward:
 
 
 def _keep_logits(request, slot: tuple[list, int]) -> None:
-    """A finished batch call: its logits into its place (a copy: the request reuses its output)."""
+    """A finished batch call: its logits into its place (a copy: the request reuses its output). What
+    it raises OpenVINO records and raises at :meth:`OpenVinoForward.many`'s wait, which then starts a
+    fresh queue."""
     out, k = slot
     out[k] = request.get_output_tensor(0).data.astype(np.float32)
 

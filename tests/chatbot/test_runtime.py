@@ -49,13 +49,30 @@ def test_the_exported_model_gives_the_pytorch_logits_alone_and_in_batches(tiny_m
 
 def test_a_batch_runs_its_calls_on_two_streams_and_each_gets_its_own_logits(tiny_model, own_cache):
     served = load_serving(tiny_model, "openvino")
-    assert served.forward.streams == min(BATCH_STREAMS, os.cpu_count())
+    assert served.forward.streams == min(BATCH_STREAMS, len(os.sched_getaffinity(0)))
     enc = served.tokenizer(TEXTS * 3, max_length=served.max_length)
     calls = [(enc["input_ids"][i:i + n], enc["attention_mask"][i:i + n]) for i, n in ((0, 5), (5, 1), (6, 9), (15, 3))]
     alone = [served.forward(*call) for call in calls]
     together = served.forward.many(calls)
     assert [x.shape for x in together] == [(n, len(served.labels)) for n in (5, 1, 9, 3)]
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(alone, together))
+
+
+def test_a_failed_batch_call_raises_and_the_next_batch_is_answered(tiny_model, own_cache):
+    """A call that fails on a stream is an error for that batch only: OpenVINO's queue would raise the
+    failure again at every later call (or abort the process)."""
+    served = load_serving(tiny_model, "openvino")
+    texts = TEXTS[:3] * 4
+    expected = served.logits(texts)
+
+    def inference_fails(request, slot):  # what OpenVINO records of a failed call
+        raise ValueError("inference failed")
+
+    served.forward.queue.set_callback(inference_fails)
+    with pytest.raises(RuntimeError, match="exported model failed on a batch"):
+        served.logits(texts)
+    for _ in range(2):
+        assert np.allclose(served.logits(texts), expected)
 
 
 def test_int8_weights_everywhere_but_v_proj_and_the_same_answers(tiny_model, own_cache):
