@@ -119,7 +119,10 @@ class IntentClassifier:
         if not np.array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None]):
             raise ValueError("the tokenizer must pad on the right: each call is cut to its longest message")
         groups = length_groups(lengths, batch_size, getattr(self.forward, "call_cost_tokens", CALL_COST_TOKENS))
-        calls = [(ids[idx, :width], mask[idx, :width]) for idx in groups for width in [int(lengths[idx].max())]]
+        calls = []
+        for idx in groups:
+            width = int(lengths[idx].max())
+            calls.append((ids[idx, :width], mask[idx, :width]))
         if hasattr(self.forward, "many"):
             with self._one_at_a_time:
                 results = self.forward.many(calls)
