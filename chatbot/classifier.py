@@ -109,6 +109,9 @@ class TorchForward:
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    def threads(self) -> int:
+        return torch.get_num_threads()
+
     def embedding_parameters(self) -> int:
         """Rows of the input embedding actually stored (a trimmed vocabulary keeps fewer)."""
         return self.model.get_input_embeddings().weight.numel()

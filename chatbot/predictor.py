@@ -104,6 +104,10 @@ class IntentClassifier:
     def embedding_parameters(self) -> int:
         return self.forward.embedding_parameters()
 
+    def threads(self) -> int:
+        """CPU threads a forward call may use."""
+        return self.forward.threads()
+
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Raw logits (float32) in the order of ``texts``; forward calls of at most ``batch_size``
         messages of similar token lengths (:func:`length_groups`), each cut to its longest message."""

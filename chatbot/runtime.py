@@ -326,6 +326,9 @@ class OpenVinoForward:
     def embedding_parameters(self) -> int:
         return self._embedding
 
+    def threads(self) -> int:
+        return int(self.dynamic.get_property("INFERENCE_NUM_THREADS"))
+
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.glob("model.*"))
 
@@ -401,13 +404,15 @@ def _cuda_available() -> bool:
 
 
 def load_serving(folder: str | Path, runtime: str | None = None, progress=None,
-                 device: str | None = None) -> IntentClassifier:
+                 device: str | None = None, threads: int | None = None) -> IntentClassifier:
     """The classifier that serves customers: the exported one (built and cached on first use) or the
-    PyTorch one, as :func:`pick_runtime` says; asking for ``device="cuda"`` means PyTorch on the GPU."""
+    PyTorch one, as :func:`pick_runtime` says; asking for ``device="cuda"`` means PyTorch on the GPU.
+    ``threads`` caps the exported model's threads (and with them its streams); unset, it uses every core
+    the process may run on. PyTorch's threads are the caller's (``torch.set_num_threads``)."""
     runtime = "torch" if device == "cuda" else pick_runtime(runtime)
     if runtime == "torch":
         from chatbot.classifier import load_classifier
 
         return load_classifier(folder, device=device)
     ModelFolder.read(folder)  # a clear error for a folder that is not one, before any export work
-    return load_exported(export(folder, progress, WEIGHTS[runtime]))
+    return load_exported(export(folder, progress, WEIGHTS[runtime]), threads)

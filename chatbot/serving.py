@@ -25,6 +25,7 @@ The replica's logic (:class:`Replica`) is plain Python; Ray is imported only to 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -60,7 +61,7 @@ class ServeArgs:
     replicas: int = 2
     """Replicas of the classifier; each loads the model once (one per GPU, or a few per CPU node)."""
     cpus_per_replica: float = 1.0
-    """CPU cores Ray reserves for each replica (also its torch threads, at least 1)."""
+    """CPU cores Ray reserves for each replica (also its torch or OpenVINO threads, at least 1)."""
     gpus_per_replica: float = 0.0
     """GPUs Ray reserves for each replica (1 on a GPU node: the model runs there, in bfloat16)."""
     max_batch_size: int = 32
@@ -139,7 +140,8 @@ class Replica:
     def info(self) -> dict:
         version, classifier = self.current
         return {"version": version, "labels": list(classifier.labels), "replica": self.name,
-                "device": str(getattr(classifier, "device", "cpu")), "batches": dict(self.batches)}
+                "device": str(getattr(classifier, "device", "cpu")), "threads": classifier.threads(),
+                "batches": dict(self.batches)}
 
     def follow(self) -> bool:
         """Load the live version if it is not the one served; True when it was swapped in. Requests go
@@ -197,7 +199,8 @@ def build_app(args: ServeArgs):
 
             torch.set_num_threads(threads)
             name = serve.get_replica_context().replica_id.unique_id
-            self.replica = Replica(home_dir, default_model, args.device, name=name)
+            loader = functools.partial(load_serving, threads=threads)  # OpenVINO: the replica's cores only
+            self.replica = Replica(home_dir, default_model, args.device, loader=loader, name=name)
             self._watch = asyncio.get_running_loop().create_task(self._follow())
 
         async def _follow(self):

@@ -140,6 +140,7 @@ def staff(cluster, monkeypatch):
 
 def test_two_app_processes_ray_serve_and_postgres(cluster, staff):
     assert set(replicas_serving(cluster.classifier, "default").values()) == {"default"}
+    assert httpx.get(cluster.classifier, timeout=30).json()["threads"] == 1  # cpus_per_replica, not every core
     admin = staff.caller("boss")
     answered, promoted, results = [0], threading.Event(), {}
     count = threading.Lock()

@@ -58,6 +58,14 @@ def test_a_batch_runs_its_calls_on_two_streams_and_each_gets_its_own_logits(tiny
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(alone, together))
 
 
+def test_threads_asked_for_cap_the_exported_model_and_its_streams(tiny_model, own_cache):
+    """A Ray Serve replica given one core must not run OpenVINO on every core of its node."""
+    assert load_serving(tiny_model, "openvino").threads() == len(os.sched_getaffinity(0))
+    one = load_serving(tiny_model, "openvino", threads=1)
+    assert one.threads() == 1 and one.forward.streams == 1
+    assert [p.intent for p in one.predict(TEXTS)] == [p.intent for p in load_serving(tiny_model, "openvino").predict(TEXTS)]
+
+
 def test_a_failed_batch_call_raises_and_the_next_batch_is_answered(tiny_model, own_cache):
     """A call that fails on a stream is an error for that batch only: OpenVINO's queue would raise the
     failure again at every later call (or abort the process)."""

@@ -27,6 +27,9 @@ class Fake:
     def predict(self, texts, k=3):
         return [Prediction("a", 0.9, [("a", 0.9), ("b", 0.05), ("c", 0.05)][:k]) for _ in texts]
 
+    def threads(self):
+        return 1
+
 
 @pytest.fixture()
 def versions(tmp_path, tiny_model):
