@@ -68,12 +68,15 @@ INTENT_DATA = tuple(f"assets/data/{lang}.csv" for lang in LANGUAGES)
 customers write each language from these); 13 rows on topics no intent serves are labelled out of scope
 there (relabelled on 2026-11-30, where the near-miss data disagreed)."""
 TRAINING_DATA = INTENT_DATA + tuple(f"assets/data/{kind}/{lang}.csv"
-                                   for kind in ("out_of_scope", "hard", "varied", "near_miss") for lang in LANGUAGES)
+                                   for kind in ("out_of_scope", "hard", "varied", "near_miss", "indirect")
+                                   for lang in LANGUAGES)
 """All our own data, relative to :data:`ROOT`: the intents, out-of-scope messages, hard messages
 (multi-sentence, typos, texting style, confusable pairs) and requests in varied tone and wording
 (anger and swearing, less common synonyms, "can you help me" framing), and near-misses: out-of-scope
 questions about the shop's world (card data, coupons, stock, warranty, physical shops, other companies)
-beside in-scope messages on the same topics (train and dev only). The default model trains on
+beside in-scope messages on the same topics (train and dev only); and indirect requests: wrapped in
+help-seeking phrasing ("I don't know how to…", "I need help to see…"), statements of need, 2–4 words,
+with both sides of each confusable pair (10 per intent and language, train and dev only). The default model trains on
 it and compression calibrates on it (recipes record these relative paths, so they re-apply on any
 checkout)."""
 

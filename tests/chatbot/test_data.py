@@ -107,7 +107,7 @@ def test_read_rows_asks_for_the_columns_it_needs(tmp_path):
 def test_our_data_loads_whole_with_every_language_and_intent_in_every_split():
     """All our own files (what the default trains on): no row dropped (a duplicate or a conflicting
     label across files would be), every intent the reply catalogue answers and out_of_scope in every
-    language and split, and the near-miss files in train and dev only, so that the test split stays
+    language and split, and the near-miss and indirect files in train and dev only, so that the test split stays
     the yardstick of earlier results."""
     from chatbot.replies import Catalogue
     from chatbot.settings import LANGUAGES, OUT_OF_SCOPE, training_files
@@ -120,5 +120,6 @@ def test_our_data_loads_whole_with_every_language_and_intent_in_every_split():
     missing = [(s, lang, i) for s in ("train", "dev", "test") for lang in LANGUAGES for i in intents
                if not cells[(s, lang, i)]]
     assert not missing, missing[:5]
-    near_miss = [row for f in training_files() if "/near_miss/" in f for row in read_rows(f)]
-    assert len(near_miss) > 400 and {row["split"] for row in near_miss} == {"train", "dev"}
+    for kind, least in (("near_miss", 400), ("indirect", 27 * 10 * len(LANGUAGES))):
+        rows = [row for f in training_files() if f"/{kind}/" in f for row in read_rows(f)]
+        assert len(rows) >= least and {row["split"] for row in rows} == {"train", "dev"}, kind
