@@ -45,6 +45,8 @@ class HealArgs:
     """Heal on at most this many examples per intent and language (faster builds)."""
     distill: float = 0.0
     """Weight of the source classifier's soft targets in the healing loss (0 = labels only; needs a source)."""
+    distill_teacher_errors: bool = True
+    """Distil also on rows the source classifier gets wrong (--no-distill-teacher-errors: those rows learn from their label alone)."""
 
     def __post_init__(self):
         if not 0 <= self.distill <= 1:
@@ -236,7 +238,8 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
         compress_s = time.perf_counter() - started if compression else 0.0
         train_args = TrainArgs(data=list(data), out=str(out), base=base, fit=heal.fit, lora=heal.lora,
                                max_per_intent=heal.max_per_intent, patience=heal.fit.epochs,
-                               teacher=str(source) if source and heal.distill > 0 else None, distill=heal.distill)
+                               teacher=str(source) if source and heal.distill > 0 else None, distill=heal.distill,
+                               distill_teacher_errors=heal.distill_teacher_errors)
         folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), start=start)
         del start
     step(0.85, "evaluating")

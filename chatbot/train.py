@@ -8,7 +8,10 @@ several GPUs). The adapter weights and the score head are the only trainable par
 With a ``teacher`` (a trained model folder), the loss mixes cross-entropy with the teacher's
 softened intent distribution (knowledge distillation, Hinton et al. 2015):
 ``(1 − w)·CE(z, y) + w·T²·KL(softmax(z_t / T) ‖ softmax(z / T))``. Healing a compressed model
-this way teaches it what the uncompressed one knew, not only the training labels.
+this way teaches it what the uncompressed one knew, not only the training labels. A teacher older than
+the data (trained before rows were added or relabelled) is wrong on some of them; with
+``distill_teacher_errors=False`` those rows learn from their label alone (w = 0 there), so its
+mistakes are not passed on.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class TrainArgs:
     """Weight w of the teacher's soft targets in the loss (used only with a teacher)."""
     distill_temperature: float = 2.0
     """Temperature T that softens teacher and student distributions for distillation."""
+    distill_teacher_errors: bool = True
+    """Distil also on training rows whose label the teacher's top intent misses (--no-distill-teacher-errors: those rows learn from their label alone)."""
     cli_aliases: ClassVar[dict[str, str]] = {"targets": "lora_targets"}
 
     def __post_init__(self):
@@ -147,15 +152,19 @@ def teacher_logits(folder: str, examples: list[Example], labels: list[str]) -> d
 
 
 def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float,
-                      temperature: float) -> torch.Tensor:
-    """(1 − w)·CE(z, y) + w·T²·KL(softmax(z_t/T) ‖ softmax(z/T)); T² keeps the gradient scale of CE."""
+                      temperature: float, teacher_errors: bool = True) -> torch.Tensor:
+    """Mean over rows of (1 − w)·CE(z, y) + w·T²·KL(softmax(z_t/T) ‖ softmax(z/T)); T² keeps the
+    gradient scale of CE. Without ``teacher_errors``, w is 0 on rows where argmax z_t ≠ y."""
     import torch.nn.functional as F
 
     logits, teacher = logits.float(), teacher.float()
-    ce = F.cross_entropy(logits, labels)
+    ce = F.cross_entropy(logits, labels, reduction="none")
     kl = F.kl_div(F.log_softmax(logits / temperature, -1), F.log_softmax(teacher / temperature, -1),
-                  reduction="batchmean", log_target=True)
-    return (1 - weight) * ce + weight * temperature ** 2 * kl
+                  reduction="none", log_target=True).sum(-1)
+    w = torch.full_like(ce, weight)
+    if not teacher_errors:
+        w = w * (teacher.argmax(-1) == labels)
+    return ((1 - w) * ce + w * temperature ** 2 * kl).mean()
 
 
 def resolve_precision(precision: str) -> str:
@@ -256,9 +265,10 @@ def dev_logits(s: Setup) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Temperature T minimising the dev negative log-likelihood of softmax(logits / T)."""
+    """Temperature T minimising the dev negative log-likelihood of softmax(logits / T), in [0.05, 20].
+    L-BFGS with a line search: with a fixed step it can overshoot to NaN when the best T is far from 1."""
     log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+    optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
@@ -280,7 +290,7 @@ def train_epoch(s: Setup, args: TrainArgs, epoch: int, bar, progress=None) -> fl
         with s.accelerator.autocast():
             out = s.model(**batch)
         loss = out.loss if teacher is None else distillation_loss(
-            out.logits, batch["labels"], teacher, args.distill, args.distill_temperature)
+            out.logits, batch["labels"], teacher, args.distill, args.distill_temperature, args.distill_teacher_errors)
         s.accelerator.backward(loss)
         s.optimizer.step()
         s.scheduler.step()

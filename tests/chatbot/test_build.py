@@ -67,9 +67,10 @@ def test_source_must_be_uncompressed_and_know_the_same_intents(tiny_data, tiny_m
 
 def test_healing_distils_from_the_source(tiny_data, tiny_model, tmp_path):
     build_version([str(tiny_data)], tmp_path / "v", method="whitened", compress_targets="attn", ratio=0.5,
-                  heal=quick_heal(distill=0.5), source=tiny_model)
+                  heal=quick_heal(distill=0.5, distill_teacher_errors=False), source=tiny_model)
     train_args = ModelFolder.read(tmp_path / "v").train_args
     assert train_args["teacher"] == str(tiny_model) and train_args["distill"] == 0.5
+    assert train_args["distill_teacher_errors"] is False
     assert train_args["fit"]["lr"] == 1e-4
 
 

@@ -46,6 +46,20 @@ def test_temperature_scaling_lowers_nll_of_overconfident_logits():
     assert t > 1.5 and nll(logits / t) < nll(logits)
 
 
+def test_temperature_of_underconfident_logits_is_found_not_nan():
+    """Dev logits of a barely trained model (12 messages, best T about 0.2): a fixed-step L-BFGS
+    overshoots to NaN here, and a NaN temperature cannot be saved."""
+    logits = torch.tensor([[0.5604, -0.4511, 0.1351], [0.5561, -0.3268, 0.0713], [0.4302, 0.3887, -0.7234],
+                           [0.6528, -0.1704, -0.1417], [0.6101, -0.5217, 0.2716], [-0.4746, -0.3998, 0.5393],
+                           [-0.133, -0.827, 0.7721], [-0.1713, -0.7918, 0.8286], [0.2613, 0.6696, -0.7922],
+                           [0.2601, 0.6467, -0.7525], [-0.154, 0.8877, -0.6731], [0.1441, 0.8409, -0.8393]])
+    labels = torch.tensor([0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1])
+    t = fit_temperature(logits, labels)
+    nll = lambda x: torch.nn.functional.cross_entropy(x, labels).item()  # noqa: E731
+    grid = min(nll(logits / g) for g in torch.linspace(0.05, 2, 400))
+    assert 0.1 < t < 0.4 and nll(logits / t) <= grid + 1e-3
+
+
 def test_args_validation():
     with pytest.raises(ValueError):
         TrainArgs(data=[], out="x")
@@ -82,6 +96,25 @@ def test_distillation_loss_mixes_labels_and_teacher():
     gap = lambda z: torch.nn.functional.kl_div(z.log_softmax(-1), teacher.log_softmax(-1), log_target=True,  # noqa: E731
                                                reduction="batchmean")
     assert gap(moved) < gap(logits)
+
+
+def test_distillation_can_leave_the_teachers_errors_to_the_labels():
+    from chatbot.train import distillation_loss
+
+    torch.manual_seed(1)
+    logits = torch.randn(4, 5)
+    labels = torch.tensor([0, 1, 2, 3])
+    teacher = torch.full((4, 5), -3.0)
+    teacher[[0, 1, 2, 3], [0, 1, 4, 4]] = 3.0  # right on rows 0 and 1, wrong on rows 2 and 3
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    both = [distillation_loss(logits[i:i + 1], labels[i:i + 1], teacher[i:i + 1], 0.5, 2.0) for i in range(4)]
+    mixed = distillation_loss(logits, labels, teacher, 0.5, 2.0, teacher_errors=False)
+    assert torch.allclose(mixed, (both[0] + both[1] + ce[2] + ce[3]) / 4)  # labels alone where it is wrong
+    assert torch.allclose(distillation_loss(logits, labels, teacher, 0.5, 2.0), sum(both) / 4)
+    assert not torch.allclose(mixed, distillation_loss(logits, labels, teacher, 0.5, 2.0))
+    # where the teacher is right everywhere, nothing changes
+    assert torch.allclose(distillation_loss(logits[:2], labels[:2], teacher[:2], 0.5, 2.0, teacher_errors=False),
+                          (both[0] + both[1]) / 2)
 
 
 def permuted_teacher(tiny_model, folder):
@@ -121,6 +154,10 @@ def test_a_teacher_pulls_the_student_towards_it(tiny_base, tiny_data, tiny_model
     says = lambda folder: load_classifier(folder, device="cpu", dtype=torch.float32).logits(texts).argmax(-1)  # noqa: E731
     agreement = lambda a, b: float((says(a) == says(b)).mean())  # noqa: E731
     assert agreement(taught, teacher) > 0.8 > agreement(plain, teacher)
+    # told to leave its errors to the labels, a teacher wrong on every row teaches nothing
+    kept = train_tiny(tiny_base, tiny_data, tmp_path / "kept", epochs=3, teacher=str(teacher), distill=1.0,
+                      distill_teacher_errors=False)
+    assert agreement(kept, teacher) < 0.2 < 0.8 < agreement(kept, plain)
 
 
 def test_teacher_must_know_the_same_intents(tiny_data, tiny_model, tmp_path):
