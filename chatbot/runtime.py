@@ -244,8 +244,8 @@ class OpenVinoForward:
         self.source = self.core.read_model(str(path / "model.xml"))
         self.config = {"INFERENCE_PRECISION_HINT": "bf16" if cpu_has_native_bf16() else "f32",
                        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        if threads:
-            self.config["INFERENCE_NUM_THREADS"] = threads
+        if threads:  # unpinned: OpenVINO pins to the first cores of the affinity mask, the same ones in every process
+            self.config.update({"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False})
         self.pad, self._parameters, self._embedding = pad_token_id, parameters, embedding
         streams = max(1, min(BATCH_STREAMS, threads or len(os.sched_getaffinity(0))))
         self.dynamic = self.core.compile_model(self.source, "CPU", {
@@ -407,8 +407,10 @@ def load_serving(folder: str | Path, runtime: str | None = None, progress=None,
                  device: str | None = None, threads: int | None = None) -> IntentClassifier:
     """The classifier that serves customers: the exported one (built and cached on first use) or the
     PyTorch one, as :func:`pick_runtime` says; asking for ``device="cuda"`` means PyTorch on the GPU.
-    ``threads`` caps the exported model's threads (and with them its streams); unset, it uses every core
-    the process may run on. PyTorch's threads are the caller's (``torch.set_num_threads``)."""
+    ``threads`` caps the exported model's threads (and with them its streams) and leaves them unpinned,
+    so that processes sharing a machine spread over its cores (a mixed batch's single messages run
+    meanwhile on the static shapes: briefly up to twice ``threads``); unset, it uses up to every core the
+    process may run on, pinned. PyTorch's threads are the caller's (``torch.set_num_threads``)."""
     runtime = "torch" if device == "cuda" else pick_runtime(runtime)
     if runtime == "torch":
         from chatbot.classifier import load_classifier

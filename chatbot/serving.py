@@ -278,7 +278,7 @@ class ServedClassifier:
         self._info: dict | None = None
 
     def info(self) -> dict:
-        """What a replica serves: ``{"version", "labels", "replica", "device"}``."""
+        """What a replica serves: ``{"version", "labels", "replica", "device", "threads", "batches", "pid"}``."""
         response = self._http.get(self.url)
         response.raise_for_status()
         self._info = response.json()

@@ -267,6 +267,8 @@ def dev_logits(s: Setup) -> tuple[torch.Tensor, torch.Tensor]:
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Temperature T minimising the dev negative log-likelihood of softmax(logits / T), in [0.05, 20].
     L-BFGS with a line search: with a fixed step it can overshoot to NaN when the best T is far from 1."""
+    if not torch.isfinite(logits).all():
+        raise ValueError("the dev logits are not finite (did training diverge?)")
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
 

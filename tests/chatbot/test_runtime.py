@@ -59,10 +59,15 @@ def test_a_batch_runs_its_calls_on_two_streams_and_each_gets_its_own_logits(tiny
 
 
 def test_threads_asked_for_cap_the_exported_model_and_its_streams(tiny_model, own_cache):
-    """A Ray Serve replica given one core must not run OpenVINO on every core of its node."""
-    assert load_serving(tiny_model, "openvino").threads() == len(os.sched_getaffinity(0))
+    """A Ray Serve replica given one core must not run OpenVINO on every core of its node, nor pin its
+    thread to the first core, where every other replica's would be pinned too."""
+    assert 1 <= load_serving(tiny_model, "openvino").threads() <= len(os.sched_getaffinity(0))
     one = load_serving(tiny_model, "openvino", threads=1)
     assert one.threads() == 1 and one.forward.streams == 1
+    assert one.forward.dynamic.get_property("ENABLE_CPU_PINNING") is False
+    one.predict(TEXTS[:1])  # a single message: its static shape is compiled the same way
+    assert one.forward.static and all(request.get_compiled_model().get_property("ENABLE_CPU_PINNING") is False
+                                      for request in one.forward.static.values())
     assert [p.intent for p in one.predict(TEXTS)] == [p.intent for p in load_serving(tiny_model, "openvino").predict(TEXTS)]
 
 

@@ -58,6 +58,8 @@ def test_temperature_of_underconfident_logits_is_found_not_nan():
     nll = lambda x: torch.nn.functional.cross_entropy(x, labels).item()  # noqa: E731
     grid = min(nll(logits / g) for g in torch.linspace(0.05, 2, 400))
     assert 0.1 < t < 0.4 and nll(logits / t) <= grid + 1e-3
+    with pytest.raises(ValueError, match="not finite"):
+        fit_temperature(torch.full_like(logits, float("nan")), labels)
 
 
 def test_args_validation():
