@@ -32,7 +32,7 @@ from chatbot.evaluate import evaluate
 from chatbot.folder import SOURCE_ADAPTER, ModelFolder
 from chatbot.lora import LoraSettings
 from chatbot.settings import DEFAULT_BASE, ROOT, TRAINING_DATA, compressed_cache, vocab_dir
-from chatbot.train import FitSettings, Start, TrainArgs, train
+from chatbot.train import DistillSettings, FitSettings, Start, TrainArgs, train
 from compression.compress import CompressArgs, compress_model, store_in_cache
 from compression.vocab import apply_corpus_trim, corpus_kept_ids, corpus_recipe, load_trim
 
@@ -43,14 +43,11 @@ class HealArgs:
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
     max_per_intent: int | None = None
     """Heal on at most this many examples per intent and language (faster builds)."""
-    distill: float = 0.0
-    """Weight of the source classifier's soft targets in the healing loss (0 = labels only; needs a source)."""
-    distill_teacher_errors: bool = True
-    """Distil also on rows the source classifier gets wrong (--no-distill-teacher-errors: those rows learn from their label alone)."""
+    distill: DistillSettings = field(default_factory=lambda: DistillSettings(weight=0.0),
+                                     metadata={"prefix": "distill_"})
+    """Distillation from the source classifier while healing (weight 0 = labels only; a weight needs a source)."""
 
     def __post_init__(self):
-        if not 0 <= self.distill <= 1:
-            raise ValueError("distill must be in [0, 1]")
         if self.max_per_intent is not None and self.max_per_intent < 1:
             raise ValueError("max-per-intent must be ≥ 1")
 
@@ -74,7 +71,7 @@ class BuildPolicy:
         lr = self.source_lr if has_source else self.base_lr
         return HealArgs(fit=FitSettings(epochs=epochs or self.epochs, lr=lr),
                         max_per_intent=max_per_intent or self.max_per_intent,
-                        distill=self.source_distill if has_source else 0.0)
+                        distill=DistillSettings(weight=self.source_distill if has_source else 0.0))
 
 
 def source_problem(source: str | Path, intents: list[str]) -> str | None:
@@ -238,8 +235,8 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
         compress_s = time.perf_counter() - started if compression else 0.0
         train_args = TrainArgs(data=list(data), out=str(out), base=base, fit=heal.fit, lora=heal.lora,
                                max_per_intent=heal.max_per_intent, patience=heal.fit.epochs,
-                               teacher=str(source) if source and heal.distill > 0 else None, distill=heal.distill,
-                               distill_teacher_errors=heal.distill_teacher_errors)
+                               teacher=str(source) if source and heal.distill.weight > 0 else None,
+                               distill=heal.distill)
         folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), start=start)
         del start
     step(0.85, "evaluating")
@@ -271,10 +268,10 @@ class BuildArgs:
     heal: HealArgs = field(default_factory=HealArgs)
     eval_split: str = "test"
     """Split scored after healing."""
-    cli_aliases: ClassVar[dict[str, str]] = {"compress_targets": "targets"}
+    cli_aliases: ClassVar[dict[str, str]] = {"compress_targets": "targets", "distill": "distill_weight"}
 
     def __post_init__(self):
-        if self.heal.distill and not self.source:
+        if self.heal.distill.weight and not self.source:
             raise ValueError("--distill needs --source: the tuned classifier is the teacher")
 
 

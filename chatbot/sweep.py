@@ -47,14 +47,14 @@ class SweepArgs:
     heal: HealArgs = field(default_factory=HealArgs)
     jobs: int = 1
     """Points built at once, each in its own process (a GPU has room for several small models)."""
-    cli_aliases: ClassVar[dict[str, str]] = {"targets": "compress_targets"}
+    cli_aliases: ClassVar[dict[str, str]] = {"targets": "compress_targets", "distill": "distill_weight"}
 
     def __post_init__(self):
         if any(not 0 < r <= 1 for r in self.ratios):
             raise ValueError("ratios must be in (0, 1]")
         if self.jobs < 1:
             raise ValueError("jobs must be ≥ 1")
-        if self.heal.distill and not self.source:
+        if self.heal.distill.weight and not self.source:
             raise ValueError("--distill needs --source: the tuned classifier is the teacher")
         if any(not 0 < k < 1 for k in self.params_keep):
             raise ValueError("params keep must be in (0, 1)")

@@ -10,7 +10,7 @@ softened intent distribution (knowledge distillation, Hinton et al. 2015):
 ``(1 − w)·CE(z, y) + w·T²·KL(softmax(z_t / T) ‖ softmax(z / T))``. Healing a compressed model
 this way teaches it what the uncompressed one knew, not only the training labels. A teacher older than
 the data (trained before rows were added or relabelled) is wrong on some of them; with
-``distill_teacher_errors=False`` those rows learn from their label alone (w = 0 there), so its
+``DistillSettings(teacher_errors=False)`` those rows learn from their label alone (w = 0 there), so its
 mistakes are not passed on.
 """
 
@@ -54,6 +54,22 @@ class FitSettings:
 
 
 @dataclass
+class DistillSettings:
+    """How a teacher's soft targets enter the loss (training and healing compose this, flags ``--distill-*``)."""
+
+    weight: float = 0.5
+    """Weight w of the teacher's soft targets in the loss (0 = labels only)."""
+    temperature: float = 2.0
+    """Temperature T that softens teacher and student distributions for distillation."""
+    teacher_errors: bool = True
+    """Distil also on training rows whose label the teacher's top intent misses (--no-distill-teacher-errors: those rows learn from their label alone)."""
+
+    def __post_init__(self):
+        if not 0 <= self.weight <= 1 or self.temperature <= 0:
+            raise ValueError("distill must be in [0, 1] and its temperature > 0")
+
+
+@dataclass
 class TrainArgs:
     data: list[str]
     """Training data files (CSV or JSONL with text,intent[,lang][,split])."""
@@ -75,13 +91,9 @@ class TrainArgs:
     """AdamW weight decay."""
     teacher: str | None = None
     """A trained model folder with the same intents whose logits are soft targets (distillation)."""
-    distill: float = 0.5
-    """Weight w of the teacher's soft targets in the loss (used only with a teacher)."""
-    distill_temperature: float = 2.0
-    """Temperature T that softens teacher and student distributions for distillation."""
-    distill_teacher_errors: bool = True
-    """Distil also on training rows whose label the teacher's top intent misses (--no-distill-teacher-errors: those rows learn from their label alone)."""
-    cli_aliases: ClassVar[dict[str, str]] = {"targets": "lora_targets"}
+    distill: DistillSettings = field(default_factory=DistillSettings, metadata={"prefix": "distill_"})
+    """How the teacher's soft targets are used (only with a teacher)."""
+    cli_aliases: ClassVar[dict[str, str]] = {"targets": "lora_targets", "distill": "distill_weight"}
 
     def __post_init__(self):
         if not self.data:
@@ -92,8 +104,6 @@ class TrainArgs:
             raise ValueError("precision must be auto, fp32 or bf16")
         if self.max_per_intent is not None and self.max_per_intent < 1:
             raise ValueError("max-per-intent must be ≥ 1")
-        if not 0 <= self.distill <= 1 or self.distill_temperature <= 0:
-            raise ValueError("distill must be in [0, 1] and its temperature > 0")
 
 
 def seed_everything(seed: int) -> None:
@@ -292,7 +302,8 @@ def train_epoch(s: Setup, args: TrainArgs, epoch: int, bar, progress=None) -> fl
         with s.accelerator.autocast():
             out = s.model(**batch)
         loss = out.loss if teacher is None else distillation_loss(
-            out.logits, batch["labels"], teacher, args.distill, args.distill_temperature, args.distill_teacher_errors)
+            out.logits, batch["labels"], teacher, args.distill.weight, args.distill.temperature,
+            args.distill.teacher_errors)
         s.accelerator.backward(loss)
         s.optimizer.step()
         s.scheduler.step()

@@ -9,7 +9,7 @@ from chatbot.build import BuildPolicy, HealArgs, build_version, pick_source
 from chatbot.classifier import load_classifier
 from chatbot.folder import SOURCE_ADAPTER, ModelFolder
 from chatbot.lora import LoraSettings
-from chatbot.train import FitSettings
+from chatbot.train import DistillSettings, FitSettings
 
 
 @pytest.fixture(autouse=True)
@@ -67,18 +67,18 @@ def test_source_must_be_uncompressed_and_know_the_same_intents(tiny_data, tiny_m
 
 def test_healing_distils_from_the_source(tiny_data, tiny_model, tmp_path):
     build_version([str(tiny_data)], tmp_path / "v", method="whitened", compress_targets="attn", ratio=0.5,
-                  heal=quick_heal(distill=0.5, distill_teacher_errors=False), source=tiny_model)
+                  heal=quick_heal(distill=DistillSettings(weight=0.5, teacher_errors=False)), source=tiny_model)
     train_args = ModelFolder.read(tmp_path / "v").train_args
-    assert train_args["teacher"] == str(tiny_model) and train_args["distill"] == 0.5
-    assert train_args["distill_teacher_errors"] is False
+    assert train_args["teacher"] == str(tiny_model)
+    assert train_args["distill"] == {"weight": 0.5, "temperature": 2.0, "teacher_errors": False}
     assert train_args["fit"]["lr"] == 1e-4
 
 
 def test_the_policy_heals_a_source_gently_and_a_base_from_scratch():
     policy = BuildPolicy()
     from_source, from_base = policy.heal(True), policy.heal(False, epochs=5, max_per_intent=3)
-    assert (from_source.fit.lr, from_source.distill) == (policy.source_lr, policy.source_distill)
-    assert (from_base.fit.lr, from_base.distill) == (policy.base_lr, 0.0)
+    assert (from_source.fit.lr, from_source.distill.weight) == (policy.source_lr, policy.source_distill)
+    assert (from_base.fit.lr, from_base.distill.weight) == (policy.base_lr, 0.0)
     assert (from_source.fit.epochs, from_source.max_per_intent) == (policy.epochs, policy.max_per_intent)
     assert (from_base.fit.epochs, from_base.max_per_intent) == (5, 3)
 

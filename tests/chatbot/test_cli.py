@@ -61,3 +61,19 @@ def test_help_comes_from_attribute_docstrings():
     cli.add_arguments(parser, Composed)
     text = parser.format_help()
     assert "Rank. (default: 4)" in text and "--old-r" in text and "A flag." in text
+
+
+def test_distillation_flags_of_train_and_build_stay_as_they_were():
+    from chatbot.build import BuildArgs
+    from chatbot.train import DistillSettings, TrainArgs
+
+    train = parse(TrainArgs, ["--data", "a.csv", "--out", "m", "--teacher", "t", "--distill", "0.3",
+                              "--distill-temperature", "3", "--no-distill-teacher-errors"])
+    assert train.distill == DistillSettings(weight=0.3, temperature=3.0, teacher_errors=False)
+    assert parse(TrainArgs, ["--data", "a.csv", "--out", "m"]).distill == DistillSettings()
+    build = parse(BuildArgs, ["--data", "a.csv", "--out", "v", "--source", "s", "--distill", "0.5",
+                              "--no-distill-teacher-errors"])
+    assert build.heal.distill == DistillSettings(weight=0.5, teacher_errors=False)
+    assert parse(BuildArgs, ["--data", "a.csv", "--out", "v"]).heal.distill.weight == 0.0
+    with pytest.raises(ValueError, match="needs --source"):
+        parse(BuildArgs, ["--data", "a.csv", "--out", "v", "--distill", "0.5"])

@@ -7,7 +7,7 @@ import pytest
 from chatbot.build import HealArgs
 from chatbot.lora import LoraSettings
 from chatbot.sweep import Point, SweepArgs, build_point, points, run_sweep
-from chatbot.train import FitSettings
+from chatbot.train import DistillSettings, FitSettings
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +72,7 @@ def test_point_names_and_validation(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="jobs"):
         SweepArgs(data=[str(tiny_data)], report=str(tmp_path), jobs=0)
     with pytest.raises(ValueError, match="--source"):
-        SweepArgs(data=[str(tiny_data)], report=str(tmp_path), heal=HealArgs(distill=0.5))
+        SweepArgs(data=[str(tiny_data)], report=str(tmp_path), heal=HealArgs(distill=DistillSettings(weight=0.5)))
     with pytest.raises(ValueError, match="min saving"):
         SweepArgs(data=[str(tiny_data)], report=str(tmp_path), params_keep=[0.5], min_saving=1.0)
     with pytest.raises(ValueError, match="--params-keep"):

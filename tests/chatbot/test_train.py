@@ -7,7 +7,7 @@ from conftest import make_tiny_base, tiny_train_args, train_tiny
 from chatbot.classifier import load_classifier
 from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
-from chatbot.train import FitSettings, TrainArgs, fit, fit_temperature, save, setup, validate
+from chatbot.train import DistillSettings, FitSettings, TrainArgs, fit, fit_temperature, save, setup, validate
 
 TEXTS = ["cancel commande 1", "where colis status 2", "refund argent 3", "stop order annuler 4"]
 
@@ -70,7 +70,7 @@ def test_args_validation():
     with pytest.raises(ValueError):
         FitSettings(lr=2.0)
     with pytest.raises(ValueError, match="distill"):
-        TrainArgs(data=["a.csv"], out="x", distill=1.5)
+        TrainArgs(data=["a.csv"], out="x", distill=DistillSettings(weight=1.5))
 
 
 def test_few_shot_limit(tiny_data, tmp_path):
@@ -150,15 +150,16 @@ def test_a_teacher_pulls_the_student_towards_it(tiny_base, tiny_data, tiny_model
     assert batch["teacher_logits"].shape == (3, len(dataset.intents))
 
     plain = train_tiny(tiny_base, tiny_data, tmp_path / "plain", epochs=3)
-    taught = train_tiny(tiny_base, tiny_data, tmp_path / "taught", epochs=3, teacher=str(teacher), distill=1.0)
+    taught = train_tiny(tiny_base, tiny_data, tmp_path / "taught", epochs=3, teacher=str(teacher),
+                        distill=DistillSettings(weight=1.0))
     assert ModelFolder.read(taught).train_args["teacher"] == str(teacher)
     texts = [e.text for e in dataset.split("train")]
     says = lambda folder: load_classifier(folder, device="cpu", dtype=torch.float32).logits(texts).argmax(-1)  # noqa: E731
     agreement = lambda a, b: float((says(a) == says(b)).mean())  # noqa: E731
     assert agreement(taught, teacher) > 0.8 > agreement(plain, teacher)
     # told to leave its errors to the labels, a teacher wrong on every row teaches nothing
-    kept = train_tiny(tiny_base, tiny_data, tmp_path / "kept", epochs=3, teacher=str(teacher), distill=1.0,
-                      distill_teacher_errors=False)
+    kept = train_tiny(tiny_base, tiny_data, tmp_path / "kept", epochs=3, teacher=str(teacher),
+                      distill=DistillSettings(weight=1.0, teacher_errors=False))
     assert agreement(kept, teacher) < 0.2 < 0.8 < agreement(kept, plain)
 
 
