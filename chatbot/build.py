@@ -45,7 +45,7 @@ class HealArgs:
     """Heal on at most this many examples per intent and language (faster builds)."""
     distill: DistillSettings = field(default_factory=lambda: DistillSettings(weight=0.0),
                                      metadata={"prefix": "distill_"})
-    """Distillation from the source classifier while healing (weight 0 = labels only; a weight needs a source)."""
+    """Distillation from the source classifier while healing (weight 0 = labels only; build and sweep refuse a weight without a source)."""
 
     def __post_init__(self):
         if self.max_per_intent is not None and self.max_per_intent < 1:

@@ -58,7 +58,7 @@ class DistillSettings:
     """How a teacher's soft targets enter the loss (training and healing compose this, flags ``--distill-*``)."""
 
     weight: float = 0.5
-    """Weight w of the teacher's soft targets in the loss (0 = labels only)."""
+    """Weight w of the teacher's soft targets in the loss (0 = labels only; the teacher is train's --teacher, build's and sweep's --source)."""
     temperature: float = 2.0
     """Temperature T that softens teacher and student distributions for distillation."""
     teacher_errors: bool = True
