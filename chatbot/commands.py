@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from chatbot.settings import DEFAULT_BASE, DEFAULT_MODEL_DIR, TRAINING_DATA, VOCAB_CORPORA
+from chatbot.settings import DEFAULT_BASE, DEFAULT_MODEL_DIR, OUT_OF_SCOPE, TRAINING_DATA, VOCAB_CORPORA
 from compression.compress import CompressArgs
 from compression.timing import SvdTimingArgs
 
@@ -36,6 +36,10 @@ class EvaluateArgs:
     """The policy's out-of-scope threshold (from ``tune``; 0: only the out-of-scope label decides) that
     the in-scope / out-of-scope scores and the policy's shares are counted with; accuracy and macro-F1
     stay the classifier's top-1."""
+    all_out_of_scope: bool = False
+    """Count every row as out of scope, whatever its label: for a corpus of requests none of our intents
+    serves (e.g. MASSIVE's assistant commands), scored as out-of-scope recall per language and the
+    policy's shares. Needs a model with an out_of_scope label."""
 
     def __post_init__(self):
         if self.split not in ("train", "dev", "test", "all"):
@@ -56,10 +60,16 @@ def run_evaluate(args: EvaluateArgs) -> dict:
         raise ValueError(f"no rows in split {args.split!r}")
     if args.limit:
         rows = stratified_sample(rows, args.limit)
-    report = evaluate(load_classifier(args.model), rows, args.latency_sample, args.batch_size,
+    classifier = load_classifier(args.model)
+    if args.all_out_of_scope:
+        if OUT_OF_SCOPE not in classifier.labels:
+            raise ValueError(f"--all-out-of-scope needs a model with an {OUT_OF_SCOPE} label; {args.model} has none")
+        rows = [replace(e, intent=OUT_OF_SCOPE) for e in rows]
+    report = evaluate(classifier, rows, args.latency_sample, args.batch_size,
                       PolicyConfig(out_of_scope=args.out_of_scope_threshold))
     report.update({"model": str(args.model), "data": list(args.data), "split": args.split,
-                   "dropped_rows": dataset.dropped, "out_of_scope_threshold": args.out_of_scope_threshold})
+                   "dropped_rows": dataset.dropped, "out_of_scope_threshold": args.out_of_scope_threshold,
+                   "all_out_of_scope": args.all_out_of_scope})
     print(format_report(report))
     if args.report:
         write_json(args.report, report)

@@ -161,8 +161,8 @@ def format_report(report: dict) -> str:
         lines.append(f"latency p50 {lat['p50']:.1f} ms   p95 {lat['p95']:.1f} ms   parameters {report.get('parameters', 0):,}")
     if "out_of_scope" in report:
         ins, out = report["in_scope"], report["out_of_scope"]
-        lines.append(f"in-scope accuracy {ins['accuracy']:.4f} (n {ins['n']})   out-of-scope recall "
-                     f"{out['recall']:.4f}, precision {_maybe(out['precision'])} (n {out['n']})")
+        lines.append(f"in-scope accuracy {_maybe(ins['accuracy'])} (n {ins['n']})   out-of-scope recall "
+                     f"{_maybe(out['recall'])}, precision {_maybe(out['precision'])} (n {out['n']})")
     if report.get("policy"):
         lines.append("policy: " + ", ".join(f"{a} {share:.1%}" for a, share in report["policy"].items()))
     if report.get("per_language"):

@@ -45,6 +45,42 @@ def test_evaluate_counts_the_policy_with_the_out_of_scope_threshold_given(tiny_m
     assert main([*common, "--out-of-scope-threshold", "1.5"]) != 0
 
 
+def test_evaluate_all_out_of_scope_counts_every_row_as_out_of_scope(tiny_model, tiny_data, tmp_path, monkeypatch):
+    import chatbot.classifier
+    from chatbot.predictor import Prediction
+    from conftest import WORDS
+
+    class Knows:
+        """Says cancel_order for messages with its words, out_of_scope for the rest."""
+        labels = ["cancel_order", "out_of_scope"]
+
+        def predict(self, texts, k=3, batch_size=32):
+            return [Prediction("cancel_order", 0.9, [("cancel_order", 0.9), ("out_of_scope", 0.1)])
+                    if set(t.split()) & set(WORDS["cancel_order"]) else
+                    Prediction("out_of_scope", 0.9, [("out_of_scope", 0.9), ("cancel_order", 0.1)]) for t in texts]
+
+        def latency_ms(self, texts):
+            return [1.0] * len(texts)
+
+        def parameter_count(self):
+            return 1
+
+    report_path = tmp_path / "r.json"
+    common = ["evaluate", "--data", str(tiny_data), "--split", "all", "--latency-sample", "2", "--report", str(report_path)]
+    # the tiny model has no out_of_scope label: a clear error, not a score of nothing
+    assert main([*common, "--model", str(tiny_model), "--all-out-of-scope"]) != 0
+    monkeypatch.setattr(chatbot.classifier, "load_classifier", lambda folder: Knows())
+    assert main([*common, "--model", "any"]) == 0
+    assert json.loads(report_path.read_text())["n"] == 24  # only the cancel_order rows are known
+    assert main([*common, "--model", "any", "--all-out-of-scope"]) == 0
+    report = json.loads(report_path.read_text())
+    # every row (12 per intent and language) counts; 2 of 3 intents' words are called out of scope
+    assert report["n"] == 72 and report["all_out_of_scope"] is True
+    assert report["out_of_scope"]["recall"] == pytest.approx(2 / 3)
+    assert report["out_of_scope"]["per_language"]["fr"]["n"] == 36
+    assert report["policy"]["out_of_scope"] == pytest.approx(2 / 3)
+
+
 @pytest.mark.parametrize("limit", [1, 4, 7])
 def test_evaluate_limit_scores_that_many_rows(tiny_model, tiny_data, tmp_path, limit):
     report_path = tmp_path / "r.json"
