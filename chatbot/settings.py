@@ -68,7 +68,8 @@ INTENT_DATA = tuple(f"assets/data/{lang}.csv" for lang in LANGUAGES)
 customers write each language from these); 13 rows on topics no intent serves are labelled out of scope
 there (relabelled on 2026-11-30, where the near-miss data disagreed)."""
 TRAINING_DATA = INTENT_DATA + tuple(f"assets/data/{kind}/{lang}.csv"
-                                   for kind in ("out_of_scope", "hard", "varied", "near_miss", "indirect")
+                                   for kind in ("out_of_scope", "hard", "varied", "near_miss", "indirect",
+                                                "other_services")
                                    for lang in LANGUAGES)
 """All our own data, relative to :data:`ROOT`: the intents, out-of-scope messages, hard messages
 (multi-sentence, typos, texting style, confusable pairs) and requests in varied tone and wording
@@ -76,7 +77,9 @@ TRAINING_DATA = INTENT_DATA + tuple(f"assets/data/{kind}/{lang}.csv"
 questions about the shop's world (card data, coupons, stock, warranty, physical shops, other companies)
 beside in-scope messages on the same topics (train and dev only); and indirect requests: wrapped in
 help-seeking phrasing ("I don't know how to…", "I need help to see…"), statements of need, 2–4 words,
-with both sides of each confusable pair (10 per intent and language, train and dev only). The default model trains on
+with both sides of each confusable pair (10 per intent and language, train and dev only); and requests meant
+for someone else (out of scope: a personal assistant's calendar, e-mail, lists, smart home, music, food and
+travel, social media, another named company's accounts; 84 per language, train and dev only). The default model trains on
 it and compression calibrates on it (recipes record these relative paths, so they re-apply on any
 checkout)."""
 

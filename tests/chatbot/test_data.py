@@ -107,8 +107,8 @@ def test_read_rows_asks_for_the_columns_it_needs(tmp_path):
 def test_our_data_loads_whole_with_every_language_and_intent_in_every_split():
     """All our own files (what the default trains on): no row dropped (a duplicate or a conflicting
     label across files would be), every intent the reply catalogue answers and out_of_scope in every
-    language and split, and the near-miss and indirect files in train and dev only, so that the test split stays
-    the yardstick of earlier results."""
+    language and split, and the near-miss, indirect and other-services files in train and dev only, so that
+    the test split stays the yardstick of earlier results; requests meant for someone else are all out of scope."""
     from chatbot.replies import Catalogue
     from chatbot.settings import LANGUAGES, OUT_OF_SCOPE, training_files
 
@@ -120,6 +120,8 @@ def test_our_data_loads_whole_with_every_language_and_intent_in_every_split():
     missing = [(s, lang, i) for s in ("train", "dev", "test") for lang in LANGUAGES for i in intents
                if not cells[(s, lang, i)]]
     assert not missing, missing[:5]
-    for kind, least in (("near_miss", 400), ("indirect", (len(intents) - 1) * 10 * len(LANGUAGES))):
+    for kind, least in (("near_miss", 400), ("indirect", (len(intents) - 1) * 10 * len(LANGUAGES)),
+                        ("other_services", 84 * len(LANGUAGES))):
         rows = [row for f in training_files() if f"/{kind}/" in f for row in read_rows(f)]
         assert len(rows) >= least and {row["split"] for row in rows} == {"train", "dev"}, kind
+    assert {row["intent"] for f in training_files() if "/other_services/" in f for row in read_rows(f)} == {OUT_OF_SCOPE}
