@@ -75,6 +75,24 @@ def test_generalises_to_real_customer_messages(classifier):
     assert len(rows) == 27 * 6 and accuracy >= 0.8, accuracy
 
 
+def test_requests_meant_for_a_personal_assistant_are_mostly_out_of_scope(classifier):
+    """MASSIVE's dev split (virtual-assistant requests in our 7 languages: alarms, calendar, e-mail, lists,
+    music, smart home, takeaway food, travel..., none of them a request to our shop, never trained on),
+    every 7th row: what the policy does with them."""
+    from pathlib import Path
+
+    from chatbot.policy import PolicyConfig, decide
+
+    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "massive" / "massive_7lang_train_dev.csv"
+    assert path.exists(), f"{path} is missing: the public datasets are read from ../shared"
+    rows = load_dataset(path, min_examples=1).split("dev")[::7]
+    actions = [decide(PolicyConfig(), p.top, 0) for p in classifier.predict([e.text for e in rows])]
+    out_of_scope = actions.count("out_of_scope") / len(actions)
+    handoffs = actions.count("handoff") / len(actions)
+    # the default before the other-services data: 0.775 out of scope, 1.6 % handed off (served, all of dev)
+    assert len(rows) > 1900 and out_of_scope >= 0.82 and handoffs <= 0.02, (out_of_scope, handoffs)
+
+
 OUT_OF_SCOPE_SCRIPT = {
     "en": ("Can you recommend a good Italian restaurant near the station?", "Where is my order 48213? It still hasn't arrived."),
     "fr": ("Tu connais une bonne recette de crêpes ?", "Où en est ma commande 48213 ? Elle n'est toujours pas arrivée."),
