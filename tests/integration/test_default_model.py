@@ -1,5 +1,7 @@
 """The shipped default model, for real (Gemma-3-270M + LoRA from assets/model)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -8,6 +10,13 @@ from chatbot.data import load_dataset
 from chatbot.settings import DEFAULT_MODEL_DIR, training_files
 
 pytestmark = pytest.mark.integration
+
+
+def shared_data(relative: str) -> Path:
+    """A public dataset file under ../shared/data (beside the project's folder)."""
+    path = Path(__file__).resolve().parents[3] / "shared" / "data" / relative
+    assert path.exists(), f"{path} is missing: the public datasets are read from ../shared"
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +72,10 @@ def test_real_conversation_per_language(classifier, tmp_path):
 
 def test_generalises_to_real_customer_messages(classifier):
     """Bitext's test split (real English customer messages, never trained on), a stratified sample."""
-    from pathlib import Path
-
     from chatbot.data import limit_per_intent
 
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "bitext-customer-support" / "bitext_intent_8k.csv"
-    assert path.exists(), f"{path} is missing: the public datasets are read from ../shared"
-    rows = limit_per_intent(load_dataset(path, min_examples=1).split("test"), 6)
+    rows = limit_per_intent(load_dataset(shared_data("bitext-customer-support/bitext_intent_8k.csv"),
+                                         min_examples=1).split("test"), 6)
     predictions = classifier.predict([e.text for e in rows])
     accuracy = sum(p.intent == e.intent for p, e in zip(predictions, rows)) / len(rows)
     assert len(rows) == 27 * 6 and accuracy >= 0.8, accuracy
@@ -79,16 +85,12 @@ def test_requests_meant_for_a_personal_assistant_are_mostly_out_of_scope(classif
     """MASSIVE's dev split (virtual-assistant requests in our 7 languages: alarms, calendar, e-mail, lists,
     music, smart home, takeaway food, travel..., none of them a request to our shop, never trained on),
     every 7th row: what the policy does with them."""
-    from pathlib import Path
+    from chatbot.evaluate import policy_verdicts
+    from chatbot.policy import PolicyConfig
 
-    from chatbot.policy import PolicyConfig, decide
-
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "massive" / "massive_7lang_train_dev.csv"
-    assert path.exists(), f"{path} is missing: the public datasets are read from ../shared"
-    rows = load_dataset(path, min_examples=1).split("dev")[::7]
-    actions = [decide(PolicyConfig(), p.top, 0) for p in classifier.predict([e.text for e in rows])]
-    out_of_scope = actions.count("out_of_scope") / len(actions)
-    handoffs = actions.count("handoff") / len(actions)
+    rows = load_dataset(shared_data("massive/massive_7lang_train_dev.csv"), min_examples=1).split("dev")[::7]
+    _, shares = policy_verdicts(classifier.predict([e.text for e in rows]), PolicyConfig())
+    out_of_scope, handoffs = shares.get("out_of_scope", 0.0), shares.get("handoff", 0.0)
     # the default before the other-services data: 0.775 out of scope, 1.6 % handed off (served, all of dev)
     assert len(rows) > 1900 and out_of_scope >= 0.82 and handoffs <= 0.02, (out_of_scope, handoffs)
 
