@@ -143,7 +143,11 @@ COUNT_JS = f"(text) => `${{(text || '').length}} / {MAX_MESSAGE_CHARS}`"
 
 def chat_tab(service: Service, demo: gr.Blocks) -> None:
     conversation = gr.BrowserState("", storage_key="chatbot-conversation-id", secret=service.browser_secret())
-    accept_language, signature, staged = gr.State(""), gr.State(""), gr.State("")
+    # What the batched handler (chat_batch) reads or writes lives in the page, in hidden fields, never in
+    # gr.State: Gradio runs a batch of several customers' calls with the first caller's session state,
+    # so a State would give every customer in the batch the first one's message and language.
+    accept_language, signature, staged = (gr.Textbox("", visible=False, elem_id=f"customer-{name}")
+                                          for name in ("accept-language", "signature", "staged"))
     with gr.Column(elem_id="customer-widget"):
         gr.Markdown(f"## {TITLE}\nEnglish · Français · Deutsch · Nederlands · Español · Italiano · Português",
                     elem_id="customer-title")

@@ -352,7 +352,8 @@ class Service:
                          "max_per_intent": max_per_intent}, started_by=caller.name)
         self._jobs[name] = job
         folder = self.registry.folder(name)
-        staging = folder.with_name(folder.name + ".building")
+        staging = self.registry.staging(name)
+        staging.parent.mkdir(parents=True, exist_ok=True)
 
         def progress(fraction, stage=""):
             if job.cancel.is_set():

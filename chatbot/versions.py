@@ -42,6 +42,11 @@ class Registry:
         except (ValueError, RuntimeError):  # an invalid name, or no readable model folder
             return False
 
+    def staging(self, name: str) -> Path:
+        """Where a build of version ``name`` is written until it is complete: beside ``versions/``, not
+        in it, so an unfinished build is never listed, promoted or deleted (it is renamed into place)."""
+        return self.root.parent / "builds" / self.folder(name).name
+
     def names(self) -> list[str]:
         built = sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.exists(p.name))
         return [DEFAULT_VERSION, *built]
@@ -53,10 +58,19 @@ class Registry:
 
     # -- the live pointer ----------------------------------------------------------------------
     def _read_pointer(self) -> dict:
+        """``live`` and ``previous`` as the pointer names them; the shipped default when it is missing
+        or damaged (not JSON, not an object, names that are not strings)."""
+        fallback = {"live": DEFAULT_VERSION, "previous": None}
         try:
-            return json.loads(self.pointer.read_text())
+            pointer = json.loads(self.pointer.read_text())
         except (OSError, ValueError):
-            return {"live": DEFAULT_VERSION, "previous": None}
+            return fallback
+        if not isinstance(pointer, dict):
+            return fallback
+        names = {k: pointer.get(k) for k in ("live", "previous")}
+        if not all(v is None or isinstance(v, str) for v in names.values()):
+            return fallback
+        return {**pointer, **names}
 
     @property
     def live(self) -> str:

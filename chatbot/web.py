@@ -62,6 +62,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BadCall(Exception):
+    """A call to an event handler the guard refuses (HTTP 400); the message says why."""
+
+
 _CALL = re.compile(r"^(?P<prefix>.*?)/gradio_api/(?:queue/join|(?:call/v2|call|run|api)/(?P<name>[\w-]+))/?$")
 
 
@@ -96,7 +100,10 @@ class Guard:
                 return await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
         call = _CALL.match(path) if method == "POST" and self.batch_inputs else None
         if call:
-            receive = await self._shaped(call, scope, receive)
+            try:
+                receive = await self._shaped(call, scope, receive)
+            except BadCall as err:
+                return await _refuse(send, 400, str(err))
             if receive is None:
                 return await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
         received, started = 0, False
@@ -136,7 +143,12 @@ class Guard:
                 return None
         try:
             payload = json.loads(body)
-            key = call.group("name") if call.group("name") else payload.get("fn_index")
+            index = payload.get("fn_index")
+            if index is not None and type(index) is not int:  # noqa: E721 - bool is an int too
+                # Gradio would turn "3" or 3.0 into 3 after this guard had looked for "3" among the
+                # batched handlers and let the call through unshaped, to break the batch it joins.
+                raise BadCall("fn_index must be an integer.")
+            key = call.group("name") if call.group("name") else index
             width = self.batch_inputs.get((call.group("prefix"), key))
             if width is not None:
                 data = payload.get("data")

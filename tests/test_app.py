@@ -184,3 +184,64 @@ def test_an_admin_reaches_the_admin_handlers(server):
         result = call(admin, deps["admin_refresh"], [], "/staff/")
     assert result["success"], result["text"][-500:]
     assert "Live version" in json.dumps(result["output"]) and "root" in json.dumps(result["output"])
+
+
+def test_customers_sending_at_once_each_get_their_own_turn(tmp_path, tiny_model):
+    """Gradio runs a batch of several sessions' calls with the first caller's session state: whatever
+    the batched chat handler reads must come from each customer's own page, or every customer in the
+    batch gets the first one's message (and answer)."""
+    import secrets
+    import threading
+    import time
+
+    import app
+    from chatbot.service import Service
+
+    service = Service(home_dir=tmp_path, default_model=tiny_model)
+    classifier = service.assistant.classifier
+    predict = classifier.predict
+
+    def slow_on_purpose(texts, *args, **kwargs):  # holds the model's queue, so that the next two batch
+        if any("slowly" in t for t in texts):
+            time.sleep(2)
+        return predict(texts, *args, **kwargs)
+
+    classifier.predict = slow_on_purpose
+    running = app.Server(app.create_server(service))
+    texts = {"H": "answer slowly please: where is my parcel", "A": "cancel order stop annuler commande",
+             "B": "refund money back for the blue shoes"}
+    conversations: dict[str, str] = {}
+    try:
+        deps = config(httpx.Client(base_url=running.url, timeout=60))["dependencies"]
+        stage = next(d["id"] for d in deps if d.get("queue") is False and len(d["inputs"]) == 3
+                     and len(d["outputs"]) == 4)
+        batched = next(d["id"] for d in deps if d.get("batch") and d.get("api_name") != "chat")
+
+        def customer(who: str) -> None:  # what the page does: stage (the message shows), then the batched turn
+            session = f"{who}-{secrets.token_hex(8)}"
+            with httpx.Client(base_url=running.url, timeout=60) as client:
+                staged = client.post("/gradio_api/run/predict", json={
+                    "data": [texts[who], "", "en"], "fn_index": stage, "session_hash": session}).json()["data"]
+                joined = client.post("/gradio_api/queue/join", json={
+                    "data": [staged[0], "", "en"], "fn_index": batched, "session_hash": session})
+                assert joined.status_code == 200, joined.text
+                with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as events:
+                    for line in events.iter_lines():
+                        message = json.loads(line[5:]) if line.startswith("data:") else {}
+                        if message.get("msg") == "process_completed":
+                            conversations[who] = message["output"]["data"][0]
+                            return
+
+        holder = threading.Thread(target=customer, args=("H",))
+        holder.start()
+        time.sleep(0.5)
+        together = [threading.Thread(target=customer, args=(who,)) for who in "AB"]
+        for t in together:
+            t.start()
+        for t in [holder, *together]:
+            t.join()
+    finally:
+        running.close()
+    for who, text in texts.items():
+        said = [m["text"] for m in service.store.messages(conversations[who]) if m["role"] == "customer"]
+        assert said == [text], who

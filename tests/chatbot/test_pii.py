@@ -72,3 +72,24 @@ def test_order_numbers_dates_and_amounts_stay(text):
 
 def test_luhn():
     assert luhn(CARD) and not luhn("4111111111111112")
+
+
+def test_a_long_run_of_digit_groups_is_masked_in_one_pass(monkeypatch):
+    """A customer may send a stored message of 24,000 characters; masking must neither recurse per
+    card found (the old way hit Python's recursion limit) nor check each stretch more than once."""
+    import chatbot.pii as pii
+
+    calls = 0
+
+    def counted(digits):
+        nonlocal calls
+        calls += 1
+        return luhn(digits)
+
+    monkeypatch.setattr(pii, "luhn", counted)
+    text = "0 " * 12000  # 12,000 one-digit groups; every 13 zeros are a Luhn-valid "card"
+    masked = mask(text)
+    assert masked.text.count("[card ****0000]") == 12000 // 19  # 19 digits each, the longest a card has
+    assert calls <= 7 * 12000  # each group starts at most 7 stretches of 13-19 digits
+    several = mask("pay 4111 1111 1111 1111 or 5500 0000 0000 0004, not 1234")
+    assert several.text == "pay [card ****1111] or [card ****0004], not 1234"

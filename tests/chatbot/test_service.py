@@ -147,7 +147,7 @@ def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):
     job = wait(service.start_build(admin(service), 0.5, "whitened", "attn"))
     assert job.status == "failed" and "not found" in job.error
     assert service.registry.names() == ["default"] and service.registry.live == "default"
-    assert not list((tmp_path / "versions").glob("*.building"))
+    assert not list((tmp_path / "builds").glob("*"))
     service.data = [str(p) for p in service.data]
 
     from conftest import make_tiny_data

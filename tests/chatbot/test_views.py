@@ -125,6 +125,12 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
     (built / "model.json").write_text((tiny_model / "model.json").read_text())
     (built / "evaluation.json").write_text(json.dumps({"summary": {"accuracy": 0.5, "parameters": 10, "ratio": 0.5,
                                                                     "method": "plain", "targets": "attn"}}))
+    unfinished = registry.staging("v2")  # a build in progress, its model.json already written
+    unfinished.mkdir(parents=True)
+    (unfinished / "model.json").write_text((tiny_model / "model.json").read_text())
+    assert not any("v2" in name for name in registry.names())
+    with pytest.raises(ValueError):
+        registry.set_live("v2")
     registry.set_live("v1")
     assert registry.live == "v1" and registry.previous == DEFAULT_VERSION
     rows = {r["name"]: r for r in registry.summaries()}
@@ -133,8 +139,9 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
         registry.delete("v1")
     with pytest.raises(ValueError):
         registry.folder("../escape")
-    registry.pointer.write_text("{broken")  # a damaged pointer falls back to the shipped default
-    assert registry.live == DEFAULT_VERSION
+    for damaged in ("{broken", '{"live": 5}', '["v1"]', '{"live": "v1", "previous": {"a": 1}}'):
+        registry.pointer.write_text(damaged)  # a damaged pointer falls back to the shipped default
+        assert registry.live == DEFAULT_VERSION and registry.previous is None
     table = views.version_rows(registry.summaries())
     assert len(table) == 2 and all(len(r) == len(views.VERSION_COLUMNS) for r in table)
 

@@ -44,6 +44,11 @@ async def test_guards(client):
         assert json.loads(sent.json()["body"]) == {"data": [1, 2, 3], "fn_index": 1} and sent.json()["client"] == "10.1.2.3"
         untouched = await client.post("/gradio_api/queue/join", json={"data": [], "fn_index": 7})
         assert json.loads(untouched.json()["body"])["data"] == []
+        # Gradio reads "1", 1.0 and true as handler 1: a call the shapes above would miss, whose one value
+        # would break every other call of the batch it joins.
+        for index in ("1", 1.0, True, [1]):
+            refused = await client.post("/gradio_api/queue/join", json={"data": ["x"], "fn_index": index})
+            assert refused.status_code == 400 and "fn_index" in refused.text
 
 
 @pytest.fixture()
