@@ -2,8 +2,12 @@
 
 Accounts live in the conversations database (table ``staff_accounts``); passwords are hashed with
 Argon2id (argon2-cffi, its recommended parameters) and never stored or logged in clear. After
-``max_failures`` failed sign-ins within ``window_s`` an account is locked for ``lock_s``, whatever
-password comes next. Every sign-in and every change to an account is written to the audit trail.
+``max_failures`` failed sign-ins within ``window_s`` from one client address, the account is locked
+for ``lock_s`` *at that address*, whatever password comes next from it (table ``sign_in_failures``):
+whoever guesses from one address stops there, but cannot lock the account's owner out from another
+(the names of staff are no secret; a lock per account let anyone keep ``admin`` locked). How many
+addresses one client may use is the web server's sign-in throttle's business (:mod:`chatbot.web`).
+Every sign-in and every change to an account is written to the audit trail.
 
 A :class:`Caller` is made only by :meth:`Accounts.caller` from the name the web server's session
 holds (or a Hugging Face sign-in mapped by :func:`hf_role`), never from anything a client fills in;
@@ -19,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Boolean, DateTime, Integer, String, select
+from sqlalchemy import Boolean, DateTime, Integer, String, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -96,11 +100,11 @@ def hf_role(username: str | None, environ=os.environ) -> str | None:
 @dataclass
 class LockoutPolicy:
     max_failures: int = 5
-    """Failed sign-ins within ``window_s`` that lock the account."""
+    """Failed sign-ins from one address within ``window_s`` that lock the account at that address."""
     window_s: float = 15 * 60
     """How long failures are counted together."""
     lock_s: float = 15 * 60
-    """How long a locked account refuses every password."""
+    """How long a locked account refuses every password from that address."""
 
     def __post_init__(self):
         if self.max_failures < 1 or self.window_s <= 0 or self.lock_s <= 0:
@@ -115,6 +119,18 @@ class StaffAccount(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     last_sign_in: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Written by versions before failures were counted per address (SignInFailures); no longer read.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SignInFailures(Base):
+    """Recent failed sign-ins of one account from one client address, and that address's lock."""
+
+    __tablename__ = "sign_in_failures"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     first_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -133,7 +149,7 @@ class Accounts:
         self.lockout = lockout or LockoutPolicy()
         self.hasher = hasher or PasswordHasher()
         self._dummy_hash = self.hasher.hash("not a password of anybody")
-        store.ensure_tables(StaffAccount.__table__)
+        store.ensure_tables(StaffAccount.__table__, SignInFailures.__table__)
 
     # -- managing accounts (command line) ------------------------------------------------------
     def add(self, name: str, role: str, password: str, actor: str = "cli") -> None:
@@ -153,7 +169,7 @@ class Accounts:
         with self.store.session() as s, s.begin():
             account = self._get(s, name)
             account.password_hash = self.hasher.hash(password)
-            account.failures, account.first_failure_at, account.locked_until = 0, None, None
+            self._unlock(s, name)
             self.audit.record(actor, "user_passwd", name, session=s)
 
     def set_disabled(self, name: str, disabled: bool, actor: str = "cli") -> None:
@@ -161,14 +177,22 @@ class Accounts:
             account = self._get(s, name)
             account.disabled = disabled
             if not disabled:
-                account.failures, account.first_failure_at, account.locked_until = 0, None, None
+                self._unlock(s, name)
             self.audit.record(actor, "user_disable" if disabled else "user_enable", name, session=s)
 
     def list(self) -> list[dict]:
+        """Every account; ``locked_until``: the latest lock still running at some address, and
+        ``locked_addresses``: how many addresses it is locked at."""
         with self.store.session() as s:
+            moment = now()
+            locks: dict[str, list[datetime]] = {}
+            for row in s.scalars(select(SignInFailures).where(SignInFailures.locked_until.is_not(None))):
+                if self._locked(row, moment):
+                    locks.setdefault(row.name, []).append(_utc(row.locked_until))
             return [{"name": a.name, "role": a.role, "disabled": a.disabled,
                      "created_at": _iso(a.created_at), "last_sign_in": _iso(a.last_sign_in),
-                     "locked_until": _iso(a.locked_until) if self._locked(a) else None}
+                     "locked_until": _iso(max(locks[a.name])) if a.name in locks else None,
+                     "locked_addresses": len(locks.get(a.name, []))}
                     for a in s.scalars(select(StaffAccount).order_by(StaffAccount.name))]
 
     def has_admin(self) -> bool:
@@ -194,7 +218,8 @@ class Accounts:
 
     # -- signing in and identifying callers ----------------------------------------------------
     def sign_in(self, name: str, password: str, client: str | None = None) -> bool:
-        """True when ``password`` is right for an enabled, unlocked account; every try is audited."""
+        """True when ``password`` is right for an enabled account not locked at ``client`` (the address
+        the try comes from); every try is audited."""
         name, password = str(name or "")[:64], str(password or "")[:1024]
         moment = now()
         with self.store.session() as s, s.begin():
@@ -204,25 +229,31 @@ class Accounts:
                 self._verify(self._dummy_hash, password)  # the same work as for a real account
                 self.audit.record(name or "?", "sign_in_failed", name, "no such account", client, session=s)
                 return False
-            if self._locked(account, moment):
-                self.audit.record(name, "sign_in_failed", name, "account locked", client, session=s)
+            # the account's row is locked: no other try inserts this address's row meanwhile
+            failed = s.get(SignInFailures, (name, str(client or "?")[:64]), with_for_update=True)
+            if failed is not None and self._locked(failed, moment):
+                self.audit.record(name, "sign_in_failed", name, "account locked at this address", client, session=s)
                 return False
             if not self._verify(account.password_hash, password):
-                first = _utc(account.first_failure_at)
+                if failed is None:
+                    failed = SignInFailures(name=name, client=str(client or "?")[:64], failures=0)
+                    s.add(failed)
+                first = _utc(failed.first_failure_at)
                 if first is None or moment - first > timedelta(seconds=self.lockout.window_s):
-                    account.failures, account.first_failure_at = 0, moment
-                account.failures += 1
+                    failed.failures, failed.first_failure_at = 0, moment
+                failed.failures += 1
                 detail = "wrong password"
-                if account.failures >= self.lockout.max_failures:
-                    account.locked_until = moment + timedelta(seconds=self.lockout.lock_s)
-                    account.failures, account.first_failure_at = 0, None
-                    detail += f"; account locked for {self.lockout.lock_s / 60:g} min"
+                if failed.failures >= self.lockout.max_failures:
+                    failed.locked_until = moment + timedelta(seconds=self.lockout.lock_s)
+                    failed.failures, failed.first_failure_at = 0, None
+                    detail += f"; account locked at this address for {self.lockout.lock_s / 60:g} min"
                 self.audit.record(name, "sign_in_failed", name, detail, client, session=s)
                 return False
             if account.disabled:
                 self.audit.record(name, "sign_in_failed", name, "account disabled", client, session=s)
                 return False
-            account.failures, account.first_failure_at, account.locked_until = 0, None, None
+            if failed is not None:
+                s.delete(failed)
             account.last_sign_in = moment
             if self.hasher.check_needs_rehash(account.password_hash):
                 account.password_hash = self.hasher.hash(password)
@@ -243,9 +274,14 @@ class Accounts:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    def _locked(self, account: StaffAccount, moment: datetime | None = None) -> bool:
-        until = _utc(account.locked_until)
+    def _locked(self, row: SignInFailures, moment: datetime | None = None) -> bool:
+        until = _utc(row.locked_until)
         return until is not None and until > (moment or now())
+
+    @staticmethod
+    def _unlock(s, name: str) -> None:
+        """Forget an account's failed sign-ins and locks at every address (a new password, enabled again)."""
+        s.execute(delete(SignInFailures).where(SignInFailures.name == name))
 
     @staticmethod
     def _get(s, name: str) -> StaffAccount:

@@ -366,12 +366,14 @@ def _read_password(args: UsersArgs) -> str:
 
 def run_users(args: UsersArgs) -> list[dict] | None:
     """Staff accounts: ``users add NAME --role agent|admin``, ``list``, ``disable``/``enable NAME``, ``passwd NAME``."""
+    from chatbot.views import account_state
+
     _, _, accounts = _data(args.database)
     if args.action == "list":
         rows = accounts.list()
         for row in rows:
-            state = "disabled" if row["disabled"] else ("locked" if row["locked_until"] else "active")
-            print(f"{row['name']:<24} {row['role']:<6} {state:<8} last sign-in {row['last_sign_in'] or 'never'}")
+            state = account_state(row)
+            print(f"{row['name']:<24} {row['role']:<6} {state:<20} last sign-in {row['last_sign_in'] or 'never'}")
         return rows
     if args.action == "add":
         accounts.add(args.name, args.role, _read_password(args), actor=_actor())

@@ -395,6 +395,15 @@ def audit_rows(entries: list[dict]) -> list[list]:
 USER_COLUMNS = ["user", "role", "state", "last sign-in"]
 
 
+def account_state(row: dict) -> str:
+    """How a row of :meth:`chatbot.accounts.Accounts.list` reads in the CLI and the admin tab."""
+    if row["disabled"]:
+        return "disabled"
+    if row["locked_until"]:
+        n = row.get("locked_addresses", 1)
+        return f"locked at {n} address{'es' if n != 1 else ''}"
+    return "active"
+
+
 def user_rows(users: list[dict]) -> list[list]:
-    return [[u["name"], u["role"], "disabled" if u["disabled"] else ("locked" if u["locked_until"] else "active"),
-             _time(u["last_sign_in"])] for u in users]
+    return [[u["name"], u["role"], account_state(u), _time(u["last_sign_in"])] for u in users]

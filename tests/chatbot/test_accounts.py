@@ -45,7 +45,20 @@ def test_repeated_failures_lock_the_account_even_for_the_right_password(accounts
     assert accounts.sign_in("marie", PASSWORD)
     log = Audit(accounts.store).entries()
     assert [e["action"] for e in log][:2] == ["sign_in", "sign_in_failed"]
-    assert "locked" in log[1]["detail"] and any("locked for" in (e["detail"] or "") for e in log)
+    assert "locked" in log[1]["detail"] and any("locked at this address for" in (e["detail"] or "") for e in log)
+
+
+def test_a_lock_holds_at_the_guessing_address_only(accounts):
+    """Staff names are no secret: guesses from one address must not lock the owner out elsewhere."""
+    accounts.add("admin", "admin", PASSWORD)
+    for _ in range(3):
+        assert not accounts.sign_in("admin", "guess-guess-guess", client="203.0.113.9")
+    assert not accounts.sign_in("admin", PASSWORD, client="203.0.113.9")  # locked there
+    assert accounts.list()[0]["locked_until"] and accounts.list()[0]["locked_addresses"] == 1
+    assert accounts.sign_in("admin", PASSWORD, client="198.51.100.7")  # the owner, elsewhere
+    assert not accounts.sign_in("admin", PASSWORD, client="203.0.113.9")  # still locked there
+    accounts.set_password("admin", PASSWORD + "!")  # a new password lifts every lock
+    assert accounts.sign_in("admin", PASSWORD + "!", client="203.0.113.9")
 
 
 def test_failures_outside_the_window_do_not_add_up(tmp_path):

@@ -153,7 +153,7 @@ def test_audit_users_and_revealable_values():
                         "detail": "message 4 value #1 (email)", "client": "10.0.0.1"}])
     assert rows == [["2026-01-02 03:04:05", "marie", "reveal", "c1", "message 4 value #1 (email)", "10.0.0.1"]]
     assert user_rows([{"name": "a", "role": "agent", "disabled": False, "locked_until": "x", "last_sign_in": None}]) \
-        == [["a", "agent", "locked", ""]]
+        == [["a", "agent", "locked at 1 address", ""]]
     messages = [{"id": 4, "role": "customer", "revealable": [{"index": 1, "kind": "email"}, {"index": 2, "kind": "phone"}]},
                 {"id": 5, "role": "bot", "revealable": []}]
     assert revealable_choices(messages) == [("message 4 (customer) · email #1", "4:1"),
