@@ -38,7 +38,7 @@ from fastapi.responses import RedirectResponse
 from chatbot import views
 from chatbot.accounts import AccessDenied
 from chatbot.service import Service
-from chatbot.settings import MAX_MESSAGE_CHARS, UI_DIR
+from chatbot.settings import MAX_MESSAGE_CHARS, UI_DIR, chat_turns_per_minute
 from chatbot.web import Guard, Throttle, client_address
 
 TITLE = "Multilingual customer service"
@@ -573,8 +573,9 @@ async def staff_auth(service: Service, username: str, password: str) -> bool:
 
 
 # ==================================================================== the server
-def create_server(service: Service, login_throttle: Throttle | None = None):
-    """The ASGI app: staff at ``/staff`` (signed in), customers at ``/``, behind :class:`chatbot.web.Guard`."""
+def create_server(service: Service, login_throttle: Throttle | None = None, limit: int | None = None):
+    """The ASGI app: staff at ``/staff`` (signed in), customers at ``/``, behind :class:`chatbot.web.Guard`
+    (``limit``: chat turns per client address and minute, else ``$CHATBOT_CHAT_TURNS_PER_MINUTE``; 0: none)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_api_route("/staff", lambda: RedirectResponse("/staff/"), include_in_schema=False)
     gr.mount_gradio_app(app, build_staff_app(service), "/staff", auth=functools.partial(staff_auth, service),
@@ -583,7 +584,9 @@ def create_server(service: Service, login_throttle: Throttle | None = None):
     customers = build_customer_app(service)
     gr.mount_gradio_app(app, customers, "/", footer_links=["api"], ssr_mode=False, css=CSS,
                         max_file_size=1, run_history=False, show_error=False)  # no internals shown to customers
-    return Guard(app, login_throttle=login_throttle, batch_inputs=batch_inputs(customers, ""))
+    turns = chat_turns_per_minute() if limit is None else limit
+    return Guard(app, login_throttle=login_throttle, batch_inputs=batch_inputs(customers, ""),
+                 chat_throttle=Throttle(limit=turns, window_s=60) if turns else None)
 
 
 def batch_inputs(blocks: gr.Blocks, prefix: str) -> dict:

@@ -220,7 +220,8 @@ class Assistant:
             try:
                 p.prediction = self.classifier.predict([p.text], k=3)[0]
             except Exception as err:  # noqa: BLE001 - the customer gets an apology, the turn is kept
-                p.error = f"{type(err).__name__}: {err}"[:300]
+                p.error = _error(err)
+                log.warning("classifying a message failed: %s", p.error)
 
     def _persist_alone(self, p: Pending) -> Turn:
         """:meth:`_persist`, with a failure costing only this turn (rolled back whole) and a concurrent
@@ -238,8 +239,9 @@ class Assistant:
         except Exception as err:  # noqa: BLE001
             self._failed(p, err)
         lang = p.detection.lang if p.detection else "en"
+        # what failed is in the log (_failed); the customer's answer names no internals
         return Turn(p.conversation_id or "", self.catalogue.line("error", lang), "error", lang,
-                    top=[{"error": p.error or "failed"}], status="")
+                    top=[{"error": "not stored"}], status="")
 
     def _persist(self, p: Pending) -> Turn:
         with self.store.session() as s, s.begin():
@@ -297,7 +299,7 @@ class Assistant:
         conversation.lang = lang
         if p.prediction is None:
             turn.action, turn.reply = "error", self.catalogue.line("error", lang)
-            turn.top = [{"error": p.error or "not classified"}]
+            turn.top = [{"error": "not classified"}]  # the cause is in the log
             return turn
         prediction = p.prediction
         top = [{"intent": i, "confidence": round(c, 4)} for i, c in prediction.top]

@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+INBOX_WAITING = 200
+"""Waiting conversations the inbox lists (the oldest hand-offs; the badge counts all): every agent's
+page redraws the inbox every few seconds, and 5,000 waiting conversations made that 2.4 MB of HTML."""
+
+
 class Cancelled(Exception):
     pass
 
@@ -171,7 +176,8 @@ class Service:
         return self._live().analyse(text)
 
     def browser_secret(self) -> str:
-        """What the customer's browser state (their conversation id) is encrypted with."""
+        """What the customer's browser state (their conversation id) is scrambled with. Gradio sends it to
+        the page, so it hides nothing from the customer: the id's own randomness protects a conversation."""
         return browser_secret(self.home)
 
     # -- staff ---------------------------------------------------------------------------------
@@ -196,15 +202,18 @@ class Service:
         return self.analyse(text)
 
     def inbox(self, caller: Caller | None, recent: int = 15) -> dict:
-        """The agents' inbox: ``{"waiting": [oldest hand-off first], "agent": [handled by a person,
-        those with unread customer messages first], "recent": [the other latest conversations]}``."""
+        """The agents' inbox: ``{"waiting": [oldest hand-off first, at most INBOX_WAITING], "waiting_total":
+        how many wait, "agent": [handled by a person, those with unread customer messages first], "recent":
+        [the other latest conversations]}``. Bounded, as every agent's page redraws it every few seconds."""
         require(caller, "agent")
-        waiting = self.store.queue()
+        waiting = self.store.queue(INBOX_WAITING)
         handled = self.store.with_status("agent", 100)  # most recently active first
         handled = [c for c in handled if c["unread"]] + [c for c in handled if not c["unread"]]
         shown = {c["id"] for c in waiting + handled}
         others = [c for c in self.store.recent(max(1, min(int(recent), 200)) + len(shown)) if c["id"] not in shown]
-        return {"waiting": waiting, "agent": handled, "recent": others[:max(1, min(int(recent), 200))]}
+        total = len(waiting) if len(waiting) < INBOX_WAITING else self.store.count_waiting()
+        return {"waiting": waiting, "waiting_total": total, "agent": handled,
+                "recent": others[:max(1, min(int(recent), 200))]}
 
     def conversation(self, caller: Caller | None, conversation_id, seen: bool = True) -> dict | None:
         """``{"info", "messages", "suggested"}`` of one conversation, or None when there is none; with

@@ -48,6 +48,7 @@ DEFAULT_MODEL_ENV, ADMIN_PASSWORD_ENV, BROWSER_SECRET_ENV = (
 SECRET_KEY_ENV, HF_ADMINS_ENV, HF_AGENTS_ENV, RETENTION_ENV = (
     "CHATBOT_SECRET_KEY", "CHATBOT_HF_ADMINS", "CHATBOT_HF_AGENTS", "CHATBOT_RETENTION_DAYS")
 CLASSIFIER_URL_ENV = "CHATBOT_CLASSIFIER_URL"
+CHAT_LIMIT_ENV = "CHATBOT_CHAT_TURNS_PER_MINUTE"
 
 MAX_MESSAGE_CHARS = 1000
 """Longest customer message the bot classifies; longer ones are stored (cut) and refused."""
@@ -138,6 +139,17 @@ def database_url(home_dir: str | Path | None = None) -> str:
 def classifier_url() -> str | None:
     """``$CHATBOT_CLASSIFIER_URL``: where the classifier is served (None: in the app's own process)."""
     return os.environ.get(CLASSIFIER_URL_ENV) or None
+
+
+def chat_turns_per_minute() -> int:
+    """``$CHATBOT_CHAT_TURNS_PER_MINUTE`` or 60: chat turns one client address may send a minute (0: no
+    limit, e.g. for ``loadtest``, whose conversations all come from one address). A person types a few;
+    a script flooding the queue, the database (a new conversation per call) or the agents' inbox (a
+    hand-off per call) stops at one a second."""
+    value = int(os.environ.get(CHAT_LIMIT_ENV) or 60)
+    if value < 0:
+        raise ValueError(f"{CHAT_LIMIT_ENV} must be ≥ 0")
+    return value
 
 
 def retention_days() -> int:

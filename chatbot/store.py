@@ -401,12 +401,16 @@ class Store:
             item = message.sealed[int(index) - 1]
         return {"kind": item["kind"], "value": self.vault.open(item["token"])}
 
-    def queue(self) -> list[dict]:
-        """Conversations waiting for an agent, oldest hand-off first."""
+    def queue(self, limit: int = 200) -> list[dict]:
+        """Conversations waiting for an agent, oldest hand-off first (at most ``limit``)."""
         with self.session() as s:
             rows = s.scalars(select(Conversation).where(Conversation.status == "waiting")
-                             .order_by(Conversation.handoff_at, Conversation.created_at)).all()
+                             .order_by(Conversation.handoff_at, Conversation.created_at).limit(limit)).all()
             return [self._summary(s, c) for c in rows]
+
+    def count_waiting(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Conversation).where(Conversation.status == "waiting"))
 
     def recent(self, limit: int = 20) -> list[dict]:
         with self.session() as s:

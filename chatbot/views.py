@@ -126,17 +126,22 @@ def inbox(boxes: dict, selected: str | None = None, now: datetime | None = None)
     ones; each with its language flag, the last customer message and an unread count. The waiting
     count is a badge (``data-waiting`` on the root: the page chimes when it grows)."""
     waiting, handled, recent = boxes.get("waiting", []), boxes.get("agent", []), boxes.get("recent", [])
-    parts = [f'<div class="ib" data-waiting="{len(waiting)}">',
-             _section("Waiting for an agent", waiting, "waiting", selected, now),
+    total = max(len(waiting), int(boxes.get("waiting_total") or 0))
+    parts = [f'<div class="ib" data-waiting="{total}">',
+             _section("Waiting for an agent", waiting, "waiting", selected, now, total),
              _section("With an agent", handled, "agent", selected, now),
              _section("Recent conversations", recent, "recent", selected, now), "</div>"]
     return "".join(parts)
 
 
-def _section(title: str, rows: list[dict], kind: str, selected: str | None, now: datetime | None) -> str:
-    badge = f'<span class="ib-badge" data-count="{len(rows)}">{len(rows)}</span>' if kind == "waiting" else \
-        f'<span class="ib-count">{len(rows)}</span>'
+def _section(title: str, rows: list[dict], kind: str, selected: str | None, now: datetime | None,
+             total: int | None = None) -> str:
+    total = len(rows) if total is None else total
+    badge = f'<span class="ib-badge" data-count="{total}">{total}</span>' if kind == "waiting" else \
+        f'<span class="ib-count">{total}</span>'
     body = "".join(_inbox_row(c, kind, selected, now) for c in rows) or '<div class="ib-empty">Nothing here.</div>'
+    if total > len(rows):
+        body += f'<div class="ib-empty">and {total - len(rows)} more waiting (later hand-offs)</div>'
     return f'<div class="ib-section" data-section="{kind}"><div class="ib-head">{text(title)} {badge}</div>{body}</div>'
 
 

@@ -6,10 +6,13 @@
   ``Content-Length``, and by counting when the body comes in chunks);
 * file uploads (Gradio's ``/gradio_api/upload``) are refused with 403: no feature needs them;
 * sign-in attempts (``POST …/login``) are limited per client address (:class:`Throttle`, 429 beyond),
-  on top of the per-account lockout of :mod:`chatbot.accounts`;
-* a call of a *batched* handler gets exactly as many input values as the handler takes (missing
-  ones are None, extra ones dropped): Gradio zips the inputs of the calls it batches together, so
-  one call with too few values would otherwise fail every call of its batch;
+  on top of the per-account-and-address lockout of :mod:`chatbot.accounts`;
+* a call of a *batched* handler (the customers' chat turns) gets exactly as many input values as the
+  handler takes (missing ones are None, extra ones dropped): Gradio zips the inputs of the calls it
+  batches together, so one call with too few values would otherwise fail every call of its batch; its
+  ``fn_index`` must be an integer (Gradio would read ``"3"`` as handler 3 after the guard missed it);
+  and with a ``chat_throttle``, one client address may make only so many a minute (429 beyond;
+  ``$CHATBOT_CHAT_TURNS_PER_MINUTE``, :func:`chatbot.settings.chat_turns_per_minute`);
 * the client's address is put in :data:`client_address` for the audit trail of a sign-in.
 """
 
@@ -63,7 +66,11 @@ class BodyTooLarge(Exception):
 
 
 class BadCall(Exception):
-    """A call to an event handler the guard refuses (HTTP 400); the message says why."""
+    """A call to an event handler the guard refuses with HTTP ``status``; the message says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 _CALL = re.compile(r"^(?P<prefix>.*?)/gradio_api/(?:queue/join|(?:call/v2|call|run|api)/(?P<name>[\w-]+))/?$")
@@ -71,14 +78,16 @@ _CALL = re.compile(r"^(?P<prefix>.*?)/gradio_api/(?:queue/join|(?:call/v2|call|r
 
 class Guard:
     """``batch_inputs`` maps ``(mount prefix, fn_index or api_name)`` of each batched handler to its
-    number of inputs (see ``app.batch_inputs``)."""
+    number of inputs (see ``app.batch_inputs``): the customers' chat turns, which ``chat_throttle``
+    (when given) also limits per client address (each turn is model time and a stored message)."""
 
     def __init__(self, app, max_body: int = MAX_REQUEST_BYTES, login_throttle: Throttle | None = None,
-                 batch_inputs: dict | None = None):
+                 batch_inputs: dict | None = None, chat_throttle: Throttle | None = None):
         self.app = app
         self.max_body = max_body
         self.login_throttle = login_throttle or Throttle()
         self.batch_inputs = batch_inputs or {}
+        self.chat_throttle = chat_throttle
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -101,9 +110,9 @@ class Guard:
         call = _CALL.match(path) if method == "POST" and self.batch_inputs else None
         if call:
             try:
-                receive = await self._shaped(call, scope, receive)
+                receive = await self._shaped(call, scope, receive, client)
             except BadCall as err:
-                return await _refuse(send, 400, str(err))
+                return await _refuse(send, err.status, str(err))
             if receive is None:
                 return await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
         received, started = 0, False
@@ -130,8 +139,9 @@ class Guard:
                 await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
 
 
-    async def _shaped(self, call: re.Match, scope, receive):
-        """``receive`` giving the body with a batched handler's ``data`` cut or padded to its inputs."""
+    async def _shaped(self, call: re.Match, scope, receive, client: str):
+        """``receive`` giving the body with a batched handler's ``data`` cut or padded to its inputs
+        (None when the body is too large); a chat turn over the client's throttle raises BadCall."""
         body, more = b"", True
         while more:
             message = await receive()
@@ -147,9 +157,11 @@ class Guard:
             if index is not None and type(index) is not int:  # noqa: E721 - bool is an int too
                 # Gradio would turn "3" or 3.0 into 3 after this guard had looked for "3" among the
                 # batched handlers and let the call through unshaped, to break the batch it joins.
-                raise BadCall("fn_index must be an integer.")
+                raise BadCall(400, "fn_index must be an integer.")
             key = call.group("name") if call.group("name") else index
             width = self.batch_inputs.get((call.group("prefix"), key))
+            if width is not None and self.chat_throttle and not self.chat_throttle.allow(client):
+                raise BadCall(429, "Too many messages from this address; wait a minute.")
             if width is not None:
                 data = payload.get("data")
                 data = list(data) if isinstance(data, list) else []

@@ -49,7 +49,7 @@ wait_http() {  # URL, log file, PID
 start_app() {  # PORT HOME LOG [VAR=VALUE ...]
   local port=$1 home=$2 log=$3
   shift 3
-  env CHATBOT_HOME="$home" GRADIO_SERVER_NAME=127.0.0.1 GRADIO_SERVER_PORT="$port" "$@" python app.py >"$log" 2>&1 &
+  env CHATBOT_HOME="$home" CHATBOT_CHAT_TURNS_PER_MINUTE=0 GRADIO_SERVER_NAME=127.0.0.1 GRADIO_SERVER_PORT="$port" "$@" python app.py >"$log" 2>&1 &
   PIDS+=($!)
   APP_PID=$!
 }

@@ -245,3 +245,18 @@ def test_customers_sending_at_once_each_get_their_own_turn(tmp_path, tiny_model)
     for who, text in texts.items():
         said = [m["text"] for m in service.store.messages(conversations[who]) if m["role"] == "customer"]
         assert said == [text], who
+
+
+def test_one_address_may_send_only_so_many_chat_turns(tmp_path, tiny_model):
+    import app
+    from chatbot.service import Service
+
+    service = Service(home_dir=tmp_path, default_model=tiny_model)
+    running = app.Server(app.create_server(service, limit=2))
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            codes = [client.post("/gradio_api/call/chat", json={"data": ["where parcel", "", "en"]}).status_code
+                     for _ in range(3)]
+    finally:
+        running.close()
+    assert codes == [200, 200, 429]

@@ -21,7 +21,7 @@ def server(tmp_path_factory, tiny_model):
     from chatbot.service import Service
 
     service = Service(home_dir=tmp_path_factory.mktemp("home"), default_model=tiny_model)
-    running = app.Server(app.create_server(service))
+    running = app.Server(app.create_server(service, limit=0))  # every conversation comes from 127.0.0.1
     yield running.url, service
     running.close()
 

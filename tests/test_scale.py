@@ -81,7 +81,8 @@ def cluster(tmp_path_factory, postgres, tiny_model):
         env = {**os.environ, "CHATBOT_HOME": str(home), "CHATBOT_DATABASE_URL": database,
                "CHATBOT_CLASSIFIER_URL": classifier, "CHATBOT_DEFAULT_MODEL": str(tiny_model),
                "CHATBOT_SECRET_KEY": "shared by the app servers of this test", "GRADIO_SERVER_NAME": "127.0.0.1",
-               "CHATBOT_BROWSER_SECRET": "shared by the app servers of this test, too"}
+               "CHATBOT_BROWSER_SECRET": "shared by the app servers of this test, too",
+               "CHATBOT_CHAT_TURNS_PER_MINUTE": "0"}  # every conversation comes from 127.0.0.1
         env.pop("CHATBOT_ADMIN_PASSWORD", None)
         urls = []
         for i in range(2):

@@ -1,5 +1,7 @@
 """The dialogue flow through Assistant.respond, with a scripted classifier so every branch is reached."""
 
+import json
+
 import pytest
 
 from chatbot.assistant import MAX_CHARS, Assistant, clean_text
@@ -130,6 +132,7 @@ def test_bad_input_gets_a_clear_reply_and_loses_nothing(assistant, text, action)
     before = assistant.store.count_messages()
     turn = assistant.respond(None, text)
     assert turn.action == action and turn.reply
+    assert "crashed" not in json.dumps(turn.as_dict())  # the customer sees no internals
     assert assistant.store.count_messages() == before + 2
     if "DROP TABLE" in str(text):
         assert "DROP TABLE" in assistant.store.messages(turn.conversation_id)[0]["text"]
@@ -203,6 +206,7 @@ def test_a_failed_turn_is_rolled_back_whole_and_the_others_are_kept(assistant, m
     turns = assistant.respond_batch([{"conversation_id": cid, "text": "I have a question about boom"},
                                      {"conversation_id": None, "text": SCRIPT["de"][0]}])
     assert turns[0].action == "error" and turns[0].reply and turns[0].conversation_id == cid
+    assert "disk full" not in json.dumps(turns[0].as_dict())  # the customer sees no internals
     assert turns[1].action == "answer"
     assert assistant.store.count_messages() == before + 2  # the failed turn left nothing, not even its message
     assert len(assistant.store.messages(cid)) == 2

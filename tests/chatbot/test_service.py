@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from chatbot import views
 from chatbot.accounts import AccessDenied, AccountDisabled, NotSignedIn, WrongRole
 from chatbot.service import Service
 
@@ -199,6 +200,19 @@ def test_the_inbox_puts_waiting_first_and_unread_replies_back_in_front(service):
     view = service.conversation(agent, handled)  # opening it: seen
     assert view["info"]["unread"] == 0 and service.inbox(agent)["agent"][0]["unread"] == 0
     assert view["suggested"]["greeting"] == ""  # Marie already wrote
+
+
+def test_the_inbox_lists_a_bounded_number_of_waiting_conversations_and_counts_them_all(service, monkeypatch):
+    import chatbot.service
+
+    monkeypatch.setattr(chatbot.service, "INBOX_WAITING", 2)
+    ids = [service.chat([f"refund money back {i}"], [""], ["en"])[0].conversation_id for i in range(3)]
+    for cid in ids:
+        service.store.set_status(cid, "waiting")
+    inbox = service.inbox(service.caller("marie"))
+    assert [c["id"] for c in inbox["waiting"]] == ids[:2] and inbox["waiting_total"] == 3
+    page = views.inbox(inbox)
+    assert 'data-waiting="3"' in page and "1 more waiting" in page
 
 
 def test_out_of_scope_counts_every_day_of_the_window(service):

@@ -51,6 +51,21 @@ async def test_guards(client):
             assert refused.status_code == 400 and "fn_index" in refused.text
 
 
+@pytest.mark.anyio
+async def test_chat_turns_are_limited_per_client_address():
+    guard = Guard(echo, batch_inputs={("", "chat"): 4, ("", 1): 3}, chat_throttle=Throttle(limit=3, window_s=60))
+    one, other = (httpx.AsyncClient(transport=httpx.ASGITransport(app=guard, client=(ip, 5)), base_url="http://t")
+                  for ip in ("10.0.0.1", "10.0.0.2"))
+    async with one, other:
+        turns = [(await one.post("/gradio_api/queue/join", json={"data": [], "fn_index": 1})).status_code,
+                 (await one.post("/gradio_api/call/chat", json={"data": []})).status_code,
+                 (await one.post("/gradio_api/queue/join", json={"data": [], "fn_index": 1})).status_code,
+                 (await one.post("/gradio_api/call/chat", json={"data": []})).status_code]
+        assert turns == [200, 200, 200, 429]
+        assert (await one.post("/gradio_api/queue/join", json={"data": [], "fn_index": 7})).status_code == 200  # not a turn
+        assert (await other.post("/gradio_api/call/chat", json={"data": []})).status_code == 200  # another address
+
+
 @pytest.fixture()
 def anyio_backend():
     return "asyncio"
