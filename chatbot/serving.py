@@ -38,7 +38,7 @@ import httpx
 from chatbot.predictor import Prediction
 from chatbot.runtime import RUNTIME_ENV, load_serving
 from chatbot.settings import CACHE_ENV, MAX_MESSAGE_CHARS, ROOT, classifier_url, default_model_dir, home
-from chatbot.versions import Registry
+from chatbot.versions import DEFAULT_VERSION, Registry
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,23 @@ class Replica:
                  loader=load_serving, name: str = ""):
         self.registry = Registry(home_dir, default_model)
         self.device, self.loader, self.name = device, loader, name
-        version = self.registry.live
-        self.current = (version, self._load(version))
+        self.current = self._first()
         self._reloading = threading.Lock()
         self.batches = {"batches": 0, "messages": 0, "largest": 0}
         """How full the forward passes were (the batching across app processes), since the start."""
+
+    def _first(self) -> tuple[str, object]:
+        """(version, classifier) to start with: the live version, or when it does not load (a broken
+        version promoted from an app that does not load models itself) the previous one, then the
+        shipped default, so that a new or restarted replica serves rather than fails."""
+        tried = []
+        for version in dict.fromkeys(v for v in (self.registry.live, self.registry.previous, DEFAULT_VERSION) if v):
+            try:
+                return version, self._load(version)
+            except Exception:  # noqa: BLE001 - the next candidate is tried; the last failure is raised
+                log.exception("replica %s could not load version %s", self.name, version)
+                tried.append(version)
+        raise RuntimeError(f"replica {self.name}: no version loads (tried {', '.join(tried)})")
 
     def _load(self, version: str):
         started = time.perf_counter()

@@ -75,6 +75,8 @@ def test_a_version_that_fails_to_load_leaves_the_replica_serving(versions):
     replica = Replica(home, default, loader=loader)
     Registry(home, default).set_live("v2")
     assert not replica.follow() and replica.classify(["x"])[0] == "default"
+    restarted = Replica(home, default, loader=loader)  # a new replica, with the broken version live
+    assert restarted.classify(["x"])[0] == "default"
 
 
 @pytest.mark.parametrize("body", [None, [], {"texts": "hello"}, {"texts": [1]}, {"texts": ["x"], "k": 0},
