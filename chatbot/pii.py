@@ -122,10 +122,12 @@ def _cards(m: re.Match) -> str:
     best_from: list[int | None] = [None] * (len(groups) + 1)  # the first group of the best stretch from k on
     for i in range(len(groups) - 1, -1, -1):
         later = best_from[i + 1]
-        mine = longest[i][0] - i if longest[i] else -1
-        best_from[i] = i if later is None or mine >= longest[later][0] - later else later
-        if mine < 0 and later is None:
-            best_from[i] = None
+        if longest[i] is None:
+            best_from[i] = later
+        elif later is None or longest[i][0] - i >= longest[later][0] - later:  # as long: the first wins
+            best_from[i] = i
+        else:
+            best_from[i] = later
     out, done, k = [], 0, 0
     while k < len(groups) and best_from[k] is not None:
         i = best_from[k]
