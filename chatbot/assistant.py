@@ -4,13 +4,16 @@ A turn goes through small steps, in this order, and a message stops at the first
 
 1. **gate**: the request, the conversation's state and the message itself, before any model runs:
    raw input is cut to a bound first and every field is checked (a malformed one is dropped, never
-   trusted: a conversation id the server did not hand out starts a new conversation); a
-   conversation waiting for or handled by a person gets no bot answer; an empty or too long message
-   is refused;
+   trusted: a conversation id the server did not hand out starts a new conversation); an empty or
+   too long message is refused;
 2. **detect** the language (with the conversation's and the browser's as priors); a message in a
    language we do not serve is told so;
 3. **classify** (one forward pass for every message of a batch that got this far);
-4. **decide** with the policy (answer, clarify, fall back, hand off) and compose the reply in the
+4. **decide**: a conversation waiting for or handled by a person gets no bot answer (its message is
+   still detected and classified, so that the agent's suggested reply and the transcript follow what
+   the customer writes now, in the language they write it in, and so that a message arriving while
+   an agent closes the conversation is answered in the new one); otherwise decide with the policy
+   (answer, clarify, fall back, hand off) and compose the reply in the
    customer's language, using what the message gave (``chatbot.entities``: an order number, an
    amount, a date, an e-mail address) so the bot never asks for what it was just given; a
    clarification offers the two likeliest intents, "something else" and a person;
@@ -103,7 +106,7 @@ class Pending:
     client_message_id: str | None = None
     conversation_lang: str | None = None
     settled: str | None = None
-    """The action a step before classification decided (waiting, agent, empty, too_long, unsupported)."""
+    """The action a step before classification decided (empty, too_long, unsupported)."""
     detection: Detection | None = None
     prediction: object | None = None
     error: str | None = None
@@ -189,9 +192,7 @@ class Assistant:
         conversation = self.store.conversation(p.conversation_id) if p.conversation_id else None
         if conversation:
             p.conversation_lang = conversation["lang"]
-            if conversation["status"] in ("waiting", "agent"):
-                p.settled = conversation["status"]
-        if p.settled or (p.choice and p.choice in (*self.classifier.labels, SOMETHING_ELSE, PERSON)):
+        if p.choice and p.choice in (*self.classifier.labels, SOMETHING_ELSE, PERSON):
             return p
         p.choice = None
         if not has_letters(p.text):
@@ -285,6 +286,10 @@ class Assistant:
         if conversation.status in ("waiting", "agent"):  # also when a person took over meanwhile
             turn.action = conversation.status
             turn.reply = self.catalogue.line("handoff_waiting", lang) if conversation.status == "waiting" else ""
+            if p.prediction is not None:  # for the agent: what the customer asks now, in their language
+                conversation.lang = lang
+                turn.intent, turn.confidence = p.prediction.intent, p.prediction.confidence
+                turn.top = [{"intent": i, "confidence": round(c, 4)} for i, c in p.prediction.top]
             return turn
         if p.choice == SOMETHING_ELSE:  # none of the offered intents: ask for a sentence
             conversation.failures += 1

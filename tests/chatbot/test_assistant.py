@@ -317,3 +317,29 @@ def test_what_an_earlier_message_gave_is_not_asked_for_again(assistant):
     assert picked.entities == {} and picked.reply == catalogue.reply("track_order", "es", {"order": "48213"})
     fresh = assistant.respond(None, SCRIPT["es"][0])  # another conversation knows nothing of it
     assert "48213" not in fresh.reply
+
+
+def test_a_message_to_a_person_is_classified_for_the_agent(assistant):
+    """The bot does not answer while a person handles the conversation, but what the customer asks
+    now, and in which language, reaches the agent's suggestion and the transcript."""
+    cid = assistant.respond(None, SCRIPT["en"][2], accept_language="en").conversation_id
+    assistant.store.set_status(cid, "agent", author="marie")
+    turn = assistant.respond(cid, SCRIPT["fr"][0])
+    assert turn.action == "agent" and turn.reply == "" and turn.conversation_id == cid
+    assert turn.intent == "track_order" and turn.lang == "fr" and turn.top[0]["intent"] == "track_order"
+    suggested = assistant.suggested_reply(cid, agent="marie")
+    assert suggested["lang"] == "fr" and suggested["intent"] == "track_order"
+
+
+def test_a_message_arriving_while_an_agent_closes_is_answered_in_a_new_conversation(assistant, monkeypatch):
+    cid = assistant.respond(None, SCRIPT["en"][2], accept_language="en").conversation_id
+    assistant.store.set_status(cid, "agent", author="marie")
+    classify = assistant._classify
+
+    def closed_meanwhile(batch):  # the agent's Close lands after the gate, before the turn is stored
+        assistant.store.set_status(cid, "closed", author="marie")
+        return classify(batch)
+
+    monkeypatch.setattr(assistant, "_classify", closed_meanwhile)
+    turn = assistant.respond(cid, SCRIPT["en"][0])
+    assert turn.conversation_id != cid and turn.action == "answer" and turn.intent == "track_order"
