@@ -56,6 +56,18 @@ class Cancelled(Exception):
     pass
 
 
+CLOSED = "this conversation is closed; the customer's next message starts a new one"
+
+
+def _refuse_unless_open(conversation, caller: Caller) -> None:
+    """Under the conversation's lock, before an agent acts on it: refused (ValueError) when it was
+    closed, or when another agent holds it and the caller is not an admin."""
+    if conversation.status == "closed":
+        raise ValueError(CLOSED)
+    if conversation.status == "agent" and conversation.agent not in (None, caller.name) and caller.role != "admin":
+        raise ValueError(f"{conversation.agent} is handling this conversation")
+
+
 @dataclass
 class Job:
     """One version build, as admins see it."""
@@ -230,18 +242,27 @@ class Service:
                 "suggested": self._live().suggested_reply(conversation_id, agent=caller.name)}
 
     def take_over(self, caller: Caller | None, conversation_id) -> None:
-        """The caller handles the conversation from now on (it leaves the waiting queue)."""
+        """The caller handles the conversation from now on (it leaves the waiting queue). Refused when
+        it is closed or another agent holds it (an admin may take it from them); taking over one's
+        own conversation again changes nothing."""
         require(caller, "agent")
         lang = self._open(conversation_id)["lang"] or "en"
+
+        def check(conversation):
+            _refuse_unless_open(conversation, caller)
+            return not (conversation.status == "agent" and conversation.agent == caller.name)
+
         self.store.set_status(conversation_id, "agent", self._live().catalogue.line("agent_joined", lang),
-                              author=caller.name,
+                              author=caller.name, check=check,
                               audit=lambda s: self._record(caller, "take_over", conversation_id, session=s))
 
     def send(self, caller: Caller | None, conversation_id, text: str) -> None:
-        """A reply from the caller, signed with their name (it takes the conversation over)."""
+        """A reply from the caller, signed with their name (it takes the conversation over). Refused
+        when it is closed or another agent holds it (but for admins)."""
         require(caller, "agent")
         self._open(conversation_id)
         self.store.agent_message(conversation_id, text if isinstance(text, str) else "", author=caller.name,
+                                 check=lambda conversation: _refuse_unless_open(conversation, caller),
                                  audit=lambda s: self._record(caller, "send", conversation_id, session=s))
 
     def close(self, caller: Caller | None, conversation_id) -> None:
@@ -250,6 +271,7 @@ class Service:
         lang = self._open(conversation_id)["lang"] or "en"
         self.store.set_status(conversation_id, "closed", self._live().catalogue.line("closed", lang),
                               author=caller.name,
+                              check=lambda conversation: _refuse_unless_open(conversation, caller),
                               audit=lambda s: self._record(caller, "close", conversation_id, session=s))
 
     def out_of_scope(self, caller: Caller | None, days: int = 14, limit: int = 200) -> dict:
@@ -284,7 +306,7 @@ class Service:
     def _open(self, conversation_id) -> dict:
         info = self._existing(conversation_id)
         if info["status"] == "closed":
-            raise ValueError("this conversation is closed; the customer's next message starts a new one")
+            raise ValueError(CLOSED)
         return info
 
     # -- admins: data ----------------------------------------------------------------------------
@@ -328,7 +350,7 @@ class Service:
     def rollback(self, caller: Caller | None) -> str:
         require(caller, "admin")
         previous = self.registry.previous
-        if not previous or previous == self.registry.live:
+        if not previous or previous == self.registry.live or not self.registry.exists(previous):
             raise ValueError("there is no previous version to roll back to")
         self._promote(previous)
         self._record(caller, "rollback", previous)

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (JSON, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, delete, event, func, inspect, make_url, select, text)
+                        create_engine, delete, event, false, func, inspect, make_url, select, text, update)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
@@ -216,6 +216,16 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
+def _lock(s: Session, conversation_id: str) -> None:
+    """Before a writer reads a conversation: on SQLite, a no-op write that takes the database's write
+    lock now. SQLite has no row locks (``FOR UPDATE`` is dropped) and pysqlite begins a transaction
+    only at its first write, so without it the read that follows could be older than a take-over
+    committed meanwhile, and the write after it would undo that take-over. Call it first in the
+    transaction. PostgreSQL locks the row in the read itself (``with_for_update``)."""
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(update(Conversation).where(Conversation.id == conversation_id).values(id=Conversation.id))
+
+
 class Store:
     """Conversations and their messages. Each writing method commits one transaction of its own; a
     caller that must write several things atomically (a whole turn) opens :meth:`session` and uses
@@ -258,8 +268,11 @@ class Store:
         """The conversation ``conversation_id`` names, locked for the rest of the transaction (another
         process's turn or agent action on it waits for this one to commit), or a NEW one with a fresh
         server id when it names none (unknown, malformed, missing): a client never chooses an id."""
+        valid = valid_conversation_id(conversation_id)
+        if valid:
+            _lock(s, conversation_id)
         conversation = (s.get(Conversation, conversation_id, with_for_update=True, populate_existing=True)
-                        if valid_conversation_id(conversation_id) else None)
+                        if valid else None)
         if conversation is None:
             conversation = Conversation(id=new_conversation_id())
             s.add(conversation)
@@ -307,15 +320,18 @@ class Store:
         return [first, *reply]
 
     def agent_message(self, conversation_id: str, text: str, lang: str | None = None, audit=None,
-                      author: str | None = None) -> int:
+                      author: str | None = None, check=None) -> int:
         """An agent's reply (written by ``author``): the conversation is now handled by a person, and
-        what the agent answered counts as seen. ``audit(session)`` writes the audit entry inside the
-        same transaction. Returns the message id."""
+        what the agent answered counts as seen. ``check(conversation)`` runs under the conversation's
+        lock and raises ValueError to refuse (it was closed meanwhile, say); ``audit(session)`` writes
+        the audit entry inside the same transaction. Returns the message id."""
         text = (text or "").strip()
         if not text:
             raise ValueError("the reply is empty")
         with self.session() as s, s.begin():
             conversation = self._existing(s, conversation_id, lock=True)
+            if check:
+                check(conversation)
             message = self.add_message(s, conversation, "agent", text, lang=lang or conversation.lang, author=author)
             conversation.status = "agent"
             if author:
@@ -327,13 +343,17 @@ class Store:
         return message.id
 
     def set_status(self, conversation_id: str, status: str, note: str | None = None, audit=None,
-                   author: str | None = None) -> None:
+                   author: str | None = None, check=None) -> bool:
         """The conversation's new status, with a system ``note`` (recording ``author``'s action); a
-        person taking over becomes the conversation's agent."""
+        person taking over becomes the conversation's agent. ``check(conversation)`` runs under the
+        conversation's lock: it raises ValueError to refuse, returns False when there is nothing to do
+        (False is returned, nothing written). True when written."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         with self.session() as s, s.begin():
             conversation = self._existing(s, conversation_id, lock=True)
+            if check and check(conversation) is False:
+                return False
             conversation.status = status
             if status == "bot":
                 conversation.failures = 0
@@ -343,6 +363,7 @@ class Store:
                 self.add_message(s, conversation, "system", note, lang=conversation.lang, author=author)
             if audit:
                 audit(s)
+        return True
 
     def mark_seen(self, conversation_id, message_id: int) -> None:
         """Staff have seen the conversation up to ``message_id`` (its unread count drops)."""
@@ -365,7 +386,13 @@ class Store:
         """Delete every conversation whose last activity is older than ``older_than``; returns how many."""
         cutoff = now() - older_than
         with self.session() as s, s.begin():
-            ids = s.scalars(select(Conversation.id).where(Conversation.updated_at < cutoff)).all()
+            # Locked as read (SQLite: the write lock first; PostgreSQL: the rows, skipping those a turn
+            # holds): a customer writing meanwhile either waits and then starts a new conversation, or
+            # keeps theirs, never has it deleted after answering.
+            if s.get_bind().dialect.name == "sqlite":
+                s.execute(update(Conversation).where(false()).values(id=Conversation.id))
+            ids = s.scalars(select(Conversation.id).where(Conversation.updated_at < cutoff)
+                            .with_for_update(skip_locked=True)).all()
             for chunk in range(0, len(ids), 500):
                 part = ids[chunk:chunk + 500]
                 s.execute(delete(Message).where(Message.conversation_id.in_(part)))
@@ -444,8 +471,11 @@ class Store:
     @staticmethod
     def _existing(s: Session, conversation_id, lock: bool = False) -> Conversation:
         """The conversation (locked until commit with ``lock``, as writers need), else ValueError."""
+        valid = valid_conversation_id(conversation_id, legacy=True)
+        if valid and lock:
+            _lock(s, conversation_id)
         conversation = (s.get(Conversation, conversation_id, with_for_update=lock or None, populate_existing=lock)
-                        if valid_conversation_id(conversation_id, legacy=True) else None)
+                        if valid else None)
         if conversation is None:
             raise ValueError("no such conversation")
         return conversation

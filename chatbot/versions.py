@@ -85,8 +85,10 @@ class Registry:
         if not self.exists(name):
             raise ValueError(f"no version {name!r}")
         current = self.live
-        payload = {"live": name, "previous": current if current != name else self.previous,
-                   "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self._write_pointer({"live": name, "previous": current if current != name else self.previous,
+                             "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    def _write_pointer(self, payload: dict) -> None:
         tmp = self.pointer.with_suffix(".tmp")
         with tmp.open("w") as f:
             json.dump(payload, f)
@@ -102,6 +104,8 @@ class Registry:
         folder = self.folder(name)
         if not folder.exists():
             raise ValueError(f"no version {name!r}")
+        if name == self.previous:  # rollback would name a folder that is gone
+            self._write_pointer({**self._read_pointer(), "previous": None})
         shutil.rmtree(folder)
 
     # -- what the admin table and plot show ----------------------------------------------------

@@ -343,3 +343,59 @@ def test_a_message_arriving_while_an_agent_closes_is_answered_in_a_new_conversat
     monkeypatch.setattr(assistant, "_classify", closed_meanwhile)
     turn = assistant.respond(cid, SCRIPT["en"][0])
     assert turn.conversation_id != cid and turn.action == "answer" and turn.intent == "track_order"
+
+
+def test_a_take_over_during_a_turn_is_not_undone_by_it(assistant, monkeypatch):
+    """The turn's transaction holds the conversation from its first read (a row lock on PostgreSQL, the
+    write lock on SQLite): an agent taking over meanwhile waits for it and then wins."""
+    import threading
+
+    cid = assistant.respond(None, SCRIPT["en"][1]).conversation_id
+    given, taker = assistant.store.given, []
+
+    def take_over_meanwhile(s, conversation):
+        if not taker:  # the first time, inside the turn's transaction: an agent clicks Take over
+            taker.append(threading.Thread(target=assistant.store.set_status, args=(cid, "agent"),
+                                          kwargs={"author": "marie"}))
+            taker[0].start()
+            taker[0].join(0.5)
+        return given(s, conversation)
+
+    monkeypatch.setattr(assistant.store, "given", take_over_meanwhile)
+    turn = assistant.respond(cid, SCRIPT["en"][2])  # asks for a person: the bot would hand off
+    taker[0].join(10)
+    assert turn.action == "handoff" and not taker[0].is_alive()
+    info = assistant.store.conversation(cid)
+    assert info["status"] == "agent" and info["agent"] == "marie"
+
+
+def test_a_customer_writing_during_a_purge_keeps_the_message(assistant):
+    """Purge deletes what it selected in the same locked transaction: a turn arriving between its
+    select and its deletes waits, then finds its old conversation gone and starts a new one; its
+    message is never deleted after it was answered."""
+    import threading
+    from datetime import timedelta
+
+    from sqlalchemy import event, update
+
+    from chatbot.store import Conversation, now
+
+    cid = assistant.respond(None, SCRIPT["en"][0]).conversation_id
+    with assistant.store.session() as s, s.begin():
+        s.execute(update(Conversation).where(Conversation.id == cid).values(updated_at=now() - timedelta(days=100)))
+    turns = []
+    customer = threading.Thread(target=lambda: turns.append(assistant.respond(cid, SCRIPT["en"][0])))
+
+    def between_select_and_delete(conn, cursor, statement, *args):
+        if statement.startswith("DELETE FROM messages") and not customer.is_alive() and not turns:
+            customer.start()
+            customer.join(0.5)
+
+    event.listen(assistant.store.engine, "before_cursor_execute", between_select_and_delete)
+    try:
+        assert assistant.store.purge(timedelta(days=90)) == 1
+        customer.join(10)
+    finally:
+        event.remove(assistant.store.engine, "before_cursor_execute", between_select_and_delete)
+    assert turns and turns[0].action == "answer" and turns[0].conversation_id != cid
+    assert [m["role"] for m in assistant.store.messages(turns[0].conversation_id)] == ["customer", "bot"]

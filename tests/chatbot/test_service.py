@@ -240,3 +240,36 @@ def test_a_customer_picks_only_a_choice_offered_now(service):
     assert turn.action == "answer" and service.history(cid)[-2]["text"] == "Cancel an order"
     assert service.customer_view(cid)["choices"] == []  # answered: no longer offered
     assert service.customer_view("x" * 32) == {"lang": "en", "status": None, "messages": [], "choices": []}
+
+
+def test_agents_do_not_take_each_others_conversations_or_write_into_a_closed_one(service, monkeypatch):
+    service.accounts.add("paul", "agent", PASSWORD)
+    marie, paul = service.caller("marie"), service.caller("paul")
+    cid = service.chat(["refund money back 1"], [""], ["en"])[0].conversation_id
+    service.take_over(marie, cid)
+    service.take_over(marie, cid)  # a double click: nothing new
+    notes = [m for m in service.store.messages(cid) if m["role"] == "system"]
+    assert len(notes) == 1 and service.store.conversation(cid)["agent"] == "marie"
+    for act in (lambda: service.take_over(paul, cid), lambda: service.send(paul, cid, "Paul here")):
+        with pytest.raises(ValueError, match="marie is handling"):
+            act()
+    service.take_over(admin(service), cid)  # an admin may take it (Marie went home)
+    assert service.store.conversation(cid)["agent"] == "root"
+
+    # Marie's reply and Paul's close race: the close commits between her check and her write.
+    other = service.chat(["refund money back 2"], [""], ["en"])[0].conversation_id
+    service.take_over(marie, other)
+    checked = service._open
+
+    def closed_meanwhile(conversation_id):
+        info = checked(conversation_id)
+        service.store.set_status(conversation_id, "closed", "closed by someone else")
+        return info
+
+    monkeypatch.setattr(service, "_open", closed_meanwhile)
+    for act in (lambda: service.send(marie, other, "Still there?"), lambda: service.take_over(marie, other),
+                lambda: service.close(marie, other)):
+        with pytest.raises(ValueError, match="closed"):
+            act()
+    assert service.store.conversation(other)["status"] == "closed"
+    assert not [m for m in service.store.messages(other) if m["role"] == "agent"]

@@ -133,6 +133,19 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
         registry.set_live("v2")
     registry.set_live("v1")
     assert registry.live == "v1" and registry.previous == DEFAULT_VERSION
+    built2 = registry.folder("v3")
+    built2.mkdir(parents=True)
+    (built2 / "model.json").write_text((tiny_model / "model.json").read_text())
+    registry.set_live("v3")
+    assert registry.previous == "v1"
+    registry.delete("v1")  # the version rollback would go back to: rollback has nowhere to go now
+    assert registry.previous is None and registry.live == "v3"
+    (built / "model.json").parent.mkdir(parents=True)
+    (built / "model.json").write_text((tiny_model / "model.json").read_text())
+    (built / "evaluation.json").write_text(json.dumps({"summary": {"accuracy": 0.5, "parameters": 10, "ratio": 0.5,
+                                                                    "method": "plain", "targets": "attn"}}))
+    registry.set_live("v1")
+    assert registry.live == "v1" and registry.previous == "v3"
     rows = {r["name"]: r for r in registry.summaries()}
     assert rows["v1"]["live"] and rows["v1"]["accuracy"] == 0.5
     with pytest.raises(ValueError):
@@ -143,7 +156,7 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
         registry.pointer.write_text(damaged)  # a damaged pointer falls back to the shipped default
         assert registry.live == DEFAULT_VERSION and registry.previous is None
     table = views.version_rows(registry.summaries())
-    assert len(table) == 2 and all(len(r) == len(views.VERSION_COLUMNS) for r in table)
+    assert len(table) == 3 and all(len(r) == len(views.VERSION_COLUMNS) for r in table)
 
 
 def test_audit_users_and_revealable_values():
