@@ -4,6 +4,7 @@ users, purge, erase, migrate, serve, loadtest."""
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 
 from chatbot import cli, commands
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     cls, run, _, _ = table[namespace.command]
     try:
         run(cli.build(cls, namespace))
-    except (ModelLoadError, DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ModelLoadError, DataError, ValueError, OSError, csv.Error) as err:  # a file that cannot be
+        print(f"error: {err}", file=sys.stderr)  # read or written is the user's to fix: one line, no traceback
         return 2
     return 0
 

@@ -278,6 +278,7 @@ class BuildArgs:
 def run_build(args: BuildArgs) -> dict:
     """``python -m chatbot build``: one version, e.g. the shipped default (see README)."""
     c = args.compression
+    ModelFolder.check_new(args.out, args.source, args.base)
     summary = build_version(args.data, args.out, args.base, c.method, c.targets, c.ratio, args.heal,
                             eval_split=args.eval_split, source=args.source, params_keep=c.params_keep,
                             trim_vocab=c.trim_vocab, min_saving=c.min_saving)

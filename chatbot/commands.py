@@ -46,6 +46,8 @@ class EvaluateArgs:
             raise ValueError("split must be train, dev, test or all")
         if not 0 <= self.out_of_scope_threshold <= 1:
             raise ValueError("out-of-scope threshold must be in [0, 1]")
+        if self.batch_size < 1 or self.latency_sample < 1 or (self.limit is not None and self.limit < 1):
+            raise ValueError("batch size, latency sample and limit must be ≥ 1")
 
 
 def run_evaluate(args: EvaluateArgs) -> dict:
@@ -91,6 +93,12 @@ class ClassifyArgs:
     k: int = 3
     """How many top intents to show."""
 
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError("k must be ≥ 1")
+        if not self.text or not all(t.strip() for t in self.text):
+            raise ValueError("give at least one message, none of them empty")
+
 
 def run_classify(args: ClassifyArgs) -> None:
     from chatbot.classifier import load_classifier
@@ -104,6 +112,7 @@ def run_train(args) -> None:
     from chatbot.folder import ModelFolder
     from chatbot.train import train
 
+    ModelFolder.check_new(args.out, args.base, args.teacher)
     out = train(args)
     metrics = ModelFolder.read(out).metrics
     print(f"model written to {out} (dev accuracy {metrics['dev_accuracy']:.4f}, "
@@ -128,6 +137,8 @@ class DetectArgs:
     def __post_init__(self):
         if not self.text and not self.data:
             raise ValueError("give messages or --data FILE")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be ≥ 1")
 
 
 def run_detect(args: DetectArgs) -> dict | None:
@@ -242,6 +253,8 @@ def run_tune(args: TuneArgs) -> dict:
         raise ValueError(f"--max-reject tunes the out-of-scope threshold: the {args.split} split has no "
                          f"{OUT_OF_SCOPE} rows to score it with")
     out_of_scope = tune_out_of_scope(predictions, [e.intent for e in rows], max_reject=args.max_reject) if scoped else None
+    if not any(e.intent != OUT_OF_SCOPE for e in rows):
+        raise ValueError(f"the {args.split} split has no in-scope rows with an intent this model knows")
     predictions, rows = zip(*[(p, e) for p, e in zip(predictions, rows) if e.intent != OUT_OF_SCOPE])
     confidence = np.array([p.confidence for p in predictions])
     correct = np.array([p.intent == e.intent for p, e in zip(predictions, rows)])
@@ -396,7 +409,10 @@ def parse_age(value: str):
     if not match:
         raise ValueError(f"{value!r} is not an age such as 90d, 12h, 30m or 2w")
     number, unit = float(match.group(1)), match.group(2) or "d"
-    return timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}[unit]: number})
+    try:
+        return timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}[unit]: number})
+    except OverflowError:
+        raise ValueError(f"{value!r} is longer than any date") from None
 
 
 @dataclass

@@ -95,6 +95,21 @@ class ModelFolder:
         return folder
 
     @staticmethod
+    def check_new(out: str | Path, *keep: str | Path | None) -> None:
+        """Before a command writes a model folder to ``out``, ValueError unless it is a new or empty
+        folder that is none of ``keep`` (what the command reads: its source, its teacher): a model
+        written over another keeps the old one's other files (its evaluation, a source adapter) beside
+        the new weights, and one written over its own source destroys what it is built from."""
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file")
+        for other in keep:
+            if other and Path(other).exists() and out.resolve() == Path(other).resolve():
+                raise ValueError(f"--out {out} is the folder this command reads; choose a new one")
+        if out.is_dir() and any(out.iterdir()):
+            raise ValueError(f"--out {out} exists and is not empty; choose a new folder or remove it first")
+
+    @staticmethod
     def adapter_dir(folder: str | Path) -> Path:
         return Path(folder) / ADAPTER
 

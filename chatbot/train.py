@@ -235,6 +235,8 @@ def setup(args: TrainArgs, dataset: Dataset, start: Start | None = None) -> Setu
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=resolve_precision(args.precision), cpu=not torch.cuda.is_available())
     labels = dataset.intents
+    if len(labels) < 2:  # one label: every message gets it with confidence 1, a classifier of nothing
+        raise ValueError(f"training needs at least two intents; the data has {len(labels)}")
     label_ids = {name: i for i, name in enumerate(labels)}
     start = start or Start.from_base(args.base, len(labels))
     model, tokenizer = start.model, start.tokenizer

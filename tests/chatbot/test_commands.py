@@ -196,3 +196,33 @@ def test_users_purge_and_erase_commands(tmp_path, monkeypatch, capsys):
 
     actions = [e["action"] for e in Audit(store).entries()]
     assert actions[:2] == ["erase", "purge"] and "user_disable" in actions and "user_enable" in actions
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["classify", "--k", "0", "hello"], "k must be"),
+    (["classify", ""], "empty"),
+    (["evaluate", "--data", "x.csv", "--latency-sample", "0"], "latency sample"),
+    (["evaluate", "--data", "x.csv", "--limit", "-1"], "limit"),
+    (["detect", "--data", "x.csv", "--limit", "-1"], "limit"),
+    (["purge", "--older-than", "99999999999999d"], "longer than any date"),
+])
+def test_out_of_range_arguments_are_refused_before_any_work(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
+
+
+def test_a_single_intent_is_not_a_classifier(tmp_path, capsys):
+    data = tmp_path / "one.csv"
+    data.write_text("text,intent,lang,split\n" + "".join(
+        f"cancel my order {i},cancel_order,en,{'dev' if i % 4 == 0 else 'train'}\n" for i in range(24)))
+    assert main(["train", "--data", str(data), "--base", "smollm2-135m", "--out", str(tmp_path / "m")]) == 2
+    assert "at least two intents" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_an_unreadable_output_is_one_line(tiny_model, tiny_data, tmp_path, capsys):
+    (tmp_path / "a-folder").mkdir()
+    assert main(["evaluate", "--model", str(tiny_model), "--data", str(tiny_data), "--latency-sample", "1",
+                 "--report", str(tmp_path / "a-folder")]) == 2
+    err = capsys.readouterr().err
+    assert "\nerror: [Errno 21] Is a directory" in err and "Traceback" not in err

@@ -45,3 +45,22 @@ def test_evaluation_round_trip(tmp_path):
     assert ModelFolder.read_evaluation(tmp_path) == {}
     ModelFolder.write_evaluation(tmp_path, {"accuracy": 0.5}, {"n": 2})
     assert ModelFolder.read_evaluation(tmp_path) == {"summary": {"accuracy": 0.5}, "report": {"n": 2}}
+
+
+def test_a_model_is_written_only_to_a_new_or_empty_folder(tmp_path, capsys):
+    from chatbot.__main__ import main
+
+    ModelFolder.check_new(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    ModelFolder.check_new(tmp_path / "empty")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "evaluation.json").write_text("{}")
+    (tmp_path / "a-file").write_text("x")
+    for out, keep, message in ((old, (), "not empty"), (tmp_path / "a-file", (), "is a file"),
+                               (tmp_path / "empty", (tmp_path / "empty",), "reads")):
+        with pytest.raises(ValueError, match=message):
+            ModelFolder.check_new(out, *keep)
+    # the command line refuses before any work, in one line
+    assert main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(old)]) == 2
+    assert "not empty" in capsys.readouterr().err and sorted(p.name for p in old.iterdir()) == ["evaluation.json"]
