@@ -114,7 +114,15 @@ class ModelFolder:
         return Path(folder) / ADAPTER
 
     def source_adapter_dir(self, folder: str | Path) -> Path | None:
-        return Path(folder) / self.source["adapter"] if self.source else None
+        """The merged-in source's adapter, which a folder holds itself (builds copy it in): a path that
+        leads out of the folder is refused, so a model.json cannot make the app read files elsewhere."""
+        if not self.source:
+            return None
+        adapter = self.source.get("adapter") if isinstance(self.source, dict) else None
+        path = Path(folder) / adapter if isinstance(adapter, str) else None
+        if path is None or not path.resolve().is_relative_to(Path(folder).resolve()):
+            raise ModelLoadError(f"{folder}: model.json's source adapter must be a folder inside the model folder")
+        return path
 
     @property
     def is_compressed(self) -> bool:

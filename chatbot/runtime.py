@@ -98,8 +98,9 @@ FP16_MODULES = ("v_proj",)
 
 def fingerprint(folder: str | Path, weights: str = "int8") -> str:
     """What the exported model depends on: the folder's settings, adapters and kept ids, the base's
-    name, how weights are stored (with nncf's version and the modules kept in fp16 for int8) and this
-    module's export version (and OpenVINO's, whose IR it writes)."""
+    name (and, for a base that is a local folder, its files' names, sizes and times: a base trained
+    again in place gives a new artefact), how weights are stored (with nncf's version and the modules
+    kept in fp16 for int8) and this module's export version (and OpenVINO's, whose IR it writes)."""
     import openvino
 
     folder = Path(folder)
@@ -110,6 +111,11 @@ def fingerprint(folder: str | Path, weights: str = "int8") -> str:
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "evaluation.json"):
         digest.update(str(path.relative_to(folder)).encode())
         digest.update(path.read_bytes())
+    base = Path(str(ModelFolder.read(folder).base))
+    if base.is_dir():
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(base)} {stat.st_size} {stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:20]
 
 
@@ -224,7 +230,13 @@ def export(folder: str | Path, progress=None, weights: str = "int8") -> Path:
             "labels": classifier.labels, "temperature": classifier.temperature, "max_length": classifier.max_length,
             "pad_token_id": classifier.tokenizer.pad_token_id, "parameters": classifier.parameter_count(),
             "embedding_parameters": classifier.embedding_parameters(), "folder": str(Path(folder).resolve())}))
-        os.replace(tmp, target)  # atomic: a crash never leaves a half-written artefact in use
+        if target.exists() and not (target / "model.xml").exists():
+            shutil.rmtree(target)  # what a crash or a hand left, never a whole artefact: ours replaces it
+        try:
+            os.replace(tmp, target)  # atomic: a crash never leaves a half-written artefact in use
+        except OSError:
+            if not (target / "model.xml").exists():
+                raise  # else another process finished the same artefact first: theirs is used
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     step(1.0, "exported")
@@ -417,4 +429,10 @@ def load_serving(folder: str | Path, runtime: str | None = None, progress=None,
 
         return load_classifier(folder, device=device)
     ModelFolder.read(folder)  # a clear error for a folder that is not one, before any export work
-    return load_exported(export(folder, progress, WEIGHTS[runtime]), threads)
+    path = export(folder, progress, WEIGHTS[runtime])
+    try:
+        return load_exported(path, threads)
+    except Exception as err:  # noqa: BLE001 - a damaged cache entry (a file lost or cut short): built again
+        log.warning("the cached serving model %s does not load (%s); building it again", path, err)
+        shutil.rmtree(path, ignore_errors=True)
+        return load_exported(export(folder, progress, WEIGHTS[runtime]), threads)

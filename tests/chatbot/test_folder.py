@@ -64,3 +64,11 @@ def test_a_model_is_written_only_to_a_new_or_empty_folder(tmp_path, capsys):
     # the command line refuses before any work, in one line
     assert main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(old)]) == 2
     assert "not empty" in capsys.readouterr().err and sorted(p.name for p in old.iterdir()) == ["evaluation.json"]
+
+
+@pytest.mark.parametrize("adapter", ["../elsewhere/adapter", "/etc", 5])
+def test_a_source_adapter_outside_the_folder_is_refused(tmp_path, adapter):
+    (tmp_path / "model.json").write_text(json.dumps({"base": "b", "labels": ["a", "b"], "temperature": 1,
+                                                     "source": {"adapter": adapter}}))
+    with pytest.raises(ModelLoadError, match="inside the model folder"):
+        ModelFolder.read(tmp_path).source_adapter_dir(tmp_path)

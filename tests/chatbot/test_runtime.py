@@ -1,11 +1,13 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from chatbot.classifier import load_classifier
+from chatbot.folder import ModelFolder
 from chatbot.model import ModelLoadError
 from chatbot.runtime import BATCH_LENGTH_STEP, BATCH_STREAMS, BUCKETS, artefact_dir, export, load_exported, load_serving, pick_runtime, weight_types
 
@@ -114,6 +116,15 @@ def test_the_artefact_is_built_once_and_follows_the_folder(tiny_model, own_cache
     spec = json.loads((changed / "model.json").read_text())
     (changed / "model.json").write_text(json.dumps({**spec, "temperature": spec["temperature"] * 2}))
     assert artefact_dir(changed) != artefact_dir(tiny_model)  # another folder, another artefact
+    base = Path(ModelFolder.read(changed).base)
+    moved = tmp_path / "base"
+    shutil.copytree(base, moved)
+    (changed / "model.json").write_text(json.dumps({**spec, "base": str(moved)}))
+    before = artefact_dir(changed)
+    weights = next(moved.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b" ")  # the base trained again in place
+    assert artefact_dir(changed) != before
+    (changed / "model.json").write_text(json.dumps({**spec, "temperature": spec["temperature"] * 2}))
     assert load_exported(export(changed)).temperature == pytest.approx(spec["temperature"] * 2)
     assert not list(own_cache.glob("runtime/*.partial"))
 
@@ -168,3 +179,21 @@ def test_serving_an_exported_model_imports_neither_pytorch_nor_transformers(tiny
               "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[:2] == ["cancel_order", "[]"], out
+
+
+@pytest.mark.parametrize("damage", ["info.json", "model.bin", "tokenizer", "leftover"])
+def test_a_damaged_cache_entry_is_built_again(tiny_model, own_cache, damage):
+    import shutil
+
+    from chatbot.runtime import load_serving
+
+    path = artefact_dir(tiny_model)
+    if damage == "leftover":  # a folder a crash left where the artefact goes, without model.xml
+        (path / "tokenizer").mkdir(parents=True)
+    else:
+        export(tiny_model)
+        target = path / damage
+        shutil.rmtree(target) if target.is_dir() else target.write_bytes(b"")
+    served = load_serving(tiny_model, runtime="openvino")
+    assert served.predict(["where is my parcel"])[0].intent in ("cancel_order", "get_refund", "track_order")
+    assert (path / "info.json").exists() and (path / "model.xml").exists()
