@@ -58,10 +58,21 @@ class ModelFolder:
     format: int = FORMAT
 
     def __post_init__(self):
-        if not self.labels or len(set(self.labels)) != len(self.labels):
+        if not isinstance(self.base, str) or not self.base:
+            raise ModelLoadError("base must be a model name, folder or hub id")
+        if (not isinstance(self.labels, list) or not all(isinstance(x, str) and x for x in self.labels)
+                or len(self.labels) < 2):
+            raise ModelLoadError("labels must be a list of at least two intent names")
+        if len(set(self.labels)) != len(self.labels):
             raise ModelLoadError("a model folder needs distinct labels")
-        if not self.temperature > 0 or self.max_length < 1:
-            raise ModelLoadError("temperature must be > 0 and max_length ≥ 1")
+        if (isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float))
+                or not 0 < self.temperature < float("inf")):
+            raise ModelLoadError("temperature must be a finite number > 0")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or not 1 <= self.max_length <= 8192:
+            raise ModelLoadError("max_length must be a whole number of tokens in 1..8192")
+        for name in ("lora", "compression", "source", "vocab"):
+            if not isinstance(getattr(self, name), (dict, type(None))):
+                raise ModelLoadError(f"{name} must be an object")
         if self.source is not None and "adapter" not in self.source:
             raise ModelLoadError("source lacks its adapter folder")
 

@@ -32,7 +32,15 @@ def test_the_shipped_models_read():
     ("[1, 2]", "damaged"),
     (json.dumps({"base": "b", "labels": ["a"]}), "lacks 'temperature'"),
     (json.dumps({"base": "b", "labels": ["a", "a"], "temperature": 1}), "distinct labels"),
-    (json.dumps({"base": "b", "labels": ["a"], "temperature": 0}), "temperature"),
+    (json.dumps({"base": "b", "labels": ["a", "b"], "temperature": 0}), "temperature"),
+    (json.dumps({"base": 123, "labels": ["a", "b"], "temperature": 1}), "base"),
+    (json.dumps({"base": "b", "labels": "abc", "temperature": 1}), "labels"),
+    (json.dumps({"base": "b", "labels": [1, 2], "temperature": 1}), "labels"),
+    (json.dumps({"base": "b", "labels": ["a"], "temperature": 1}), "at least two"),
+    ('{"base": "b", "labels": ["a", "b"], "temperature": Infinity}', "finite"),
+    (json.dumps({"base": "b", "labels": ["a", "b"], "temperature": 1, "max_length": 1e30}), "max_length"),
+    (json.dumps({"base": "b", "labels": ["a", "b"], "temperature": 1, "source": "adapter"}), "source"),
+    (json.dumps({"base": "b", "labels": ["a", "b"], "temperature": 1, "compression": "x"}), "compression"),
 ])
 def test_unusable_folders_are_one_line_errors(tmp_path, content, message):
     if content is not None:
