@@ -283,7 +283,7 @@ def refresh_console(service: Service, selected, inbox_signature, thread_signatur
     return (*thread, *inbox)
 
 
-def agent_action(service: Service, action: str, selected, text, request: gr.Request):
+def agent_action(service: Service, action: str, selected, text, request: gr.Request, suggested=None):
     selected = selected.strip() if isinstance(selected, str) else ""
     with shown_as_errors():
         caller = caller_of(service, request)
@@ -296,19 +296,21 @@ def agent_action(service: Service, action: str, selected, text, request: gr.Requ
     shown = list(open_conversation(service, selected, request))
     if action == "send":  # sent: the box is emptied (a new suggestion comes with the customer's next message)
         shown[3] = shown[4] = ""
+    elif action == "take" and (text or "").strip() and text != suggested:
+        shown[3], shown[4] = gr.skip(), gr.skip()  # the agent's own words stay, as on the timer
     return tuple(shown)
 
 
-def agent_send(service: Service, selected, text, request: gr.Request):
-    return agent_action(service, "send", selected, text, request)
+def agent_send(service: Service, selected, text, suggested, request: gr.Request):
+    return agent_action(service, "send", selected, text, request, suggested)
 
 
-def agent_take_over(service: Service, selected, text, request: gr.Request):
-    return agent_action(service, "take", selected, text, request)
+def agent_take_over(service: Service, selected, text, suggested, request: gr.Request):
+    return agent_action(service, "take", selected, text, request, suggested)
 
 
-def agent_close(service: Service, selected, text, request: gr.Request):
-    return agent_action(service, "close", selected, text, request)
+def agent_close(service: Service, selected, text, suggested, request: gr.Request):
+    return agent_action(service, "close", selected, text, request, suggested)
 
 
 def reveal(service: Service, selected, choice, request: gr.Request):
@@ -367,7 +369,7 @@ def agent_tab(service: Service, tabs: gr.Tabs):
     poll.tick(bind(refresh_console, service), [selected, inbox_sig, thread_sig, suggestion, suggested], shown,
               show_progress="hidden", **private)
     for button, handler in ((send, agent_send), (take_over, agent_take_over), (close, agent_close)):
-        button.click(bind(handler, service), [selected, suggestion], shown, **private)
+        button.click(bind(handler, service), [selected, suggestion, suggested], shown, **private)
     reveal_button.click(bind(reveal, service), [selected, masked], revealed, **private)
     analyse_button.click(bind(analyse_probe, service), probe, [probe_lang, probe_top], concurrency_id="model",
                          **private)

@@ -362,7 +362,8 @@ class Assistant:
         """What an agent might send, in the conversation's language: the hand-over greeting (signed
         ``agent``) while no agent has written yet, then an answer to the latest customer message's
         intent (the catalogue reply, using what the customer gave in the conversation; a question for
-        a complaint; "how can I help" when they asked for a person or asked something out of scope).
+        a complaint; "how can I help" when they asked for a person, asked something out of scope, or
+        the classifier was less sure than the bot needs to answer: ``policy.answer``).
 
         ``{"lang", "intent", "greeting", "answer", "reply"}``; ``reply`` is greeting and answer together."""
         conversation = self.store.conversation(conversation_id)
@@ -376,6 +377,8 @@ class Assistant:
                 given.update(m.get("entities") or {})
         customer = [m for m in messages if m["role"] == "customer" and m["intent"]]
         intent = customer[-1]["intent"] if customer else None
+        if customer and (customer[-1]["confidence"] or 0) < self.policy.answer:
+            intent = None  # a guess: the agent asks, as the bot would have
         greeting = ""
         if not any(m["role"] == "agent" for m in messages):
             greeting = self.catalogue.line("agent_greeting", lang, agent=person_name(agent or ""))

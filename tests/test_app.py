@@ -260,3 +260,18 @@ def test_one_address_may_send_only_so_many_chat_turns(tmp_path, tiny_model):
     finally:
         running.close()
     assert codes == [200, 200, 429]
+
+
+def test_taking_over_keeps_the_agents_own_draft(server):
+    from types import SimpleNamespace
+
+    import app
+
+    _, service, _ = server
+    marie = SimpleNamespace(username="marie", client=SimpleNamespace(host="127.0.0.1"))
+    cid = service.chat(["refund money back, draft test"], [""], ["en"])[0].conversation_id
+    shown = app.agent_take_over(service, cid, "My own words, half written", "the suggestion", marie)
+    assert shown[3] == app.gr.skip() and shown[4] == app.gr.skip()  # the box and what was suggested stay
+    other = service.chat(["refund money back, second"], [""], ["en"])[0].conversation_id
+    shown = app.agent_take_over(service, other, "the suggestion", "the suggestion", marie)  # not edited
+    assert isinstance(shown[3], str) and shown[3] != "the suggestion"  # a fresh suggestion replaces it

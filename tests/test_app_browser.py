@@ -371,7 +371,8 @@ def test_handoff_live_inbox_take_over_reply_and_close(app, browser):
     # a customer's reply shows in the open conversation without a click...
     say(customer, "Merci beaucoup, c'est pour la commande 48213.", answered=False)
     thread.get_by_text("commande 48213").wait_for(timeout=30_000)
-    agent.wait_for_function(draft_is, arg=fr["agent_help"])  # a new suggestion, the box being empty
+    # a new suggestion, the box being empty: it follows what the customer writes now (the order number)
+    agent.wait_for_function("() => document.querySelector('#agent-reply textarea').value.includes('48213')")
     # ...and brings the conversation back to the agent's attention when it is not open
     agent.context.close()
     say(customer, "Vous êtes toujours là ?", answered=False)
