@@ -229,13 +229,15 @@ class Service:
 
     def conversation(self, caller: Caller | None, conversation_id, seen: bool = True) -> dict | None:
         """``{"info", "messages", "suggested"}`` of one conversation, or None when there is none; with
-        ``seen``, staff have now seen all of it (its unread count drops)."""
+        ``seen``, staff have now seen all of it (its unread count drops), unless another agent holds
+        it: a colleague who merely has it open must not hide its new messages from its agent."""
         require(caller, "agent")
         info = self.store.conversation(conversation_id)
         if info is None:
             return None
         messages = self.store.messages(conversation_id)
-        if seen and messages and (info["unread"] or 0):
+        theirs = info["status"] == "agent" and info.get("agent") not in (None, caller.name)
+        if seen and not theirs and messages and (info["unread"] or 0):
             self.store.mark_seen(conversation_id, messages[-1]["id"])
             info = {**info, "unread": 0}
         return {"info": info, "messages": messages,

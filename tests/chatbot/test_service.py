@@ -253,6 +253,11 @@ def test_agents_do_not_take_each_others_conversations_or_write_into_a_closed_one
     for act in (lambda: service.take_over(paul, cid), lambda: service.send(paul, cid, "Paul here")):
         with pytest.raises(ValueError, match="marie is handling"):
             act()
+    service.conversation(marie, cid)  # Marie has read everything so far
+    service.chat(["and the refund?"], [cid], ["en"])  # the customer writes: new for Marie
+    assert service.conversation(paul, cid)["info"]["unread"] == 1  # Paul only looks...
+    assert service.inbox(marie)["agent"][0]["unread"] == 1  # ...and it stays new for Marie
+    assert service.conversation(marie, cid)["info"]["unread"] == 0
     service.take_over(admin(service), cid)  # an admin may take it (Marie went home)
     assert service.store.conversation(cid)["agent"] == "root"
 
