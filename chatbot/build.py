@@ -273,6 +273,8 @@ class BuildArgs:
     def __post_init__(self):
         if self.heal.distill.weight and not self.source:
             raise ValueError("--distill needs --source: the tuned classifier is the teacher")
+        if self.eval_split not in ("train", "dev", "test"):
+            raise ValueError("eval split must be train, dev or test")
 
 
 def run_build(args: BuildArgs) -> dict:

@@ -478,7 +478,10 @@ def run_vocab(args: VocabArgs) -> dict:
     for item in args.corpus:
         path, _, split = item.partition(":")
         full = Path(path) if Path(path).exists() else ROOT / path
-        texts += [r["text"] for r in read_rows(full, required=("text",)) if not split or r.get("split") == split]
+        found = [r.get("text") for r in read_rows(full, required=("text",)) if not split or r.get("split") == split]
+        if not any(isinstance(t, str) and t.strip() for t in found):
+            raise ValueError(f"{item}: no texts" + (f" in split {split!r}" if split else ""))
+        texts += [t for t in found if isinstance(t, str) and t.strip()]
     tokenizer = load_tokenizer(args.base)
     kept = corpus_kept_ids(tokenizer, texts)
     recipe = corpus_recipe(tokenizer, kept, list(args.corpus))

@@ -226,3 +226,12 @@ def test_an_unreadable_output_is_one_line(tiny_model, tiny_data, tmp_path, capsy
                  "--report", str(tmp_path / "a-folder")]) == 2
     err = capsys.readouterr().err
     assert "\nerror: [Errno 21] Is a directory" in err and "Traceback" not in err
+
+
+def test_vocab_and_build_inputs_are_checked_before_work(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "hello", "split": "train"}\n{"intent": "no text here"}\n')
+    assert main(["vocab", "--corpus", f"{rows}:nosuchsplit", "--out", str(tmp_path / "v")]) == 2
+    assert "no texts in split 'nosuchsplit'" in capsys.readouterr().err
+    assert main(["build", "--data", str(rows), "--out", str(tmp_path / "b"), "--eval-split", "foo"]) == 2
+    assert "eval split" in capsys.readouterr().err
