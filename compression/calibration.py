@@ -57,13 +57,18 @@ def read_texts(path: str | Path, split: str | None = None) -> list[str]:
     """The ``text`` column of a CSV or JSONL file (blank texts skipped); only rows of ``split`` when
     given and the file has a split column (so test messages never calibrate)."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ValueError(f"{path}: calibration file not found")
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        if path.suffix.lower() in (".jsonl", ".json"):
-            rows = [json.loads(line) for line in f if line.strip()]
-        else:
-            rows = list(csv.DictReader(f))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            if path.suffix.lower() in (".jsonl", ".json"):
+                rows = [json.loads(line) for line in f if line.strip()]
+            else:
+                rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a UTF-8 CSV or JSONL calibration file ({err})") from None
+    if not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: every JSONL line must be an object with a text")
     if rows and "text" not in rows[0]:
         raise ValueError(f"{path}: calibration file needs a text column")
     if split and rows and "split" in rows[0]:

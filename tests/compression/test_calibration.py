@@ -40,3 +40,13 @@ def test_no_calibration_text_is_an_error(tiny_base):
     model, tokenizer = load_tiny_hf(tiny_base)
     with pytest.raises(ValueError, match="no calibration"):
         collect_grams(model, tokenizer, [], find_linears(model, ("q_proj",)))
+
+
+@pytest.mark.parametrize("name, content", [("latin.csv", "text\ncaf\xe9\n".encode("latin-1")),
+                                           ("rows.jsonl", b'["a", "list"]\n'), ("bad.jsonl", b"{not json\n")])
+def test_unreadable_calibration_files_are_one_line_errors(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=name):
+        read_texts(tmp_path / name)
+    with pytest.raises(ValueError, match="not found"):
+        read_texts(tmp_path)  # a folder
