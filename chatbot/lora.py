@@ -95,12 +95,18 @@ def load(model, adapter_dir: str | Path):
         raise ModelLoadError(f"{adapter_dir} has no adapter_model.safetensors")
     try:
         config = PeftConfig.from_pretrained(str(adapter_dir))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelLoadError(f"{adapter_dir}: unreadable adapter config ({str(err).splitlines()[0]})") from None
+    if getattr(config, "peft_type", None) is None:
+        raise ModelLoadError(f"{adapter_dir}: unreadable adapter config (no peft_type)")
     config.inference_mode = True
     peft_model = get_peft_model(model, config)
     try:
-        result = set_peft_model_state_dict(peft_model, load_file(str(weights)))
+        state = load_file(str(weights))
+    except Exception as err:  # noqa: BLE001 - safetensors' own error type: a damaged or foreign file
+        raise ModelLoadError(f"{weights} is not a readable safetensors file ({str(err).splitlines()[0]})") from None
+    try:
+        result = set_peft_model_state_dict(peft_model, state)
     except RuntimeError as err:  # shape mismatch: an adapter trained on another base
         raise ModelLoadError(f"adapter does not fit the base: {str(err).splitlines()[0]}") from None
     if result.unexpected_keys:

@@ -477,7 +477,7 @@ def load_trim(folder: str | Path) -> tuple[dict, list[int]] | None:
         info = json.loads(path.read_text())
         recipe = info["recipe"]
         kept = _unpack(info["kept_bitmap"], recipe["vocab"])
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, IndexError) as err:
         raise ValueError(f"{path} is damaged ({err})") from None
     if len(kept) != recipe["kept"]:
         raise ValueError(f"{path} is damaged (bitmap holds {len(kept)} ids, recipe says {recipe['kept']})")

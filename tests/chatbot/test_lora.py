@@ -64,6 +64,20 @@ def test_load_refuses_an_adapter_of_another_base(tiny_model, tiny_base):
         lora.load(other, tiny_base)
 
 
+def test_load_refuses_a_damaged_adapter_in_one_line(tiny_model, tiny_base, tmp_path):
+    import shutil
+
+    model, _ = load_base(str(tiny_base), num_labels=3)
+    damaged = tmp_path / "adapter"
+    shutil.copytree(tiny_model / "adapter", damaged)
+    (damaged / "adapter_model.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(ModelLoadError, match="not a readable safetensors"):
+        lora.load(model, damaged)
+    (damaged / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="unreadable adapter config"):
+        lora.load(model, damaged)
+
+
 def test_merge_gives_the_unmerged_logits(tiny_model, tiny_base):
     model, tokenizer = load_base(str(tiny_base), num_labels=3)
     adapted = lora.load(model, tiny_model / "adapter").eval()
