@@ -5,8 +5,9 @@ Argon2id (argon2-cffi, its recommended parameters) and never stored or logged in
 ``max_failures`` failed sign-ins within ``window_s`` from one client address, the account is locked
 for ``lock_s`` *at that address*, whatever password comes next from it (table ``sign_in_failures``):
 whoever guesses from one address stops there, but cannot lock the account's owner out from another
-(the names of staff are no secret; a lock per account let anyone keep ``admin`` locked). How many
-addresses one client may use is the web server's sign-in throttle's business (:mod:`chatbot.web`).
+(the names of staff are no secret; a lock per account let anyone keep ``admin`` locked). Guessing
+from many addresses (or behind a proxy that lets clients name their address) is stopped by a second,
+higher count over all addresses: ``account_max_failures`` lock the account everywhere.
 Every sign-in and every change to an account is written to the audit trail.
 
 A :class:`Caller` is made only by :meth:`Accounts.caller` from the name the web server's session
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from chatbot.audit import Audit
 from chatbot.settings import HF_ADMINS_ENV, HF_AGENTS_ENV
-from chatbot.store import Base, Store, now
+from chatbot.store import Base, Store, now, sqlite_write_lock
 
 ROLES = ("agent", "admin")
 """An admin may do everything an agent may."""
@@ -104,11 +105,15 @@ class LockoutPolicy:
     window_s: float = 15 * 60
     """How long failures are counted together."""
     lock_s: float = 15 * 60
-    """How long a locked account refuses every password from that address."""
+    """How long a locked account refuses every password from that address (or from all of them)."""
+    account_max_failures: int = 50
+    """Failed sign-ins from all addresses together within ``window_s`` that lock the account everywhere."""
 
     def __post_init__(self):
         if self.max_failures < 1 or self.window_s <= 0 or self.lock_s <= 0:
             raise ValueError("lockout needs at least one failure, a positive window and a positive lock time")
+        if self.account_max_failures < self.max_failures:
+            raise ValueError("the lock over all addresses needs at least as many failures as one address's")
 
 
 class StaffAccount(Base):
@@ -119,7 +124,7 @@ class StaffAccount(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     last_sign_in: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Written by versions before failures were counted per address (SignInFailures); no longer read.
+    # failed sign-ins from all addresses together, and the lock over all addresses (LockoutPolicy)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     first_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -189,11 +194,15 @@ class Accounts:
             for row in s.scalars(select(SignInFailures).where(SignInFailures.locked_until.is_not(None))):
                 if self._locked(row, moment):
                     locks.setdefault(row.name, []).append(_utc(row.locked_until))
-            return [{"name": a.name, "role": a.role, "disabled": a.disabled,
-                     "created_at": _iso(a.created_at), "last_sign_in": _iso(a.last_sign_in),
-                     "locked_until": _iso(max(locks[a.name])) if a.name in locks else None,
-                     "locked_addresses": len(locks.get(a.name, []))}
-                    for a in s.scalars(select(StaffAccount).order_by(StaffAccount.name))]
+            rows = []
+            for a in s.scalars(select(StaffAccount).order_by(StaffAccount.name)):
+                everywhere = self._locked(a, moment)
+                until = [*locks.get(a.name, []), *([_utc(a.locked_until)] if everywhere else [])]
+                rows.append({"name": a.name, "role": a.role, "disabled": a.disabled,
+                             "created_at": _iso(a.created_at), "last_sign_in": _iso(a.last_sign_in),
+                             "locked_until": _iso(max(until)) if until else None,
+                             "locked_addresses": len(locks.get(a.name, [])), "locked_everywhere": everywhere})
+            return rows
 
     def has_admin(self) -> bool:
         with self.store.session() as s:
@@ -224,6 +233,7 @@ class Accounts:
         moment = now()
         with self.store.session() as s, s.begin():
             # locked until commit: tries at several app processes count one after the other
+            sqlite_write_lock(s, StaffAccount.__table__)
             account = s.get(StaffAccount, name, with_for_update=True) if NAME.match(name) else None
             if account is None:
                 self._verify(self._dummy_hash, password)  # the same work as for a real account
@@ -231,8 +241,9 @@ class Accounts:
                 return False
             # the account's row is locked: no other try inserts this address's row meanwhile
             failed = s.get(SignInFailures, (name, str(client or "?")[:64]), with_for_update=True)
-            if failed is not None and self._locked(failed, moment):
-                self.audit.record(name, "sign_in_failed", name, "account locked at this address", client, session=s)
+            if self._locked(account, moment) or (failed is not None and self._locked(failed, moment)):
+                where = "everywhere" if self._locked(account, moment) else "at this address"
+                self.audit.record(name, "sign_in_failed", name, f"account locked {where}", client, session=s)
                 return False
             if not self._verify(account.password_hash, password):
                 if failed is None:
@@ -247,6 +258,14 @@ class Accounts:
                     failed.locked_until = moment + timedelta(seconds=self.lockout.lock_s)
                     failed.failures, failed.first_failure_at = 0, None
                     detail += f"; account locked at this address for {self.lockout.lock_s / 60:g} min"
+                first = _utc(account.first_failure_at)
+                if first is None or moment - first > timedelta(seconds=self.lockout.window_s):
+                    account.failures, account.first_failure_at = 0, moment
+                account.failures = (account.failures or 0) + 1
+                if account.failures >= self.lockout.account_max_failures:
+                    account.locked_until = moment + timedelta(seconds=self.lockout.lock_s)
+                    account.failures, account.first_failure_at = 0, None
+                    detail += f"; too many failures from all addresses: locked everywhere for {self.lockout.lock_s / 60:g} min"
                 self.audit.record(name, "sign_in_failed", name, detail, client, session=s)
                 return False
             if account.disabled:
@@ -254,6 +273,7 @@ class Accounts:
                 return False
             if failed is not None:
                 s.delete(failed)
+            account.failures, account.first_failure_at, account.locked_until = 0, None, None
             account.last_sign_in = moment
             if self.hasher.check_needs_rehash(account.password_hash):
                 account.password_hash = self.hasher.hash(password)
@@ -274,7 +294,7 @@ class Accounts:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    def _locked(self, row: SignInFailures, moment: datetime | None = None) -> bool:
+    def _locked(self, row: SignInFailures | StaffAccount, moment: datetime | None = None) -> bool:
         until = _utc(row.locked_until)
         return until is not None and until > (moment or now())
 
@@ -282,6 +302,8 @@ class Accounts:
     def _unlock(s, name: str) -> None:
         """Forget an account's failed sign-ins and locks at every address (a new password, enabled again)."""
         s.execute(delete(SignInFailures).where(SignInFailures.name == name))
+        account = s.get(StaffAccount, name)
+        account.failures, account.first_failure_at, account.locked_until = 0, None, None
 
     @staticmethod
     def _get(s, name: str) -> StaffAccount:

@@ -403,16 +403,18 @@ def run_users(args: UsersArgs) -> list[dict] | None:
 def parse_age(value: str):
     """``90d``, ``12h``, ``30m``, ``2w`` or a number of days, as a timedelta."""
     import re
-    from datetime import timedelta
+    from datetime import datetime, timedelta, timezone
 
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([dhmw]?)\s*", str(value))
     if not match:
         raise ValueError(f"{value!r} is not an age such as 90d, 12h, 30m or 2w")
     number, unit = float(match.group(1)), match.group(2) or "d"
     try:
-        return timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}[unit]: number})
+        age = timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}[unit]: number})
+        datetime.now(timezone.utc) - age
     except OverflowError:
         raise ValueError(f"{value!r} is longer than any date") from None
+    return age
 
 
 @dataclass

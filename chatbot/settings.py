@@ -145,8 +145,9 @@ def chat_turns_per_minute() -> int:
     """``$CHATBOT_CHAT_TURNS_PER_MINUTE`` or 60: chat turns one client address may send a minute (0: no
     limit, e.g. for ``loadtest``, whose conversations all come from one address). A person types a few;
     a script flooding the queue, the database (a new conversation per call) or the agents' inbox (a
-    hand-off per call) stops at one a second."""
-    value = int(os.environ.get(CHAT_LIMIT_ENV) or 60)
+    hand-off per call) stops at one a second. On a Hugging Face Space (``$SPACE_ID`` set) it is 0 unless
+    set: every request comes through Hugging Face's proxy, so all customers would share one address."""
+    value = int(os.environ.get(CHAT_LIMIT_ENV) or (0 if os.environ.get("SPACE_ID") else 60))
     if value < 0:
         raise ValueError(f"{CHAT_LIMIT_ENV} must be ≥ 0")
     return value

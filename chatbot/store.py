@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (JSON, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, delete, event, false, func, inspect, make_url, select, text, update)
+                        create_engine, delete, event, false, func, inspect, make_url, or_, select, text, update)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
@@ -216,14 +216,16 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-def _lock(s: Session, conversation_id: str) -> None:
-    """Before a writer reads a conversation: on SQLite, a no-op write that takes the database's write
-    lock now. SQLite has no row locks (``FOR UPDATE`` is dropped) and pysqlite begins a transaction
-    only at its first write, so without it the read that follows could be older than a take-over
-    committed meanwhile, and the write after it would undo that take-over. Call it first in the
-    transaction. PostgreSQL locks the row in the read itself (``with_for_update``)."""
+def sqlite_write_lock(s: Session, table: Table) -> None:
+    """Before a writer reads what it will write: on SQLite, a no-op write (to ``table``) that takes the
+    database's write lock now. SQLite has no row locks (``FOR UPDATE`` is dropped) and pysqlite begins
+    a transaction only at its first write, so without it the read that follows could be older than a
+    change committed meanwhile (a take-over, a failed sign-in), and the write after it would undo or
+    collide with that change. Call it first in the transaction. On PostgreSQL it does nothing: the
+    rows are locked by the reads themselves (``with_for_update``)."""
     if s.get_bind().dialect.name == "sqlite":
-        s.execute(update(Conversation).where(Conversation.id == conversation_id).values(id=Conversation.id))
+        key = next(iter(table.primary_key.columns))
+        s.execute(update(table).where(false()).values({key: key}))
 
 
 class Store:
@@ -270,7 +272,7 @@ class Store:
         server id when it names none (unknown, malformed, missing): a client never chooses an id."""
         valid = valid_conversation_id(conversation_id)
         if valid:
-            _lock(s, conversation_id)
+            sqlite_write_lock(s, Conversation.__table__)
         conversation = (s.get(Conversation, conversation_id, with_for_update=True, populate_existing=True)
                         if valid else None)
         if conversation is None:
@@ -389,8 +391,7 @@ class Store:
             # Locked as read (SQLite: the write lock first; PostgreSQL: the rows, skipping those a turn
             # holds): a customer writing meanwhile either waits and then starts a new conversation, or
             # keeps theirs, never has it deleted after answering.
-            if s.get_bind().dialect.name == "sqlite":
-                s.execute(update(Conversation).where(false()).values(id=Conversation.id))
+            sqlite_write_lock(s, Conversation.__table__)
             ids = s.scalars(select(Conversation.id).where(Conversation.updated_at < cutoff)
                             .with_for_update(skip_locked=True)).all()
             for chunk in range(0, len(ids), 500):
@@ -454,7 +455,8 @@ class Store:
     def out_of_scope(self, since: datetime, limit: int = 200) -> dict:
         """Customer messages the bot found out of scope since ``since``: ``{"per_day": [(YYYY-MM-DD,
         count)] oldest first, "messages": [the newest ``limit`` messages, with their conversation_id]}``."""
-        found = (Message.role == "customer", Message.intent == OUT_OF_SCOPE, Message.created_at >= since)
+        found = (Message.role == "customer", Message.intent == OUT_OF_SCOPE, Message.created_at >= since,
+                 or_(Message.action.is_(None), Message.action.not_in(("waiting", "agent"))))  # not what they told a person
         with self.session() as s:
             days: dict[str, int] = {}
             for moment in s.scalars(select(Message.created_at).where(*found)):
@@ -473,7 +475,7 @@ class Store:
         """The conversation (locked until commit with ``lock``, as writers need), else ValueError."""
         valid = valid_conversation_id(conversation_id, legacy=True)
         if valid and lock:
-            _lock(s, conversation_id)
+            sqlite_write_lock(s, Conversation.__table__)
         conversation = (s.get(Conversation, conversation_id, with_for_update=lock or None, populate_existing=lock)
                         if valid else None)
         if conversation is None:

@@ -43,9 +43,10 @@ class Registry:
             return False
 
     def staging(self, name: str) -> Path:
-        """Where a build of version ``name`` is written until it is complete: beside ``versions/``, not
-        in it, so an unfinished build is never listed, promoted or deleted (it is renamed into place)."""
-        return self.root.parent / "builds" / self.folder(name).name
+        """Where a build of version ``name`` is written until it is complete: ``versions/.staging/``, on
+        the same file system as the versions (it is renamed into place) but never listed, promoted or
+        deleted as one (no version name starts with a dot)."""
+        return self.root / ".staging" / self.folder(name).name
 
     def names(self) -> list[str]:
         built = sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.exists(p.name))

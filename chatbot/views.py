@@ -170,8 +170,9 @@ def _inbox_row(c: dict, kind: str, selected: str | None, now: datetime | None) -
 def inbox_signature(boxes: dict) -> str:
     """What changes the inbox: its conversations, their states, last messages and unread counts (the
     waiting times are redrawn on the next change)."""
-    return "|".join(f"{c['id']}:{c['status']}:{c.get('last_message_id')}:{c.get('unread')}"
-                    for kind in ("waiting", "agent", "recent") for c in boxes.get(kind, []))
+    return f"{boxes.get('waiting_total', '')}|" + "|".join(
+        f"{c['id']}:{c['status']}:{c.get('last_message_id')}:{c.get('unread')}"
+        for kind in ("waiting", "agent", "recent") for c in boxes.get(kind, []))
 
 
 # ==================================================================== one conversation, for agents
@@ -404,6 +405,8 @@ def account_state(row: dict) -> str:
     """How a row of :meth:`chatbot.accounts.Accounts.list` reads in the CLI and the admin tab."""
     if row["disabled"]:
         return "disabled"
+    if row.get("locked_everywhere"):
+        return "locked at every address"
     if row["locked_until"]:
         n = row.get("locked_addresses", 1)
         return f"locked at {n} address{'es' if n != 1 else ''}"

@@ -158,8 +158,11 @@ class Guard:
                 # Gradio would turn "3" or 3.0 into 3 after this guard had looked for "3" among the
                 # batched handlers and let the call through unshaped, to break the batch it joins.
                 raise BadCall(400, "fn_index must be an integer.")
-            key = call.group("name") if call.group("name") else index
-            width = self.batch_inputs.get((call.group("prefix"), key))
+            # by the name in the path, else by the index in the body: Gradio runs the handler the body
+            # names whatever the path says (/run/predict), so both must find a batched handler
+            width = self.batch_inputs.get((call.group("prefix"), call.group("name")))
+            if width is None and index is not None:
+                width = self.batch_inputs.get((call.group("prefix"), index))
             if width is not None and self.chat_throttle and not self.chat_throttle.allow(client):
                 raise BadCall(429, "Too many messages from this address; wait a minute.")
             if width is not None:

@@ -48,17 +48,46 @@ def test_repeated_failures_lock_the_account_even_for_the_right_password(accounts
     assert "locked" in log[1]["detail"] and any("locked at this address for" in (e["detail"] or "") for e in log)
 
 
-def test_a_lock_holds_at_the_guessing_address_only(accounts):
+def test_a_lock_holds_at_the_guessing_address_only(database_url):
     """Staff names are no secret: guesses from one address must not lock the owner out elsewhere."""
+    store = Store(database_url)
+    accounts = Accounts(store, Audit(store), LockoutPolicy(max_failures=3, window_s=60, lock_s=60))
     accounts.add("admin", "admin", PASSWORD)
     for _ in range(3):
         assert not accounts.sign_in("admin", "guess-guess-guess", client="203.0.113.9")
     assert not accounts.sign_in("admin", PASSWORD, client="203.0.113.9")  # locked there
-    assert accounts.list()[0]["locked_until"] and accounts.list()[0]["locked_addresses"] == 1
+    row = next(r for r in accounts.list() if r["name"] == "admin")
+    assert row["locked_until"] and row["locked_addresses"] == 1
     assert accounts.sign_in("admin", PASSWORD, client="198.51.100.7")  # the owner, elsewhere
     assert not accounts.sign_in("admin", PASSWORD, client="203.0.113.9")  # still locked there
     accounts.set_password("admin", PASSWORD + "!")  # a new password lifts every lock
     assert accounts.sign_in("admin", PASSWORD + "!", client="203.0.113.9")
+
+
+def test_guessing_from_many_addresses_locks_the_account_everywhere(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    accounts = Accounts(store, lockout=LockoutPolicy(max_failures=3, account_max_failures=4, window_s=60, lock_s=60))
+    accounts.add("admin", "admin", PASSWORD)
+    for i in range(4):  # one guess each from four addresses (or one client naming four)
+        assert not accounts.sign_in("admin", "guess-guess-guess", client=f"203.0.113.{i}")
+    assert not accounts.sign_in("admin", PASSWORD, client="198.51.100.7")
+    assert accounts.list()[0]["locked_everywhere"]
+    accounts.set_disabled("admin", False)  # enabling (or a new password) lifts it
+    assert accounts.sign_in("admin", PASSWORD, client="198.51.100.7")
+
+
+def test_wrong_passwords_at_the_same_moment_are_all_counted(tmp_path):
+    """SQLite has no row locks: each try takes the write lock first, so tries from one address that
+    has no failures yet do not collide inserting its row (they did: IntegrityError, a 500)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    accounts = Accounts(store, lockout=LockoutPolicy(max_failures=6, window_s=60, lock_s=60))
+    accounts.add("marie", "agent", PASSWORD)
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: accounts.sign_in("marie", "guess-guess-guess", client="10.0.0.9"), range(6)))
+    assert results == [False] * 6
+    assert accounts.list()[0]["locked_addresses"] == 1  # all six counted
 
 
 def test_failures_outside_the_window_do_not_add_up(tmp_path):

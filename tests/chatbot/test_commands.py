@@ -205,6 +205,7 @@ def test_users_purge_and_erase_commands(tmp_path, monkeypatch, capsys):
     (["evaluate", "--data", "x.csv", "--limit", "-1"], "limit"),
     (["detect", "--data", "x.csv", "--limit", "-1"], "limit"),
     (["purge", "--older-than", "99999999999999d"], "longer than any date"),
+    (["purge", "--older-than", "3000000d"], "longer than any date"),
 ])
 def test_out_of_range_arguments_are_refused_before_any_work(argv, message, capsys):
     assert main(argv) == 2

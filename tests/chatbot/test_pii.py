@@ -74,6 +74,12 @@ def test_luhn():
     assert luhn(CARD) and not luhn("4111111111111112")
 
 
+def test_long_addresses_and_long_runs_without_one():
+    assert "@" not in mask("write to " + "a" * 70 + "@example.com please").text
+    assert "john" not in mask("it is " + "john." * 15 + "smith@example.com").text
+    assert mask("1-" * 12000).text == "1-" * 12000  # no address, nothing masked (and no quadratic scan)
+
+
 def test_a_long_run_of_digit_groups_is_masked_in_one_pass(monkeypatch):
     """A customer may send a stored message of 24,000 characters; masking must neither recurse per
     card found (the old way hit Python's recursion limit) nor check each stretch more than once."""

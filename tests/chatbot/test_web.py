@@ -62,6 +62,9 @@ async def test_chat_turns_are_limited_per_client_address():
                  (await one.post("/gradio_api/queue/join", json={"data": [], "fn_index": 1})).status_code,
                  (await one.post("/gradio_api/call/chat", json={"data": []})).status_code]
         assert turns == [200, 200, 200, 429]
+        # Gradio runs the handler the body names whatever the path says: the same turn by index
+        by_index = await one.post("/gradio_api/run/predict", json={"data": [], "fn_index": 1, "batched": True})
+        assert by_index.status_code == 429
         assert (await one.post("/gradio_api/queue/join", json={"data": [], "fn_index": 7})).status_code == 200  # not a turn
         assert (await other.post("/gradio_api/call/chat", json={"data": []})).status_code == 200  # another address
 
