@@ -60,16 +60,16 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, expected a .csv or .jsonl file") from None
-    if b"\x00" in raw[:4096]:
-        raise DataError(f"{path}: looks like a binary file, expected UTF-8 text (CSV or JSONL)")
-    for encoding in ("utf-8-sig", "utf-16"):
-        if encoding == "utf-16" and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-            continue
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise DataError(f"{path}: unknown text encoding; save the file as UTF-8")
+    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))  # its NUL bytes are text, not a binary file's
+    try:
+        text = raw.decode("utf-16" if utf16 else "utf-8-sig")
+    except UnicodeDecodeError:
+        if b"\x00" in raw[:4096]:
+            raise DataError(f"{path}: looks like a binary file, expected UTF-8 text (CSV or JSONL)") from None
+        raise DataError(f"{path}: unknown text encoding; save the file as UTF-8") from None
+    if "\x00" in text:
+        raise DataError(f"{path}: looks like a binary file (a NUL character), expected UTF-8 text (CSV or JSONL)")
+    return text
 
 
 def _rows_from_csv(path: Path, text: str) -> list[dict]:
@@ -133,6 +133,9 @@ def load_dataset(
     examples: list[Example] = []
     for path in paths:
         for row in read_rows(path):
+            if not all(isinstance(row.get(k), (str, int, float, type(None))) for k in ("text", "intent", "lang", "split")):
+                dropped["not_text"] += 1  # a JSON list or object where a text belongs: never read as its repr
+                continue
             text, intent = _clean(row.get("text")), _clean(row.get("intent"))
             if not text or not intent:
                 dropped["blank"] += 1

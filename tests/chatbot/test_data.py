@@ -37,11 +37,28 @@ def test_reads_csv_and_jsonl_alike(tmp_path):
     ("text,label\nhello,x\n", "missing column(s) intent"),
     (b"\x00\x01\x02binary", "binary"),
     (b"text,intent\ncaf\xe9,x\n", "unknown text encoding"),
+    (b"text,intent\n" + b"hello,a\n" * 600 + b"nul\x00here,b\n", "binary"),  # a NUL after the first 4 KB
 ])
 def test_clear_errors(tmp_path, content, message):
     path = write(tmp_path, "bad.csv", content)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_dataset(path)
+
+
+def test_a_json_value_that_is_not_text_is_dropped_not_stringified(tmp_path):
+    lines = [json.dumps({"text": f"cancel it {i}", "intent": "a"}) for i in range(3)]
+    lines += [json.dumps({"text": f"refund {i}", "intent": "b"}) for i in range(3)]
+    lines += [json.dumps({"text": ["cancel", "order", 0], "intent": "a"}), json.dumps({"text": "x", "intent": {"a": 1}})]
+    dataset = load_dataset(write(tmp_path, "rows.jsonl", "\n".join(lines) + "\n"), min_examples=1)
+    assert len(dataset.examples) == 6 and dataset.dropped == {"not_text": 2}
+    assert not any("[" in e.text for e in dataset.examples)
+
+
+def test_utf16_files_are_read(tmp_path):
+    rows = "text,intent,lang\n" + "".join(f"où est mon colis {i},track_order,fr\nremboursez-moi {i},get_refund,fr\n"
+                                           for i in range(6))
+    path = write(tmp_path, "utf16.csv", rows.encode("utf-16"))  # with its byte-order mark: Excel's "Unicode text"
+    assert load_dataset(path).intents == ["get_refund", "track_order"]
 
 
 def test_missing_file_and_too_few_examples(tmp_path):
