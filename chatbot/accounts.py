@@ -240,32 +240,22 @@ class Accounts:
                 self.audit.record(name or "?", "sign_in_failed", name, "no such account", client, session=s)
                 return False
             # the account's row is locked: no other try inserts this address's row meanwhile
-            failed = s.get(SignInFailures, (name, str(client or "?")[:64]), with_for_update=True)
-            if self._locked(account, moment) or (failed is not None and self._locked(failed, moment)):
-                where = "everywhere" if self._locked(account, moment) else "at this address"
+            address = str(client or "?")[:64]
+            failed = s.get(SignInFailures, (name, address), with_for_update=True)
+            everywhere = self._locked(account, moment)
+            if everywhere or (failed is not None and self._locked(failed, moment)):
+                where = "everywhere" if everywhere else "at this address"
                 self.audit.record(name, "sign_in_failed", name, f"account locked {where}", client, session=s)
                 return False
             if not self._verify(account.password_hash, password):
                 if failed is None:
-                    failed = SignInFailures(name=name, client=str(client or "?")[:64], failures=0)
+                    failed = SignInFailures(name=name, client=address, failures=0)
                     s.add(failed)
-                first = _utc(failed.first_failure_at)
-                if first is None or moment - first > timedelta(seconds=self.lockout.window_s):
-                    failed.failures, failed.first_failure_at = 0, moment
-                failed.failures += 1
-                detail = "wrong password"
-                if failed.failures >= self.lockout.max_failures:
-                    failed.locked_until = moment + timedelta(seconds=self.lockout.lock_s)
-                    failed.failures, failed.first_failure_at = 0, None
-                    detail += f"; account locked at this address for {self.lockout.lock_s / 60:g} min"
-                first = _utc(account.first_failure_at)
-                if first is None or moment - first > timedelta(seconds=self.lockout.window_s):
-                    account.failures, account.first_failure_at = 0, moment
-                account.failures = (account.failures or 0) + 1
-                if account.failures >= self.lockout.account_max_failures:
-                    account.locked_until = moment + timedelta(seconds=self.lockout.lock_s)
-                    account.failures, account.first_failure_at = 0, None
-                    detail += f"; too many failures from all addresses: locked everywhere for {self.lockout.lock_s / 60:g} min"
+                detail, minutes = "wrong password", f"{self.lockout.lock_s / 60:g} min"
+                if self._count_failure(failed, moment, self.lockout.max_failures):
+                    detail += f"; account locked at this address for {minutes}"
+                if self._count_failure(account, moment, self.lockout.account_max_failures):
+                    detail += f"; too many failures from all addresses: locked everywhere for {minutes}"
                 self.audit.record(name, "sign_in_failed", name, detail, client, session=s)
                 return False
             if account.disabled:
@@ -293,6 +283,19 @@ class Accounts:
             return self.hasher.verify(hashed, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+    def _count_failure(self, row: SignInFailures | StaffAccount, moment: datetime, limit: int) -> bool:
+        """One more failure on ``row`` (failures within ``window_s`` add up); True when that makes
+        ``limit`` and ``row`` is now locked for ``lock_s``."""
+        first = _utc(row.first_failure_at)
+        if first is None or moment - first > timedelta(seconds=self.lockout.window_s):
+            row.failures, row.first_failure_at = 0, moment
+        row.failures = (row.failures or 0) + 1
+        if row.failures < limit:
+            return False
+        row.locked_until = moment + timedelta(seconds=self.lockout.lock_s)
+        row.failures, row.first_failure_at = 0, None
+        return True
 
     def _locked(self, row: SignInFailures | StaffAccount, moment: datetime | None = None) -> bool:
         until = _utc(row.locked_until)

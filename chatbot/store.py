@@ -270,11 +270,7 @@ class Store:
         """The conversation ``conversation_id`` names, locked for the rest of the transaction (another
         process's turn or agent action on it waits for this one to commit), or a NEW one with a fresh
         server id when it names none (unknown, malformed, missing): a client never chooses an id."""
-        valid = valid_conversation_id(conversation_id)
-        if valid:
-            sqlite_write_lock(s, Conversation.__table__)
-        conversation = (s.get(Conversation, conversation_id, with_for_update=True, populate_existing=True)
-                        if valid else None)
+        conversation = self._for_write(s, conversation_id) if valid_conversation_id(conversation_id) else None
         if conversation is None:
             conversation = Conversation(id=new_conversation_id())
             s.add(conversation)
@@ -471,13 +467,18 @@ class Store:
             return s.scalar(select(func.count(Message.id)))
 
     @staticmethod
+    def _for_write(s: Session, conversation_id: str) -> Conversation | None:
+        """The conversation, read fresh and locked until commit (SQLite: the write lock taken first,
+        :func:`sqlite_write_lock`; PostgreSQL: its row), or None."""
+        sqlite_write_lock(s, Conversation.__table__)
+        return s.get(Conversation, conversation_id, with_for_update=True, populate_existing=True)
+
+    @staticmethod
     def _existing(s: Session, conversation_id, lock: bool = False) -> Conversation:
         """The conversation (locked until commit with ``lock``, as writers need), else ValueError."""
-        valid = valid_conversation_id(conversation_id, legacy=True)
-        if valid and lock:
-            sqlite_write_lock(s, Conversation.__table__)
-        conversation = (s.get(Conversation, conversation_id, with_for_update=lock or None, populate_existing=lock)
-                        if valid else None)
+        conversation = None
+        if valid_conversation_id(conversation_id, legacy=True):
+            conversation = Store._for_write(s, conversation_id) if lock else s.get(Conversation, conversation_id)
         if conversation is None:
             raise ValueError("no such conversation")
         return conversation
