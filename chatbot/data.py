@@ -1,7 +1,7 @@
 """Intent data: CSV or JSONL files with columns ``text,intent`` and optional ``lang``, ``split``.
 
-Loading checks what users get wrong (missing columns, empty files, unknown encodings, intents with
-too few examples) and raises :class:`DataError` with a message that names the file. Blank rows and
+Loading checks what users get wrong (missing columns, empty files, unknown encodings, a ``lang``
+that is not a language code, intents with too few examples) and raises :class:`DataError` with a message that names the file. Blank rows and
 duplicates are dropped and *reported* in :attr:`Dataset.dropped`, never silently kept.
 
 Rows without a ``split`` get one from a seeded, stratified split per (intent, language), so every
@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 SPLITS = ("train", "dev", "test")
 MIN_EXAMPLES_PER_INTENT = 3
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{2,8})*")
+"""A ``lang`` value: an ISO 639 code, optionally with subtags as in BCP 47 (``en``, ``pt-br``, ``zh-hant``)."""
 
 
 class DataError(ValueError):
@@ -140,7 +143,10 @@ def load_dataset(
             if not text or not intent:
                 dropped["blank"] += 1
                 continue
-            lang, split = _clean(row.get("lang")).lower(), _clean(row.get("split")).lower()
+            lang, split = _clean(row.get("lang")).lower().replace("_", "-"), _clean(row.get("split")).lower()
+            if lang and not LANGUAGE_CODE.fullmatch(lang):
+                raise DataError(f"{path}: {_clean(row.get('lang'))[:40]!r} is not a language code; "
+                                "use ISO 639 codes such as en, fr or pt-br")
             if split and split not in SPLITS:
                 split = {"validation": "dev", "val": "dev"}.get(split, split)
                 if split not in SPLITS:

@@ -45,6 +45,13 @@ def test_clear_errors(tmp_path, content, message):
         load_dataset(path)
 
 
+def test_lang_must_be_a_language_code(tmp_path):
+    rows = "text,intent,lang\n" + "".join(f"where is it {i},a,en_US\nsuivi {i},a,fr\nrefund {i},b,pt-BR\n" for i in range(3))
+    assert load_dataset(write(tmp_path, "ok.csv", rows)).languages == ["en-us", "fr", "pt-br"]
+    with pytest.raises(DataError, match="'Klingon' is not a language code"):
+        load_dataset(write(tmp_path, "bad.csv", rows + "nuqneH,a,Klingon\n"))
+
+
 def test_a_json_value_that_is_not_text_is_dropped_not_stringified(tmp_path):
     lines = [json.dumps({"text": f"cancel it {i}", "intent": "a"}) for i in range(3)]
     lines += [json.dumps({"text": f"refund {i}", "intent": "b"}) for i in range(3)]
