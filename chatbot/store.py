@@ -319,8 +319,9 @@ class Store:
 
     def agent_message(self, conversation_id: str, text: str, lang: str | None = None, audit=None,
                       author: str | None = None, check=None) -> int:
-        """An agent's reply (written by ``author``): the conversation is now handled by a person, and
-        what the agent answered counts as seen. ``check(conversation)`` runs under the conversation's
+        """An agent's reply (written by ``author``): the conversation is now handled by a person. It
+        marks nothing seen: a customer message that arrived after the agent last opened the
+        conversation stays unread (opening it marks it seen). ``check(conversation)`` runs under the conversation's
         lock and raises ValueError to refuse (it was closed meanwhile, say); ``audit(session)`` writes
         the audit entry inside the same transaction. Returns the message id."""
         text = (text or "").strip()
@@ -335,7 +336,6 @@ class Store:
             if author:
                 conversation.agent = author
             s.flush()
-            conversation.seen_id = max(conversation.seen_id or 0, message.id)
             if audit:
                 audit(s)
         return message.id

@@ -190,6 +190,7 @@ def test_the_inbox_puts_waiting_first_and_unread_replies_back_in_front(service):
     waiting = service.chat(["refund money back 2"], [""], ["en"])[0].conversation_id
     service.store.set_status(waiting, "waiting")
     handled = service.chat(["where track parcel 3"], [""], ["en"])[0].conversation_id
+    service.conversation(agent, handled)  # Marie reads it, then answers
     service.send(agent, handled, "Hello, Marie here.")
     inbox = service.inbox(agent)
     assert [c["id"] for c in inbox["waiting"]] == [waiting]
@@ -200,6 +201,9 @@ def test_the_inbox_puts_waiting_first_and_unread_replies_back_in_front(service):
     view = service.conversation(agent, handled)  # opening it: seen
     assert view["info"]["unread"] == 0 and service.inbox(agent)["agent"][0]["unread"] == 0
     assert view["suggested"]["greeting"] == ""  # Marie already wrote
+    service.chat(["are you still there?"], [handled], ["en"])  # arrives while Marie types her next reply
+    service.send(agent, handled, "The parcel left our depot today.")
+    assert service.inbox(agent)["agent"][0]["unread"] == 1  # her reply does not hide what she has not read
 
 
 def test_the_inbox_lists_a_bounded_number_of_waiting_conversations_and_counts_them_all(service, monkeypatch):
