@@ -106,6 +106,8 @@ class Compression:
     dense): fewer, deeper cuts for the same parameters, faster as served (docs/benchmarks.md)."""
     trim_vocab: bool = False
     """Cut the input embedding to the tokens our languages can produce."""
+    keep_layers: int | None = None
+    """Keep only the first N decoder layers (``compression.depth``); healing retrains the head on layer N."""
 
     def __post_init__(self):
         if not 0 < self.ratio <= 1:
@@ -114,21 +116,28 @@ class Compression:
             raise ValueError("params keep must be in (0, 1)")
         if not 0 <= self.min_saving < 1:
             raise ValueError("min saving must be in [0, 1)")
+        if self.keep_layers is not None and self.keep_layers < 1:
+            raise ValueError("keep layers must be ≥ 1")
 
     @property
     def factorises(self) -> bool:
         return self.params_keep is not None or self.ratio < 1
 
     @property
+    def compresses(self) -> bool:
+        """Whether the compression recipe has anything to do (factorise, or drop layers)."""
+        return self.factorises or self.keep_layers is not None
+
+    @property
     def changes_model(self) -> bool:
-        return self.factorises or self.trim_vocab
+        return self.compresses or self.trim_vocab
 
     def describe(self) -> dict:
         """The fields of a version's table row that say how it was compressed."""
         return {"method": self.method if self.factorises else "none",
                 "targets": self.targets if self.factorises else "none", "ratio": self.ratio,
                 "params_keep": self.params_keep, "min_saving": self.min_saving,
-                "vocab": "trimmed" if self.trim_vocab else "full"}
+                "vocab": "trimmed" if self.trim_vocab else "full", "keep_layers": self.keep_layers}
 
 
 def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | None, spec: Compression, seed: int,
@@ -143,9 +152,10 @@ def _compressed_start(base: str, num_labels: int, folder: Path, source: Path | N
     step(0.0, "loading base")
     model, tokenizer = build_model(base, num_labels, source_adapter=own_source)
     start, report = Start(model, tokenizer, base, None, source_info), {}
-    if spec.factorises:
+    if spec.compresses:
         args = CompressArgs(method=spec.method, targets=spec.targets, rank_ratio=spec.ratio, seed=seed,
-                            params_keep=spec.params_keep, min_saving=spec.min_saving, calib=list(TRAINING_DATA))
+                            params_keep=spec.params_keep, min_saving=spec.min_saving, calib=list(TRAINING_DATA),
+                            keep_layers=spec.keep_layers)
         result = compress_model(model, tokenizer, args, calib_root=ROOT,
                                 progress=lambda f, d="": step(0.05 + 0.15 * f, f"compress: {d}"))
         recipe = result["recipe"]
@@ -212,11 +222,13 @@ def measure_serving(folder: Path, rows, report: dict, sample: int = 50) -> dict 
 def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, method: str = "whitened",
                   compress_targets: str = "attn", ratio: float = 1.0, heal: HealArgs | None = None,
                   progress=None, eval_split: str = "test", source: str | Path | None = None,
-                  params_keep: float | None = None, trim_vocab: bool = False, min_saving: float = 0.0) -> dict:
-    """Compress (at ``ratio``, or to ``params_keep`` of the targets' parameters with per-matrix ranks;
-    optionally trimming the vocabulary), LoRA-heal on ``data``'s train split, evaluate on
+                  params_keep: float | None = None, trim_vocab: bool = False, min_saving: float = 0.0,
+                  keep_layers: int | None = None) -> dict:
+    """Compress (the first ``keep_layers`` decoder layers kept, when given; at ``ratio``, or to
+    ``params_keep`` of the targets' parameters with per-matrix ranks; optionally trimming the
+    vocabulary), LoRA-heal on ``data``'s train split, evaluate on
     ``eval_split``. Writes a model folder to ``out`` and returns its summary (see the module docstring)."""
-    spec = Compression(method, compress_targets, ratio, params_keep, min_saving, trim_vocab)
+    spec = Compression(method, compress_targets, ratio, params_keep, min_saving, trim_vocab, keep_layers)
     heal = heal or HealArgs()
     step = progress or (lambda fraction, desc="": None)
     started = time.perf_counter()
@@ -283,6 +295,6 @@ def run_build(args: BuildArgs) -> dict:
     ModelFolder.check_new(args.out, args.source, args.base)
     summary = build_version(args.data, args.out, args.base, c.method, c.targets, c.ratio, args.heal,
                             eval_split=args.eval_split, source=args.source, params_keep=c.params_keep,
-                            trim_vocab=c.trim_vocab, min_saving=c.min_saving)
+                            trim_vocab=c.trim_vocab, min_saving=c.min_saving, keep_layers=c.keep_layers)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("compression",)}, indent=2))
     return summary

@@ -1,7 +1,7 @@
 """Compressing a whole model: choose layers and ranks, calibrate, factorise, account, save and load.
 
-A compression is fully described by a *recipe* (method, targets, rank rule, skip list, damping and
-the calibration messages' fingerprint) plus the ranks it chose. A trained model folder stores the
+A compression is fully described by a *recipe* (decoder layers kept, method, targets, rank rule,
+skip list, damping and the calibration messages' fingerprint) plus the ranks it chose. A trained model folder stores the
 recipe; loading re-applies it to the base, using a cache of the factorised weights keyed by the
 recipe, so a compressed classifier ships as a few MB of adapter rather than a full model.
 """
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from compression.calibration import collect_grams, read_texts
+from compression.depth import keep_layers
 from compression.svd import (METHODS, LowRankLinear, find_linears, low_rank_skeleton, output_error, replace_module,
                              spectrum, useful_rank)
 
@@ -57,6 +58,9 @@ class CompressArgs:
     min_saving: float = 0.0
     """Factorise a matrix only at a rank that cuts at least this share of its parameters and multiply-adds
     (``compression.svd.useful_rank``); at a higher rank it stays dense. 0: any saving."""
+    keep_layers: int | None = None
+    """Keep only the first N decoder layers and drop those above (``compression.depth``), before
+    factorising what is left; healing retrains the head on layer N. None: all layers."""
     skip: list[str] = field(default_factory=list)
     """Leave layers dense whose name contains any of these (e.g. layers.0.,layers.17.)."""
     calib: list[str] = field(default_factory=list)
@@ -87,6 +91,8 @@ class CompressArgs:
             raise ValueError("rank must be ≥ 1")
         if self.rank_ratio is None and self.rank is None and self.param_share is None and self.params_keep is None:
             raise ValueError("give --rank-ratio, --rank, --param-share or --params-keep")
+        if self.keep_layers is not None and self.keep_layers < 1:
+            raise ValueError("keep layers must be ≥ 1")
         if self.calib_size < 1:
             raise ValueError("calib size must be ≥ 1")
         if not 0 <= self.min_saving < 1:
@@ -186,6 +192,7 @@ def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=Non
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
+    depth = keep_layers(model, args.keep_layers) if args.keep_layers else None
     layers = find_linears(model, args.layer_names, tuple(args.skip))
     if not layers:
         raise ValueError(f"no layers named {', '.join(args.layer_names)} in this model")
@@ -215,11 +222,13 @@ def compress_model(model: nn.Module, tokenizer, args: CompressArgs, progress=Non
         if progress:
             progress(0.2 + 0.8 * (i + 1) / len(layers), "factorising")
     recipe = {**asdict(args), "calib_fingerprint": fingerprint, "ranks": ranks, "factors": FACTORS_VERSION}
-    return {"recipe": recipe, "report": accounting(model, rows, time.perf_counter() - started, calib_time)}
+    return {"recipe": recipe, "report": accounting(model, rows, time.perf_counter() - started, calib_time, depth)}
 
 
-def accounting(model: nn.Module, rows: list[dict], seconds: float, calib_seconds: float) -> dict:
-    """Parameters and bytes before/after per module type and in total, errors, time."""
+def accounting(model: nn.Module, rows: list[dict], seconds: float, calib_seconds: float,
+               depth: dict | None = None) -> dict:
+    """Parameters and bytes before/after per module type and in total (the dropped layers' among
+    those before), errors, time."""
     by_type: dict[str, dict] = {}
     for r in rows:
         t = by_type.setdefault(r["type"], {"params_before": 0, "params_after": 0, "bytes_before": 0,
@@ -236,7 +245,7 @@ def accounting(model: nn.Module, rows: list[dict], seconds: float, calib_seconds
         t["mean_error"] = sum(errors) / len(errors)
         t["max_error"] = max(errors)
     total_after = sum(p.numel() for p in model.parameters())
-    saved = sum(r["params_before"] - r["params_after"] for r in rows)
+    saved = sum(r["params_before"] - r["params_after"] for r in rows) + (depth["params_removed"] if depth else 0)
     bytes_per = next(model.parameters()).element_size()
     return {
         "layers": rows,
@@ -246,6 +255,7 @@ def accounting(model: nn.Module, rows: list[dict], seconds: float, calib_seconds
         "model_bytes_before": (total_after + saved) * bytes_per,
         "model_bytes_after": total_after * bytes_per,
         "dense_layers_left": [r["name"] for r in rows if r["dense"]],
+        "depth": depth,
         "seconds": seconds,
         "calibration_seconds": calib_seconds,
     }
@@ -326,6 +336,8 @@ def apply_recipe(model: nn.Module, tokenizer, base: str, recipe: dict, cache: Pa
 
     path = cached_path(cache, base, recipe)
     if path.exists():
+        if recipe.get("keep_layers"):
+            keep_layers(model, recipe["keep_layers"])
         load_low_rank_state(model, recipe["ranks"], load_file(str(path)))
         return
     if recipe.get("factors", FACTORS_VERSION) != FACTORS_VERSION:
@@ -371,4 +383,6 @@ def read_recipe(folder: str | Path) -> dict | None:
 def load_compressed_weights(model: nn.Module, folder: str | Path, recipe: dict) -> None:
     from safetensors.torch import load_file
 
+    if recipe.get("keep_layers"):
+        keep_layers(model, recipe["keep_layers"])
     load_low_rank_state(model, recipe["ranks"], load_file(str(Path(folder) / WEIGHTS_FILE)))
