@@ -157,6 +157,8 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
         assert registry.live == DEFAULT_VERSION and registry.previous is None
     table = views.version_rows(registry.summaries())
     assert len(table) == 3 and all(len(r) == len(views.VERSION_COLUMNS) for r in table)
+    pruned = views.version_rows([{"name": "v", "live": False, "targets": "attn+mlp", "keep_layers": 12}])[0]
+    assert pruned[views.VERSION_COLUMNS.index("targets")] == "attn+mlp · first 12 layers"
 
 
 def test_audit_users_and_revealable_values():
