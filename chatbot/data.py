@@ -1,8 +1,9 @@
 """Intent data: CSV or JSONL files with columns ``text,intent`` and optional ``lang``, ``split``.
 
 Loading checks what users get wrong (missing columns, empty files, unknown encodings, a ``lang``
-that is not a language code, intents with too few examples) and raises :class:`DataError` with a message that names the file. Blank rows and
-duplicates are dropped and *reported* in :attr:`Dataset.dropped`, never silently kept.
+that is not a language code, intents with too few examples) and raises :class:`DataError` with a
+message that names the file. Blank rows and duplicates are dropped and *reported* in
+:attr:`Dataset.dropped`, never silently kept.
 
 Rows without a ``split`` get one from a seeded, stratified split per (intent, language), so every
 language keeps examples of every intent in train, dev and test.

@@ -321,9 +321,9 @@ class Store:
                       author: str | None = None, check=None) -> int:
         """An agent's reply (written by ``author``): the conversation is now handled by a person. It
         marks nothing seen: a customer message that arrived after the agent last opened the
-        conversation stays unread (opening it marks it seen). ``check(conversation)`` runs under the conversation's
-        lock and raises ValueError to refuse (it was closed meanwhile, say); ``audit(session)`` writes
-        the audit entry inside the same transaction. Returns the message id."""
+        conversation stays unread (opening it marks it seen). ``check(conversation)`` runs under the
+        conversation's lock and raises ValueError to refuse (it was closed meanwhile, say);
+        ``audit(session)`` writes the audit entry inside the same transaction. Returns the message id."""
         text = (text or "").strip()
         if not text:
             raise ValueError("the reply is empty")

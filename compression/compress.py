@@ -1,9 +1,10 @@
 """Compressing a whole model: choose layers and ranks, calibrate, factorise, account, save and load.
 
 A compression is fully described by a *recipe* (decoder layers kept, method, targets, rank rule,
-skip list, damping and the calibration messages' fingerprint) plus the ranks it chose. A trained model folder stores the
-recipe; loading re-applies it to the base, using a cache of the factorised weights keyed by the
-recipe, so a compressed classifier ships as a few MB of adapter rather than a full model.
+skip list, damping and the calibration messages' fingerprint) plus the ranks it chose. A trained
+model folder stores the recipe; loading re-applies it to the base, using a cache of the factorised
+weights keyed by the recipe, so a compressed classifier ships as a few MB of adapter rather than a
+full model.
 """
 
 from __future__ import annotations
@@ -270,6 +271,9 @@ def format_accounting(report: dict) -> str:
                      f"{t['mean_error']:>10.4f}{t['max_error']:>9.4f}")
     lines.append(f"{'model':<12}{'':>14}{report['model_params_before']:>15,}{report['model_params_after']:>14,}"
                  f"{report['model_bytes_before'] / 1e6:>11.1f}{report['model_bytes_after'] / 1e6:>10.1f}")
+    if depth := report.get("depth"):
+        lines.append(f"decoder layers kept: {depth['layers_after']} of {depth['layers_before']} "
+                     f"({depth['params_removed']:,} parameters dropped with the others)")
     lines.append(f"time {report['seconds']:.1f} s (calibration {report['calibration_seconds']:.1f} s)")
     if report["dense_layers_left"]:
         lines.append(f"{len(report['dense_layers_left'])} layer(s) left dense: that rank would not save parameters")

@@ -3,7 +3,7 @@ import torch
 
 from conftest import load_tiny_hf
 
-from compression.compress import CompressArgs, apply_recipe, compress_model
+from compression.compress import CompressArgs, apply_recipe, compress_model, format_accounting
 from compression.depth import keep_layers
 
 
@@ -61,7 +61,7 @@ def test_a_recipe_with_kept_layers_is_accounted_and_reapplied_from_the_cache(tin
     result = compress_model(model, tokenizer, args)
     recipe, report = result["recipe"], result["report"]
     assert recipe["keep_layers"] == 1 and all(name.split(".layers.")[1].startswith("0.") for name in recipe["ranks"])
-    assert report["depth"]["layers_after"] == 1
+    assert report["depth"]["layers_after"] == 1 and "decoder layers kept: 1 of 2" in format_accounting(report)
     assert report["model_params_before"] == before == report["model_params_after"] + report["depth"]["params_removed"] \
         + sum(t["params_before"] - t["params_after"] for t in report["by_type"].values())
     enc = tokenizer(["cancel my order", "refund please now"], return_tensors="pt", padding=True)
