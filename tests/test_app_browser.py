@@ -369,7 +369,7 @@ def test_handoff_live_inbox_take_over_reply_and_close(app, browser):
     assert customer.locator("#customer-chat a, #customer-chat b, #customer-chat img").count() == 0
 
     # a customer's reply shows in the open conversation without a click...
-    say(customer, "Merci beaucoup, c'est pour la commande 48213.", answered=False)
+    say(customer, "Merci beaucoup ! Où en est la commande 48213 ?", answered=False)  # a request, not only thanks
     thread.get_by_text("commande 48213").wait_for(timeout=30_000)
     # a new suggestion, the box being empty: it follows what the customer writes now (the order number)
     agent.wait_for_function("() => document.querySelector('#agent-reply textarea').value.includes('48213')")
