@@ -303,9 +303,12 @@ def low_rank_state(model: nn.Module) -> dict[str, torch.Tensor]:
             if isinstance(module, LowRankLinear) for k, v in module.state_dict().items()}
 
 
-def load_low_rank_state(model: nn.Module, ranks: dict[str, int], state: dict[str, torch.Tensor]) -> None:
-    """Build the low-rank skeleton and load its weights; every key must match."""
-    low_rank_skeleton(model, ranks)
+def load_low_rank_state(model: nn.Module, recipe: dict, state: dict[str, torch.Tensor]) -> None:
+    """Give ``model`` the recipe's shape (its decoder layers kept, the low-rank skeleton of its ranks)
+    and load the factorised weights; every key must match."""
+    if recipe.get("keep_layers"):
+        keep_layers(model, recipe["keep_layers"])
+    low_rank_skeleton(model, recipe["ranks"])
     expected = set(low_rank_state(model))
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
@@ -340,9 +343,7 @@ def apply_recipe(model: nn.Module, tokenizer, base: str, recipe: dict, cache: Pa
 
     path = cached_path(cache, base, recipe)
     if path.exists():
-        if recipe.get("keep_layers"):
-            keep_layers(model, recipe["keep_layers"])
-        load_low_rank_state(model, recipe["ranks"], load_file(str(path)))
+        load_low_rank_state(model, recipe, load_file(str(path)))
         return
     if recipe.get("factors", FACTORS_VERSION) != FACTORS_VERSION:
         raise ValueError("this model was compressed by an older version of the factorisation and its "
@@ -387,6 +388,4 @@ def read_recipe(folder: str | Path) -> dict | None:
 def load_compressed_weights(model: nn.Module, folder: str | Path, recipe: dict) -> None:
     from safetensors.torch import load_file
 
-    if recipe.get("keep_layers"):
-        keep_layers(model, recipe["keep_layers"])
-    load_low_rank_state(model, recipe["ranks"], load_file(str(Path(folder) / WEIGHTS_FILE)))
+    load_low_rank_state(model, recipe, load_file(str(Path(folder) / WEIGHTS_FILE)))
