@@ -1,4 +1,4 @@
-"""``python -m chatbot COMMAND``: train, evaluate, classify, bench, bench-svd, sweep, compress, chat, detect, tune,
+"""``python -m chatbot COMMAND``: train, soup, evaluate, classify, bench, bench-svd, sweep, compress, chat, detect, tune,
 users, purge, erase, migrate, serve, loadtest."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from chatbot.data import DataError
 from chatbot.model import ModelLoadError
 from chatbot.loadtest import LoadTestArgs, run_loadtest
 from chatbot.serving import ServeArgs, run_serve
+from chatbot.soup import SoupArgs, run_soup
 from chatbot.sweep import SweepArgs, run_sweep
 from chatbot.train import TrainArgs
 
@@ -22,6 +23,7 @@ def command_table():
     """name → (argument dataclass, function, positional fields, one-line help)."""
     return {
         "train": (TrainArgs, commands.run_train, (), "LoRA-tune a classifier on intent data"),
+        "soup": (SoupArgs, run_soup, (), "average classifiers tuned from the same start into one (a model soup)"),
         "evaluate": (commands.EvaluateArgs, commands.run_evaluate, (), "score a model folder on labelled data"),
         "classify": (commands.ClassifyArgs, commands.run_classify, ("text",), "classify messages (JSON lines)"),
         "bench": (BenchArgs, run_bench, (), "LLM classifiers vs a TF-IDF baseline on the same splits"),

@@ -30,7 +30,7 @@ from chatbot.lora import LoraSettings
 from chatbot.runtime import SERVING_RUNTIMES
 from chatbot.settings import DEFAULT_BASE, OUT_OF_SCOPE
 from chatbot.speed import serve_systems
-from chatbot.train import FitSettings
+from chatbot.train import DistillSettings, FitSettings
 
 
 @dataclass
@@ -59,6 +59,11 @@ class BenchArgs:
     out-of-scope recall; only for data with an out-of-scope class."""
     fit: FitSettings = field(default_factory=FitSettings)
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
+    teacher: list[str] = field(default_factory=list)
+    """Trained model folders (the data's intents, never trained on the scored split) whose averaged
+    log-probabilities the LLM classifiers also learn from (distillation from one model or an ensemble)."""
+    distill: DistillSettings = field(default_factory=DistillSettings, metadata={"prefix": "distill_"})
+    """How the teachers' soft targets are used (only with --teacher)."""
     serve: list[str] = field(default_factory=list)
     """Instead of training: model folders whose serving paths to compare (speed, size, memory, accuracy);
     ``FOLDER@RUNTIME`` serves that folder by that runtime only, a plain folder by every one of --runtimes."""
@@ -72,7 +77,7 @@ class BenchArgs:
     """A title for the table."""
     keep_models: bool = False
     """Keep the trained model folders under the report folder."""
-    cli_aliases: ClassVar[dict[str, str]] = {"targets": "lora_targets"}
+    cli_aliases: ClassVar[dict[str, str]] = {"targets": "lora_targets", "distill": "distill_weight"}
 
     def __post_init__(self):
         if self.eval_split not in ("test", "dev"):
@@ -171,7 +176,7 @@ def run_llm(splits: dict, args: BenchArgs, base: str, workdir: Path) -> dict:
                 f.write(json.dumps({"text": e.text, "intent": e.intent, "lang": e.lang, "split": split}) + "\n")
     started = time.perf_counter()
     train(TrainArgs(data=[str(data)], out=str(folder), base=base, fit=args.fit, lora=args.lora,
-                    patience=args.fit.epochs))
+                    patience=args.fit.epochs, teacher=args.teacher, distill=args.distill))
     train_time = time.perf_counter() - started
     classifier = load_classifier(folder)
     result = _score_system(lambda texts: [p.intent for p in classifier.predict(texts)], splits, train_time,

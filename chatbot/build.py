@@ -247,7 +247,7 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
         compress_s = time.perf_counter() - started if compression else 0.0
         train_args = TrainArgs(data=list(data), out=str(out), base=base, fit=heal.fit, lora=heal.lora,
                                max_per_intent=heal.max_per_intent, patience=heal.fit.epochs,
-                               teacher=str(source) if source and heal.distill.weight > 0 else None,
+                               teacher=[str(source)] if source and heal.distill.weight > 0 else [],
                                distill=heal.distill)
         folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), start=start)
         del start

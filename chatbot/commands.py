@@ -112,7 +112,7 @@ def run_train(args) -> None:
     from chatbot.folder import ModelFolder
     from chatbot.train import train
 
-    ModelFolder.check_new(args.out, args.base, args.teacher)
+    ModelFolder.check_new(args.out, args.base, *args.teacher)
     out = train(args)
     metrics = ModelFolder.read(out).metrics
     print(f"model written to {out} (dev accuracy {metrics['dev_accuracy']:.4f}, "

@@ -5,10 +5,12 @@ several GPUs). The adapter weights and the score head are the only trainable par
 (:mod:`chatbot.lora` decides that, and a test counts them). The dev split picks the best epoch
 (early stopping) and fits the temperature that calibrates the confidences.
 
-With a ``teacher`` (a trained model folder), the loss mixes cross-entropy with the teacher's
+With a ``teacher`` (one or more trained model folders), the loss mixes cross-entropy with the teacher's
 softened intent distribution (knowledge distillation, Hinton et al. 2015):
 ``(1 − w)·CE(z, y) + w·T²·KL(softmax(z_t / T) ‖ softmax(z / T))``. Healing a compressed model
-this way teaches it what the uncompressed one knew, not only the training labels. A teacher older than
+this way teaches it what the uncompressed one knew, not only the training labels. Several teachers
+act as one ensemble: z_t is the mean of their log-probabilities (their geometric mean), which a
+single student can learn to approximate at the cost of one model (Hinton et al.'s use of it). A teacher older than
 the data (trained before rows were added or relabelled) is wrong on some of them; with
 ``DistillSettings(teacher_errors=False)`` those rows learn from their label alone (w = 0 there), so its
 mistakes are not passed on.
@@ -89,8 +91,8 @@ class TrainArgs:
     """fp32, bf16 (autocast) or auto: bf16 on CUDA and on CPUs with native bfloat16."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    teacher: str | None = None
-    """A trained model folder with the same intents whose logits are soft targets (distillation)."""
+    teacher: list[str] = field(default_factory=list)
+    """Trained model folders with the same intents whose (averaged) log-probabilities are soft targets (distillation)."""
     distill: DistillSettings = field(default_factory=DistillSettings, metadata={"prefix": "distill_"})
     """How the teacher's soft targets are used (only with a teacher)."""
     cli_aliases: ClassVar[dict[str, str]] = {"targets": "lora_targets", "distill": "distill_weight"}
@@ -153,12 +155,17 @@ class LengthBuckets(torch.utils.data.Sampler):
         return -(-len(self.lengths) // self.batch_size)
 
 
-def teacher_logits(folder: str, examples: list[Example], labels: list[str]) -> dict[str, torch.Tensor]:
-    """The teacher's raw logits for each training message (computed once, before training)."""
-    if ModelFolder.read(folder).labels != list(labels):
-        raise ValueError(f"teacher {folder} knows other intents than the data")
+def teacher_logits(folders: list[str], examples: list[Example], labels: list[str]) -> dict[str, torch.Tensor]:
+    """The teachers' mean log-probabilities (raw logits, before calibration) for each training
+    message, computed once before training; one teacher's log-probabilities are its logits up to a
+    constant, which no softmax sees."""
+    for folder in folders:
+        if ModelFolder.read(folder).labels != list(labels):
+            raise ValueError(f"teacher {folder} knows other intents than the data")
     texts = sorted({e.text for e in examples})
-    return dict(zip(texts, torch.from_numpy(load_classifier(folder).logits(texts, batch_size=64))))
+    logp = [torch.from_numpy(load_classifier(f).logits(texts, batch_size=64)).float().log_softmax(-1)
+            for f in folders]
+    return dict(zip(texts, torch.stack(logp).mean(0)))
 
 
 def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float,

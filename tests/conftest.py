@@ -149,3 +149,18 @@ def database_url(request, tmp_path) -> str:
 def postgres_url(postgres) -> str:
     """An empty database on the session's PostgreSQL server (what several app processes share)."""
     return postgres.new_database()
+
+
+def permuted_teacher(tiny_model, folder):
+    """A copy of the tiny classifier whose head outputs are rotated: it confidently says
+    get_refund for cancel_order messages, and so on, disagreeing with every label."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny_model, folder)
+    weights = folder / "adapter" / "adapter_model.safetensors"
+    state = load_file(str(weights))
+    state["base_model.model.score.weight"] = state["base_model.model.score.weight"][[2, 0, 1]].contiguous()
+    save_file(state, str(weights))
+    return folder

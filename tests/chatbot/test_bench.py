@@ -28,6 +28,24 @@ def test_bench_writes_json_and_markdown(tiny_data, tiny_base, tmp_path):
     assert report["rows"]["eval"] == saved["rows"]["eval"]
 
 
+def test_the_bench_trains_from_a_teacher(tiny_data, tiny_base, tiny_model, tmp_path):
+    """--teacher reaches training: a teacher that says another intent for every message, at full
+    weight, makes the benched classifier wrong where the same bench without it is right."""
+    from conftest import permuted_teacher
+
+    from chatbot.train import DistillSettings
+
+    teacher = permuted_teacher(tiny_model, tmp_path / "teacher")
+    args = dict(data=[str(tiny_data)], bases=[str(tiny_base)], fit=FitSettings(epochs=3, batch_size=8),
+                dev_per_language=3)
+    plain = run_bench(BenchArgs(report=str(tmp_path / "plain"), **args))
+    taught = run_bench(BenchArgs(report=str(tmp_path / "taught"), teacher=[str(teacher)],
+                                 distill=DistillSettings(weight=1.0), **args))
+    accuracy = lambda report: report["results"][str(tiny_base)]["accuracy"]  # noqa: E731
+    assert accuracy(taught) < 0.3 < 0.8 < accuracy(plain)
+    assert taught["args"]["teacher"] == [str(teacher)]
+
+
 @pytest.mark.parametrize("max_reject", [None, 0.2])
 def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tmp_path, max_reject):
     """Data with an out_of_scope class: every system reports in-scope accuracy and out-of-scope

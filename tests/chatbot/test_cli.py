@@ -70,6 +70,8 @@ def test_distillation_flags_of_train_and_build_stay_as_they_were():
     train = parse(TrainArgs, ["--data", "a.csv", "--out", "m", "--teacher", "t", "--distill", "0.3",
                               "--distill-temperature", "3", "--no-distill-teacher-errors"])
     assert train.distill == DistillSettings(weight=0.3, temperature=3.0, teacher_errors=False)
+    assert train.teacher == ["t"]  # one teacher as before; several make an ensemble
+    assert parse(TrainArgs, ["--data", "a.csv", "--out", "m", "--teacher", "t,u"]).teacher == ["t", "u"]
     assert parse(TrainArgs, ["--data", "a.csv", "--out", "m"]).distill == DistillSettings()
     build = parse(BuildArgs, ["--data", "a.csv", "--out", "v", "--source", "s", "--distill", "0.5",
                               "--no-distill-teacher-errors"])

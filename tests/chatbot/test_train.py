@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_base, tiny_train_args, train_tiny
+from conftest import make_tiny_base, permuted_teacher, tiny_train_args, train_tiny
 
 from chatbot.classifier import load_classifier
 from chatbot.data import load_dataset
@@ -119,21 +119,6 @@ def test_distillation_can_leave_the_teachers_errors_to_the_labels():
                           (both[0] + both[1]) / 2)
 
 
-def permuted_teacher(tiny_model, folder):
-    """A copy of the tiny classifier whose head outputs are rotated: it confidently says
-    get_refund for cancel_order messages, and so on, disagreeing with every label."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(tiny_model, folder)
-    weights = folder / "adapter" / "adapter_model.safetensors"
-    state = load_file(str(weights))
-    state["base_model.model.score.weight"] = state["base_model.model.score.weight"][[2, 0, 1]].contiguous()
-    save_file(state, str(weights))
-    return folder
-
-
 def test_a_teacher_pulls_the_student_towards_it(tiny_base, tiny_data, tiny_model, tmp_path):
     """Same seed and data, with and without a teacher that disagrees with the labels: the distilled
     student follows the teacher, the other one the labels (a loss that ignored the teacher would
@@ -142,7 +127,7 @@ def test_a_teacher_pulls_the_student_towards_it(tiny_base, tiny_data, tiny_model
 
     teacher = permuted_teacher(tiny_model, tmp_path / "teacher")
     dataset = load_dataset([str(tiny_data)])
-    soft = teacher_logits(str(teacher), dataset.split("train"), dataset.intents)
+    soft = teacher_logits([str(teacher)], dataset.split("train"), dataset.intents)
     assert set(soft) == {e.text for e in dataset.split("train")}
     batch = next(iter(make_batches(lambda texts, **kw: {"input_ids": torch.zeros(len(texts), 2)},
                                    dataset.split("train")[:3], {n: i for i, n in enumerate(dataset.intents)},
@@ -150,15 +135,15 @@ def test_a_teacher_pulls_the_student_towards_it(tiny_base, tiny_data, tiny_model
     assert batch["teacher_logits"].shape == (3, len(dataset.intents))
 
     plain = train_tiny(tiny_base, tiny_data, tmp_path / "plain", epochs=3)
-    taught = train_tiny(tiny_base, tiny_data, tmp_path / "taught", epochs=3, teacher=str(teacher),
+    taught = train_tiny(tiny_base, tiny_data, tmp_path / "taught", epochs=3, teacher=[str(teacher)],
                         distill=DistillSettings(weight=1.0))
-    assert ModelFolder.read(taught).train_args["teacher"] == str(teacher)
+    assert ModelFolder.read(taught).train_args["teacher"] == [str(teacher)]
     texts = [e.text for e in dataset.split("train")]
     says = lambda folder: load_classifier(folder, device="cpu", dtype=torch.float32).logits(texts).argmax(-1)  # noqa: E731
     agreement = lambda a, b: float((says(a) == says(b)).mean())  # noqa: E731
     assert agreement(taught, teacher) > 0.8 > agreement(plain, teacher)
     # told to leave its errors to the labels, a teacher wrong on every row teaches nothing
-    kept = train_tiny(tiny_base, tiny_data, tmp_path / "kept", epochs=3, teacher=str(teacher),
+    kept = train_tiny(tiny_base, tiny_data, tmp_path / "kept", epochs=3, teacher=[str(teacher)],
                       distill=DistillSettings(weight=1.0, teacher_errors=False))
     assert agreement(kept, teacher) < 0.2 < 0.8 < agreement(kept, plain)
 
@@ -174,4 +159,22 @@ def test_teacher_must_know_the_same_intents(tiny_data, tiny_model, tmp_path):
     (other / "model.json").write_text(json.dumps({**settings, "labels": settings["labels"][::-1]}))
     dataset = load_dataset([str(tiny_data)])
     with pytest.raises(ValueError, match="other intents"):
-        teacher_logits(str(other), dataset.split("train"), dataset.intents)
+        teacher_logits([str(tiny_model), str(other)], dataset.split("train"), dataset.intents)
+
+
+def test_several_teachers_teach_the_mean_of_their_log_probabilities(tiny_data, tiny_model, tmp_path):
+    """An ensemble teacher: its soft targets are the mean of each teacher's log-probabilities (their
+    geometric mean), so two teachers that disagree give a target between them; one teacher's target
+    is its own distribution."""
+    from chatbot.train import teacher_logits
+
+    permuted = permuted_teacher(tiny_model, tmp_path / "teacher")
+    train = load_dataset([str(tiny_data)]).split("train")
+    intents = load_dataset([str(tiny_data)]).intents
+    texts = sorted({e.text for e in train})
+    logp = [torch.from_numpy(load_classifier(f).logits(texts, batch_size=64)).float().log_softmax(-1)
+            for f in (tiny_model, permuted)]
+    alone = teacher_logits([str(tiny_model)], train, intents)
+    both = teacher_logits([str(tiny_model), str(permuted)], train, intents)
+    assert torch.allclose(torch.stack([alone[t] for t in texts]).softmax(-1), logp[0].exp(), atol=1e-5)
+    assert torch.allclose(torch.stack([both[t] for t in texts]), (logp[0] + logp[1]) / 2, atol=1e-5)

@@ -1,0 +1,163 @@
+"""A model soup: classifiers tuned from the same start, averaged into one (Wortsman et al., ICML 2022).
+
+Classifiers LoRA-tuned from one base with one recipe and different seeds make different mistakes
+(on CLINC150 two of them share about half of theirs), and the mean of their weights keeps much of what
+an ensemble of them gains, at the size and speed of one model (docs/benchmarks.md). Only what trained
+differs between the ingredients, their LoRA updates and their heads, so the soup stays a LoRA
+adapter over the same base and is exact:
+
+    mean_i (W + s_i B_i A_i) = W + B A,   B = [s_1 B_1 / n, …, s_n B_n / n] ∈ ℝ^{m×R},
+                                          A = [A_1; …; A_n] ∈ ℝ^{R×k},
+
+with s_i = α_i / r_i, R = Σ r_i and the soup's α = R (scale 1). The head is the mean of the heads.
+Merged for serving, it costs what one ingredient costs. The temperature is fitted again on the dev
+split of ``--data``, where the soup is also compared with each ingredient.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chatbot.data import load_dataset
+from chatbot.folder import ModelFolder
+
+SAME = ("base", "labels", "max_length", "compression", "source", "vocab")
+"""What every ingredient must share: the model the adapters were trained on, and its head's labels."""
+
+
+@dataclass
+class SoupArgs:
+    model: list[str]
+    """Model folders to average: two or more, trained on the same base, recipe and intents, with LoRA on the same layers."""
+    out: str
+    """Folder to write the soup to."""
+    data: list[str]
+    """Data files whose dev split fits the soup's temperature and compares it with its ingredients."""
+
+    def __post_init__(self):
+        if len(self.model) < 2:
+            raise ValueError("a soup needs at least two --model folders")
+        if len({str(Path(m).resolve()) for m in self.model}) < len(self.model):
+            raise ValueError("a model folder is named twice")
+        if not self.data:
+            raise ValueError("give --data with a dev split to fit the soup's temperature")
+
+
+def check_ingredients(folders: list[str], specs: list[ModelFolder]) -> None:
+    """ValueError unless the folders differ only in what LoRA training changed."""
+    first = specs[0]
+    for folder, spec in zip(folders[1:], specs[1:]):
+        for key in SAME:
+            if getattr(spec, key) != getattr(first, key):
+                raise ValueError(f"{folder} differs from {folders[0]} in its {key}: only classifiers tuned from "
+                                 "the same start can be averaged")
+    for folder in folders:
+        config = _adapter_config(folder)
+        if config.get("rank_pattern") or config.get("alpha_pattern") or config.get("use_rslora") or config.get("use_dora"):
+            raise ValueError(f"{folder}: only plain LoRA adapters (one rank and alpha) can be averaged")
+
+
+def _adapter_config(folder: str | Path) -> dict:
+    return json.loads((ModelFolder.adapter_dir(folder) / "adapter_config.json").read_text())
+
+
+def average_adapters(folders: list[str]) -> tuple[dict[str, torch.Tensor], int]:
+    """The soup's adapter tensors (see the module docstring) and its rank R."""
+    from safetensors.torch import load_file
+
+    states = [load_file(str(ModelFolder.adapter_dir(f) / "adapter_model.safetensors")) for f in folders]
+    configs = [_adapter_config(f) for f in folders]
+    keys = set(states[0])
+    for folder, state in zip(folders[1:], states[1:]):
+        if set(state) != keys:
+            raise ValueError(f"{folder} adapts other layers than {folders[0]}: give folders trained with the same --lora-targets")
+    n = len(states)
+    soup = {}
+    for key in sorted(keys):
+        tensors = [s[key].float() for s in states]
+        if ".lora_A." in key:  # ranks stack: A = [A_1; …; A_n]
+            soup[key] = torch.cat(tensors, 0)
+        elif ".lora_B." in key:  # B = [s_1 B_1 / n, …]
+            scales = [c["lora_alpha"] / c["r"] / n for c in configs]
+            soup[key] = torch.cat([t * s for t, s in zip(tensors, scales)], 1)
+        else:  # the head (and anything else that trained whole): the mean
+            soup[key] = sum(tensors) / n
+    rank = sum(c["r"] for c in configs)
+    for key in keys:
+        if ".lora_A." in key:
+            assert soup[key].shape[0] == rank and soup[key.replace("lora_A", "lora_B")].shape[1] == rank
+    return soup, rank
+
+
+def write_soup(folders: list[str], specs: list[ModelFolder], out: Path) -> None:
+    """The soup's folder (temperature 1 until it is fitted): the averaged adapter beside whatever the
+    ingredients share (a source adapter, a vocabulary trim)."""
+    from safetensors.torch import save_file
+
+    state, rank = average_adapters(folders)
+    adapter = ModelFolder.adapter_dir(out)
+    adapter.mkdir(parents=True)
+    config = {**_adapter_config(folders[0]), "r": rank, "lora_alpha": rank}
+    (adapter / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(adapter / "adapter_model.safetensors"))
+    first = specs[0]
+    if first.source:
+        shutil.copytree(first.source_adapter_dir(folders[0]), out / first.source["adapter"])
+    if trim := first.read_trim(folders[0]):
+        ModelFolder.write_trim(out, *trim)
+    lora = {**(first.lora or {}), "r": rank, "alpha": rank}
+    ModelFolder(base=first.base, labels=first.labels, temperature=1.0, max_length=first.max_length, lora=lora,
+                compression=first.compression, source=first.source, vocab=first.vocab,
+                languages=sorted({lang for s in specs for lang in s.languages})).write(out)
+
+
+def soup(args: SoupArgs) -> Path:
+    """Average the folders, fit the soup's temperature on dev and record how it and each ingredient score there."""
+    from chatbot.classifier import load_classifier
+    from chatbot.train import fit_temperature
+
+    out = Path(args.out)
+    ModelFolder.check_new(out, *args.model)
+    specs = [ModelFolder.read(f) for f in args.model]
+    check_ingredients(args.model, specs)
+    dev = load_dataset(args.data).split("dev")
+    if not dev:
+        raise ValueError("the data has no dev split to fit the soup's temperature on")
+    if unknown := sorted({e.intent for e in dev} - set(specs[0].labels)):
+        raise ValueError(f"the dev split has intents the models do not know: {', '.join(unknown[:5])}")
+    labels = torch.tensor([specs[0].labels.index(e.intent) for e in dev])
+    texts = [e.text for e in dev]
+    write_soup(args.model, specs, out)
+    try:
+        accuracy = lambda z: float((z.argmax(-1) == labels).float().mean())  # noqa: E731
+        ingredients = [accuracy(torch.from_numpy(load_classifier(f).logits(texts, batch_size=64))) for f in args.model]
+        logits = torch.from_numpy(load_classifier(out).logits(texts, batch_size=64)).float()
+        temperature = fit_temperature(logits, labels)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a model
+        raise
+    spec = ModelFolder.read(out)
+    spec.temperature = temperature
+    spec.train_args = {"soup": list(args.model), "data": list(args.data)}
+    spec.metrics = {"dev_accuracy": accuracy(logits), "dev_n": len(dev), "temperature": temperature,
+                    "ingredients": [{"model": f, "dev_accuracy": a} for f, a in zip(args.model, ingredients)],
+                    "ingredient_train_args": [s.train_args for s in specs]}
+    spec.write(out)
+    return out
+
+
+def run_soup(args: SoupArgs) -> None:
+    import sys
+
+    out = soup(args)
+    metrics = ModelFolder.read(out).metrics
+    for row in metrics["ingredients"]:
+        print(f"{row['model']}: dev accuracy {row['dev_accuracy']:.4f}", file=sys.stderr)
+    print(f"soup written to {out} (dev accuracy {metrics['dev_accuracy']:.4f} on {metrics['dev_n']} rows, "
+          f"temperature {metrics['temperature']:.2f})", file=sys.stderr)
+
