@@ -132,8 +132,8 @@ def soup(args: SoupArgs) -> Path:
         raise ValueError(f"the dev split has intents the models do not know: {', '.join(unknown[:5])}")
     labels = torch.tensor([specs[0].labels.index(e.intent) for e in dev])
     texts = [e.text for e in dev]
-    write_soup(args.model, specs, out)
     try:
+        write_soup(args.model, specs, out)
         accuracy = lambda z: float((z.argmax(-1) == labels).float().mean())  # noqa: E731
         ingredients = [accuracy(torch.from_numpy(load_classifier(f).logits(texts, batch_size=64))) for f in args.model]
         logits = torch.from_numpy(load_classifier(out).logits(texts, batch_size=64)).float()
