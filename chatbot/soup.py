@@ -70,7 +70,13 @@ def average_adapters(folders: list[str]) -> tuple[dict[str, torch.Tensor], int]:
     """The soup's adapter tensors (see the module docstring) and its rank R."""
     from safetensors.torch import load_file
 
-    states = [load_file(str(ModelFolder.adapter_dir(f) / "adapter_model.safetensors")) for f in folders]
+    states = []
+    for folder in folders:
+        weights = ModelFolder.adapter_dir(folder) / "adapter_model.safetensors"
+        try:
+            states.append(load_file(str(weights)))
+        except Exception as err:  # noqa: BLE001 - safetensors' own error type: a missing, damaged or foreign file
+            raise ValueError(f"{weights} is not a readable safetensors file ({str(err).splitlines()[0]})") from None
     configs = [_adapter_config(f) for f in folders]
     keys = set(states[0])
     for folder, state in zip(folders[1:], states[1:]):

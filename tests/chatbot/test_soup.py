@@ -61,6 +61,12 @@ def test_only_classifiers_tuned_from_the_same_start_are_averaged(ingredients, ti
     with pytest.raises(ValueError, match="other layers"):
         soup(SoupArgs(model=[a, str(mlp)], out=str(tmp_path / "s2"), data=[str(tiny_data)]))
     assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()
+    broken = tmp_path / "broken"
+    shutil.copytree(b, broken)
+    (broken / "adapter" / "adapter_model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        soup(SoupArgs(model=[a, str(broken)], out=str(tmp_path / "s3"), data=[str(tiny_data)]))
+    assert not (tmp_path / "s3").exists()
     with pytest.raises(ValueError, match="at least two"):
         SoupArgs(model=[a], out="x", data=[str(tiny_data)])
     with pytest.raises(ValueError, match="twice"):
