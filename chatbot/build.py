@@ -108,6 +108,9 @@ class Compression:
     """Cut the input embedding to the tokens our languages can produce."""
     keep_layers: int | None = None
     """Keep only the first N decoder layers (``compression.depth``); healing retrains the head on layer N."""
+    calib_seed: int | None = None
+    """Seed of the calibration sample the factors are computed from (default: --seed). Builds that differ
+    only in --seed and share this one start from the same factors, so ``soup`` can average them."""
 
     def __post_init__(self):
         if not 0 < self.ratio <= 1:
@@ -223,12 +226,13 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
                   compress_targets: str = "attn", ratio: float = 1.0, heal: HealArgs | None = None,
                   progress=None, eval_split: str = "test", source: str | Path | None = None,
                   params_keep: float | None = None, trim_vocab: bool = False, min_saving: float = 0.0,
-                  keep_layers: int | None = None) -> dict:
+                  keep_layers: int | None = None, calib_seed: int | None = None) -> dict:
     """Compress (the first ``keep_layers`` decoder layers kept, when given; at ``ratio``, or to
     ``params_keep`` of the targets' parameters with per-matrix ranks; optionally trimming the
     vocabulary), LoRA-heal on ``data``'s train split, evaluate on
-    ``eval_split``. Writes a model folder to ``out`` and returns its summary (see the module docstring)."""
-    spec = Compression(method, compress_targets, ratio, params_keep, min_saving, trim_vocab, keep_layers)
+    ``eval_split``. The calibration sample is drawn with ``calib_seed``, by default the training seed.
+    Writes a model folder to ``out`` and returns its summary (see the module docstring)."""
+    spec = Compression(method, compress_targets, ratio, params_keep, min_saving, trim_vocab, keep_layers, calib_seed)
     heal = heal or HealArgs()
     step = progress or (lambda fraction, desc="": None)
     started = time.perf_counter()
@@ -242,8 +246,8 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
     if source and not spec.changes_model:
         shutil.copytree(source, folder, dirs_exist_ok=True)
     else:
-        start, compression = _compressed_start(base, len(dataset.intents), folder, source, spec, heal.fit.seed,
-                                               step, data)
+        calib = heal.fit.seed if spec.calib_seed is None else spec.calib_seed
+        start, compression = _compressed_start(base, len(dataset.intents), folder, source, spec, calib, step, data)
         compress_s = time.perf_counter() - started if compression else 0.0
         train_args = TrainArgs(data=list(data), out=str(out), base=base, fit=heal.fit, lora=heal.lora,
                                max_per_intent=heal.max_per_intent, patience=heal.fit.epochs,
@@ -295,6 +299,7 @@ def run_build(args: BuildArgs) -> dict:
     ModelFolder.check_new(args.out, args.source, args.base)
     summary = build_version(args.data, args.out, args.base, c.method, c.targets, c.ratio, args.heal,
                             eval_split=args.eval_split, source=args.source, params_keep=c.params_keep,
-                            trim_vocab=c.trim_vocab, min_saving=c.min_saving, keep_layers=c.keep_layers)
+                            trim_vocab=c.trim_vocab, min_saving=c.min_saving, keep_layers=c.keep_layers,
+                            calib_seed=c.calib_seed)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("compression",)}, indent=2))
     return summary

@@ -98,3 +98,45 @@ def test_a_budget_with_per_matrix_ranks_and_a_trimmed_vocabulary_build_and_reloa
     from compression.vocab import is_trimmed
 
     assert is_trimmed(first.model)
+
+
+def test_builds_that_share_a_calibration_seed_can_be_averaged(tiny_model, tiny_data, tmp_path):
+    """--seed also seeds the calibration sample, so two builds with other seeds start from other
+    factors and a soup refuses them; with the same --calib-seed they share the factors and average."""
+    from chatbot.soup import SoupArgs, soup
+
+    def build(name, seed, calib_seed=None):
+        heal = HealArgs(fit=FitSettings(epochs=1, lr=1e-4, seed=seed), lora=LoraSettings(r=2))
+        build_version([str(tiny_data)], tmp_path / name, method="whitened", compress_targets="attn", ratio=0.5,
+                      heal=heal, source=tiny_model, calib_seed=calib_seed)
+        return str(tmp_path / name)
+
+    first, other, shared = build("a", 0), build("b", 1), build("c", 1, calib_seed=0)
+    compression = lambda folder: ModelFolder.read(folder).compression  # noqa: E731
+    assert compression(other)["seed"] == 1 and compression(shared) == compression(first)
+    assert ModelFolder.read(shared).train_args["fit"]["seed"] == 1
+    with pytest.raises(ValueError, match="compression"):
+        soup(SoupArgs(model=[first, other], out=str(tmp_path / "s1"), data=[str(tiny_data)]))
+    soup(SoupArgs(model=[first, shared], out=str(tmp_path / "s2"), data=[str(tiny_data)]))
+    assert ModelFolder.read(tmp_path / "s2").compression == compression(first)
+
+
+def test_the_build_command_passes_its_calibration_seed_on(tmp_path, monkeypatch):
+    import argparse
+
+    import chatbot.build as build_module
+    from chatbot import cli
+    from chatbot.build import BuildArgs
+
+    def parse(cls, argv):
+        parser = argparse.ArgumentParser()
+        cli.add_arguments(parser, cls)
+        return cli.build(cls, parser.parse_args(argv))
+
+    seen = {}
+    monkeypatch.setattr(build_module, "build_version", lambda *args, **kw: seen.update(kw) or {})
+    build_module.run_build(parse(BuildArgs, ["--data", "a.csv", "--out", str(tmp_path / "v"), "--seed", "1",
+                                             "--calib-seed", "0"]))
+    assert seen["calib_seed"] == 0
+    build_module.run_build(parse(BuildArgs, ["--data", "a.csv", "--out", str(tmp_path / "w")]))
+    assert seen["calib_seed"] is None  # the training seed, as before
