@@ -26,11 +26,11 @@ from typing import ClassVar
 from pathlib import Path
 
 from chatbot import lora
-from chatbot.classifier import build_model, load_classifier
+from chatbot.classifier import build_model
 from chatbot.data import load_dataset
-from chatbot.evaluate import evaluate
 from chatbot.folder import SOURCE_ADAPTER, ModelFolder
 from chatbot.lora import LoraSettings
+from chatbot.scorecard import score_version
 from chatbot.settings import DEFAULT_BASE, ROOT, TRAINING_DATA, compressed_cache, vocab_dir
 from chatbot.train import DistillSettings, FitSettings, Start, TrainArgs, train
 from compression.compress import CompressArgs, compress_model, store_in_cache
@@ -184,44 +184,6 @@ def vocabulary(base: str, tokenizer, data: list[str]) -> tuple[dict, list[int]]:
     return corpus_recipe(tokenizer, kept, list(data)), kept
 
 
-def summarise(folder: Path, classifier, report: dict, **build: object) -> dict:
-    """The version's table row: how it was built, its size, accuracy and latency."""
-    embedding = classifier.embedding_parameters()
-    return {
-        "folder": str(folder), **build, "parameters": report["parameters"],
-        "non_embedding_parameters": report["parameters"] - embedding,
-        "size_mb": report["parameters"] * next(classifier.model.parameters()).element_size() / 1e6,
-        "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-        "per_language": {k: v["accuracy"] for k, v in report.get("per_language", {}).items()},
-        "per_language_f1": {k: v["macro_f1"] for k, v in report.get("per_language", {}).items()},
-        "latency_ms": report["latency_ms"], "n": report["n"],
-    }
-
-
-def measure_serving(folder: Path, rows, report: dict, sample: int = 50) -> dict | None:
-    """Export the version for serving (:mod:`chatbot.runtime`) and measure it on this machine:
-    latency of single messages, messages per second in batches of 32, size on disk, and how often
-    its top-1 agrees with the PyTorch evaluation. None where the runtime is PyTorch itself."""
-    from chatbot.evaluate import latency_summary
-    from chatbot.runtime import load_serving, pick_runtime
-
-    runtime = pick_runtime()
-    if runtime == "torch":
-        return None
-    served = load_serving(folder, runtime)
-    rows = [e for e in rows if e.intent in served.labels]  # the rows the evaluation scored, in its order
-    texts = [e.text for e in rows]
-    predicted = served.predict(texts)
-    agreement = sum(p.intent == e for p, e in zip(predicted, report["predicted"])) / len(texts)
-    step = max(1, len(texts) // sample)
-    latency = latency_summary(served.latency_ms(texts[::step][:sample]))
-    started = time.perf_counter()
-    served.logits(texts[:512], batch_size=32)
-    return {"runtime": runtime, "latency_ms": latency, "messages_per_s": min(512, len(texts)) / (time.perf_counter() - started),
-            "disk_mb": served.forward.disk_bytes() / 1e6, "agreement": agreement,
-            "accuracy": sum(p.intent == e.intent for p, e in zip(predicted, rows)) / len(texts)}
-
-
 def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, method: str = "whitened",
                   compress_targets: str = "attn", ratio: float = 1.0, heal: HealArgs | None = None,
                   progress=None, eval_split: str = "test", source: str | Path | None = None,
@@ -255,15 +217,8 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
                                distill=heal.distill)
         folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), start=start)
         del start
-    step(0.85, "evaluating")
-    classifier = load_classifier(folder)
-    rows = dataset.split(eval_split)
-    report = evaluate(classifier, rows)
-    summary = summarise(folder, classifier, report, base=base, **spec.describe(),
-                        source=str(source) if source else None)
-    del classifier
-    step(0.92, "exporting the serving model")
-    summary["serving"] = measure_serving(folder, rows, report)
+    summary, report = score_version(folder, dataset.split(eval_split), lambda f, d="": step(0.85 + 0.15 * f, d),
+                                    base=base, **spec.describe(), source=str(source) if source else None)
     summary.update(compression=compression, compress_s=compress_s, total_s=time.perf_counter() - started)
     ModelFolder.write_evaluation(folder, summary, report)
     step(1.0, "done")

@@ -11,7 +11,9 @@ adapter over the same base and is exact:
 
 with s_i = α_i / r_i, R = Σ r_i and the soup's α = R (scale 1). The head is the mean of the heads.
 Merged for serving, it costs what one ingredient costs. The temperature is fitted again on the dev
-split of ``--data``, where the soup is also compared with each ingredient.
+split of ``--data``, where the soup is also compared with each ingredient; then the soup is scored on
+``--eval-split`` and exported for serving, as a build is, into its ``evaluation.json``
+(:mod:`chatbot.scorecard`), so it can be listed, compared and promoted like any version.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ import torch
 
 from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
+from chatbot.scorecard import score_version
 
+MADE = ("base", "method", "targets", "ratio", "params_keep", "min_saving", "vocab", "keep_layers", "source", "compression")
+"""The fields of the first ingredient's scorecard that say how the soup's start was made (all share it)."""
 SAME = ("base", "labels", "max_length", "compression", "source", "vocab")
 """What every ingredient must share: the model the adapters were trained on, and its head's labels."""
 
@@ -38,6 +43,8 @@ class SoupArgs:
     """Folder to write the soup to."""
     data: list[str]
     """Data files whose dev split fits the soup's temperature and compares it with its ingredients."""
+    eval_split: str = "test"
+    """Split of --data the soup is scored on (its evaluation.json, as a build writes)."""
 
     def __post_init__(self):
         if len(self.model) < 2:
@@ -46,6 +53,8 @@ class SoupArgs:
             raise ValueError("a model folder is named twice")
         if not self.data:
             raise ValueError("give --data with a dev split to fit the soup's temperature")
+        if self.eval_split not in ("train", "dev", "test"):
+            raise ValueError("eval split must be train, dev or test")
 
 
 def check_ingredients(folders: list[str], specs: list[ModelFolder]) -> None:
@@ -123,30 +132,43 @@ def write_soup(folders: list[str], specs: list[ModelFolder], out: Path) -> None:
 
 
 def soup(args: SoupArgs) -> Path:
-    """Average the folders, fit the soup's temperature on dev and record how it and each ingredient score there."""
-    from chatbot.classifier import load_classifier
-    from chatbot.train import fit_temperature
-
+    """Average the folders, fit the soup's temperature on dev, record how it and each ingredient score
+    there, then score the soup on the eval split and export it for serving."""
     out = Path(args.out)
     ModelFolder.check_new(out, *args.model)
     specs = [ModelFolder.read(f) for f in args.model]
     check_ingredients(args.model, specs)
-    dev = load_dataset(args.data).split("dev")
-    if not dev:
-        raise ValueError("the data has no dev split to fit the soup's temperature on")
-    if unknown := sorted({e.intent for e in dev} - set(specs[0].labels)):
-        raise ValueError(f"the dev split has intents the models do not know: {', '.join(unknown[:5])}")
-    labels = torch.tensor([specs[0].labels.index(e.intent) for e in dev])
-    texts = [e.text for e in dev]
+    dataset = load_dataset(args.data)
+    dev, rows = dataset.split("dev"), dataset.split(args.eval_split)
+    for name, split in (("dev", dev), (args.eval_split, rows)):
+        if not split:
+            raise ValueError(f"the data has no {name} split (dev fits the temperature, --eval-split scores the soup)")
+    if unknown := sorted({e.intent for e in dev + rows} - set(specs[0].labels)):
+        raise ValueError(f"the data has intents the models do not know: {', '.join(unknown[:5])}")
     try:
         write_soup(args.model, specs, out)
-        accuracy = lambda z: float((z.argmax(-1) == labels).float().mean())  # noqa: E731
-        ingredients = [accuracy(torch.from_numpy(load_classifier(f).logits(texts, batch_size=64))) for f in args.model]
-        logits = torch.from_numpy(load_classifier(out).logits(texts, batch_size=64)).float()
-        temperature = fit_temperature(logits, labels)
+        _fit_and_compare(args, specs, out, dev)
+        first = ModelFolder.read_evaluation(args.model[0]).get("summary", {})
+        made = {"base": specs[0].base, **{k: v for k, v in first.items() if k in MADE}, "soup": list(args.model)}
+        summary, report = score_version(out, rows, **made)
+        ModelFolder.write_evaluation(out, summary, report)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a model
         raise
+    return out
+
+
+def _fit_and_compare(args: SoupArgs, specs: list[ModelFolder], out: Path, dev) -> None:
+    """The soup's temperature, fitted on dev, and its and each ingredient's dev accuracy, into its model.json."""
+    from chatbot.classifier import load_classifier
+    from chatbot.train import fit_temperature
+
+    labels = torch.tensor([specs[0].labels.index(e.intent) for e in dev])
+    texts = [e.text for e in dev]
+    accuracy = lambda z: float((z.argmax(-1) == labels).float().mean())  # noqa: E731
+    ingredients = [accuracy(torch.from_numpy(load_classifier(f).logits(texts, batch_size=64))) for f in args.model]
+    logits = torch.from_numpy(load_classifier(out).logits(texts, batch_size=64)).float()
+    temperature = fit_temperature(logits, labels)
     spec = ModelFolder.read(out)
     spec.temperature = temperature
     spec.train_args = {"soup": list(args.model), "data": list(args.data)}
@@ -154,7 +176,6 @@ def soup(args: SoupArgs) -> Path:
                     "ingredients": [{"model": f, "dev_accuracy": a} for f, a in zip(args.model, ingredients)],
                     "ingredient_train_args": [s.train_args for s in specs]}
     spec.write(out)
-    return out
 
 
 def run_soup(args: SoupArgs) -> None:
@@ -164,6 +185,10 @@ def run_soup(args: SoupArgs) -> None:
     metrics = ModelFolder.read(out).metrics
     for row in metrics["ingredients"]:
         print(f"{row['model']}: dev accuracy {row['dev_accuracy']:.4f}", file=sys.stderr)
+    summary = ModelFolder.read_evaluation(out)["summary"]
+    served = summary.get("serving") or {}
     print(f"soup written to {out} (dev accuracy {metrics['dev_accuracy']:.4f} on {metrics['dev_n']} rows, "
-          f"temperature {metrics['temperature']:.2f})", file=sys.stderr)
+          f"temperature {metrics['temperature']:.2f}); {args.eval_split} accuracy {summary['accuracy']:.4f} "
+          f"on {summary['n']} rows" + (f", served ({served['runtime']}) {served['accuracy']:.4f}" if served else ""),
+          file=sys.stderr)
 

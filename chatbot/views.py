@@ -320,7 +320,8 @@ def version_rows(summaries: list[dict]) -> list[list]:
         per = s.get("per_language", {})
         number = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         rows.append(["●" if s["live"] else "", s["name"], number(s.get("ratio"), "g"), s.get("method", ""),
-                     s.get("targets", "") + (f" · first {s['keep_layers']} layers" if s.get("keep_layers") else ""),
+                     s.get("targets", "") + (f" · first {s['keep_layers']} layers" if s.get("keep_layers") else "")
+                     + (f" · soup of {len(s['soup'])}" if s.get("soup") else ""),
                      number(s["parameters"] / 1e6 if s.get("parameters") else None, ".1f"),
                      number(s.get("size_mb"), ".0f"), number(s.get("accuracy"), ".4f"), number(s.get("macro_f1"), ".4f")]
                     + [number(per.get(lang), ".3f") for lang in LANGUAGES]

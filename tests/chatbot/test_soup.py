@@ -7,10 +7,13 @@ from conftest import tiny_train_args, train_tiny
 
 from chatbot.__main__ import main
 from chatbot.classifier import load_classifier
+from chatbot.data import load_dataset
+from chatbot.evaluate import evaluate
 from chatbot.folder import ModelFolder
 from chatbot.lora import LoraSettings
 from chatbot.soup import SoupArgs, soup
 from chatbot.train import FitSettings, train
+from chatbot.versions import Registry
 
 TEXTS = ["cancel commande 1", "where colis status 2", "refund argent 3", "stop order annuler 4", "money back 5"]
 
@@ -47,6 +50,32 @@ def test_the_soup_is_the_mean_of_its_ingredients_weights(ingredients, tiny_data,
     assert spec.lora["r"] == 6 and spec.train_args["soup"] == [str(f) for f in ingredients]
     assert [row["model"] for row in spec.metrics["ingredients"]] == [str(f) for f in ingredients]
     assert spec.temperature == pytest.approx(spec.metrics["temperature"]) and spec.temperature != 1.0
+
+
+def test_the_soup_is_scored_and_exported_like_a_build(ingredients, tiny_data, tmp_path, monkeypatch):
+    """Its evaluation.json holds the test split's scores, how it was made and how it serves, so the
+    admin's versions table lists it like any build."""
+    folders = [str(f) for f in ingredients]
+    out = soup(SoupArgs(model=folders, out=str(tmp_path / "soup"), data=[str(tiny_data)]))
+    summary = ModelFolder.read_evaluation(out)["summary"]
+    rows = load_dataset([str(tiny_data)]).split("test")
+    report = evaluate(load_classifier(out), rows)
+    assert summary["accuracy"] == pytest.approx(report["accuracy"]) and summary["n"] == len(rows) > 0
+    assert summary["soup"] == folders and summary["base"] == ModelFolder.read(out).base
+    assert summary["serving"]["runtime"] == "openvino" and summary["serving"]["messages_per_s"] > 0
+    registry = Registry(tmp_path / "home", ingredients[0])
+    shutil.copytree(out, registry.folder("soup"))
+    row = next(r for r in registry.summaries() if r["name"] == "soup")
+    assert row["accuracy"] == summary["accuracy"] and row["soup"] == folders
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("export failed")
+    monkeypatch.setattr("chatbot.soup.score_version", broken)
+    with pytest.raises(RuntimeError, match="export failed"):
+        soup(SoupArgs(model=folders, out=str(tmp_path / "failed"), data=[str(tiny_data)]))
+    assert not (tmp_path / "failed").exists()  # a soup that could not be scored is not left as a version
+    with pytest.raises(ValueError, match="eval split"):
+        SoupArgs(model=folders, out="x", data=[str(tiny_data)], eval_split="holdout")
 
 
 def test_only_classifiers_tuned_from_the_same_start_are_averaged(ingredients, tiny_base, tiny_data, tmp_path):

@@ -159,6 +159,8 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
     assert len(table) == 3 and all(len(r) == len(views.VERSION_COLUMNS) for r in table)
     pruned = views.version_rows([{"name": "v", "live": False, "targets": "attn+mlp", "keep_layers": 12}])[0]
     assert pruned[views.VERSION_COLUMNS.index("targets")] == "attn+mlp · first 12 layers"
+    souped = views.version_rows([{"name": "s", "live": False, "targets": "attn+mlp", "soup": ["runs/a", "runs/b"]}])[0]
+    assert souped[views.VERSION_COLUMNS.index("targets")] == "attn+mlp · soup of 2"
 
 
 def test_audit_users_and_revealable_values():
