@@ -409,8 +409,9 @@ def admin_view(service: Service, request: gr.Request, note: str | None = None):
     path = Path(tempfile.gettempdir()) / f"chatbot-versions-{os.getpid()}-{time.time_ns()}.png"
     live = next((s["name"] for s in summaries if s["live"]), None)
     views.plot_versions([{**s, "folder": s["name"]} for s in summaries], path, live=live)
+    names = [s["name"] for s in summaries]
     return (note or f"Live version: **{live}**", views.version_rows(summaries), str(path),
-            gr.update(choices=[s["name"] for s in summaries], value=live), audit, users)
+            gr.update(choices=names, value=live), gr.update(choices=names, value=[]), audit, users)
 
 
 def admin_refresh(service: Service, request: gr.Request):
@@ -423,17 +424,26 @@ def jobs_view(service: Service, request: gr.Request):
     return views.jobs(items), views.jobs_signature(items)
 
 
-def start_build(service: Service, ratio, method, targets, epochs, per_intent, request: gr.Request):
+def start_build(service: Service, ratio, method, targets, epochs, per_intent, seed, request: gr.Request):
     """Start a build in the background; its progress shows in the builds list for every admin."""
     with shown_as_errors():
         try:
             ratio, epochs = float(ratio), int(epochs) if epochs else None
             per_intent = int(per_intent) if per_intent else None
-        except (TypeError, ValueError):
-            raise ValueError("ratio, epochs and examples must be numbers") from None
-        job = service.start_build(caller_of(service, request), ratio, method, targets, epochs, per_intent)
+            seed = int(seed) if seed not in (None, "") else 0
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError("ratio, epochs, examples and seed must be numbers") from None
+        job = service.start_build(caller_of(service, request), ratio, method, targets, epochs, per_intent, seed)
     return (f"Build **{job.name}** started: follow it below. The live model is unchanged until you promote a "
             "version.", *jobs_view(service, request))
+
+
+def start_soup(service: Service, names, request: gr.Request):
+    """Average the chosen versions into a new one in the background (the builds list shows its progress)."""
+    with shown_as_errors():
+        job = service.start_soup(caller_of(service, request), list(names or []))
+    return (f"Soup **{job.name}** started: the mean of {len(job.params['soup'])} versions, scored like a build. "
+            "The live model is unchanged until you promote a version.", *jobs_view(service, request))
 
 
 def cancel_build(service: Service, evt: gr.SelectData, request: gr.Request):
@@ -449,13 +459,13 @@ def admin_tick(service: Service, signature, request: gr.Request):
     with shown_as_errors():
         caller = service.staff_member(caller_of(service, request))
     if caller.role != "admin":
-        return (gr.skip(),) * 8
+        return (gr.skip(),) * 9
     html, new_signature = jobs_view(service, request)
     if new_signature == signature:
-        return (gr.skip(),) * 8
+        return (gr.skip(),) * 9
     ended = [part.split(":")[1] for part in new_signature.split("|") if part] != \
         [part.split(":")[1] for part in (signature or "").split("|") if part]
-    return (html, new_signature, *(admin_view(service, request) if ended else (gr.skip(),) * 6))
+    return (html, new_signature, *(admin_view(service, request) if ended else (gr.skip(),) * 7))
 
 
 def version_action(service: Service, action: str, name, request: gr.Request):
@@ -486,7 +496,7 @@ def erase_conversation(service: Service, conversation_id, request: gr.Request):
     with shown_as_errors():
         conversation_id = (conversation_id or "").strip() if isinstance(conversation_id, str) else ""
         count = service.erase(caller_of(service, request), conversation_id)
-    return (f"Conversation {conversation_id} erased ({count} message(s)).", *admin_view(service, request)[4:])
+    return (f"Conversation {conversation_id} erased ({count} message(s)).", *admin_view(service, request)[5:])
 
 
 def admin_tab(service: Service):
@@ -501,6 +511,9 @@ def admin_tab(service: Service):
         epochs = gr.Number(2, precision=0, minimum=1, maximum=10, label="Healing epochs", elem_id="admin-epochs")
         per_intent = gr.Number(12, precision=0, minimum=1, label="Healing examples per intent and language",
                                elem_id="admin-per-intent")
+        seed = gr.Number(0, precision=0, minimum=0, label="Seed",
+                         info="Builds that differ only in their seed can be averaged into one (below).",
+                         elem_id="admin-seed")
         build = gr.Button("Build version", variant="primary", elem_id="admin-build")
     job_note = gr.Markdown("", elem_id="admin-job")
     gr.Markdown("### Builds (live progress; a running build can be cancelled by name)")
@@ -514,6 +527,11 @@ def admin_tab(service: Service):
         promote_button = gr.Button("Promote to live", elem_id="admin-promote")
         rollback_button = gr.Button("Roll back", elem_id="admin-rollback")
         delete_button = gr.Button("Delete", variant="stop", elem_id="admin-delete")
+    with gr.Row():
+        soup_names = gr.Dropdown([], multiselect=True, allow_custom_value=False, scale=4, elem_id="admin-soup-versions",
+                                 label="Versions to average (a soup: the same build with other seeds; same size, "
+                                       "usually more accurate)")
+        soup_button = gr.Button("Average into a new version", scale=1, elem_id="admin-soup")
     with gr.Accordion("Erase a conversation (a customer's request)", open=False):
         with gr.Row():
             erase_id = gr.Textbox(label="Conversation id", elem_id="admin-erase-id", scale=4)
@@ -527,10 +545,12 @@ def admin_tab(service: Service):
     poll = gr.Timer(2.0, active=False)
 
     private = {"api_visibility": "private"}
-    view = [admin_note, versions, trade_off, version_name, audit, users]
+    view = [admin_note, versions, trade_off, version_name, soup_names, audit, users]
     refresh.click(bind(admin_refresh, service), None, view, **private)
-    build.click(bind(start_build, service), [ratio, method, targets, epochs, per_intent], [job_note, jobs, jobs_sig],
+    build.click(bind(start_build, service), [ratio, method, targets, epochs, per_intent, seed], [job_note, jobs, jobs_sig],
                 concurrency_id="admin", concurrency_limit=1, **private)
+    soup_button.click(bind(start_soup, service), soup_names, [job_note, jobs, jobs_sig],
+                      concurrency_id="admin", concurrency_limit=1, **private)
     jobs.select(bind(cancel_build, service), None, [job_note, jobs, jobs_sig], queue=False, **private)
     poll.tick(bind(admin_tick, service), jobs_sig, [jobs, jobs_sig, *view], show_progress="hidden", **private)
     for button, handler in ((promote_button, promote), (rollback_button, rollback), (delete_button, delete)):
@@ -545,7 +565,7 @@ def admin_load(service: Service, request: gr.Request):
     try:
         service.staff_member(caller_of(service, request), "admin")
     except AccessDenied:
-        return (gr.skip(),) * 9
+        return (gr.skip(),) * 10
     return (*admin_view(service, request), *jobs_view(service, request), gr.Timer(active=True))
 
 

@@ -70,7 +70,7 @@ def _refuse_unless_open(conversation, caller: Caller) -> None:
 
 @dataclass
 class Job:
-    """One version build, as admins see it."""
+    """One build or soup of a version, as admins see it."""
 
     name: str
     params: dict
@@ -363,29 +363,76 @@ class Service:
         self.registry.delete(name)
         self._record(caller, "delete", name)
 
-    # -- admin builds --------------------------------------------------------------------------
+    # -- admin builds ---------------------------------------------------------------------------
     def start_build(self, caller: Caller | None, ratio: float, method: str, targets: str, epochs: int | None = None,
-                    max_per_intent: int | None = None) -> Job:
+                    max_per_intent: int | None = None, seed: int = 0) -> Job:
         """Compress → heal → evaluate in a background thread; the version appears only when complete.
 
         It compresses the live classifier when that one is uncompressed, else the shipped one, so
-        healing starts from a tuned model; the raw base when neither fits the data (see chatbot.build)."""
+        healing starts from a tuned model; the raw base when neither fits the data (see chatbot.build).
+        ``seed`` is the healing's seed; every admin build computes its factors with calibration seed 0,
+        so builds that differ only in ``seed`` can be averaged (:meth:`start_soup`)."""
         require(caller, "admin")
-        if any(j.status == "running" for j in self._jobs.values()):
-            raise ValueError("a build is already running; wait for it or cancel it")
+        self._refuse_if_busy()
         if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
             raise ValueError("rank ratio must be in (0, 1]")
         if method not in ("whitened", "plain") or not isinstance(targets, str) \
                 or not re.fullmatch(r"[a-z_]+(\+[a-z_]+)*", targets):
             raise ValueError("method is whitened or plain; layers are attn, mlp, attn+mlp or module names")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+            raise ValueError("the seed is a whole number from 0 to 2147483647")
         candidates = [self.registry.folder(self.registry.live), self.registry.folder(DEFAULT_VERSION), DENSE_MODEL_DIR]
         base = ModelFolder.read(candidates[0]).base  # the live model's base
-        name = self.registry.new_name(ratio, method, targets)
-        job = Job(name, {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
-                         "max_per_intent": max_per_intent}, started_by=caller.name)
-        self._jobs[name] = job
-        folder = self.registry.folder(name)
-        staging = self.registry.staging(name)
+
+        def make(staging, progress):
+            from chatbot.build import BuildPolicy, build_version, pick_source  # PyTorch: when an admin builds
+
+            source = pick_source(candidates, load_dataset(self.data).intents)
+            heal = (self.policy or BuildPolicy()).heal(source is not None, epochs, max_per_intent)
+            heal.fit.seed = seed
+            return build_version(self.data, staging, base=base, method=method, compress_targets=targets,
+                                 ratio=ratio, heal=heal, progress=progress, source=source, calib_seed=0)
+
+        params = {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
+                  "max_per_intent": max_per_intent, "seed": seed}
+        return self._start_job(caller, self.registry.new_name(ratio, method, targets), params, make, "build",
+                               f"ratio {ratio:g}, {method}, {targets}, epochs {epochs}, {max_per_intent} per intent, "
+                               f"seed {seed}")
+
+    def start_soup(self, caller: Caller | None, names: list[str]) -> Job:
+        """Average versions built from the same start (e.g. the same build with other seeds) into a new
+        version in a background thread: fitted, scored and exported as a build is (chatbot.soup).
+        Versions that cannot be averaged are refused at once, before anything runs."""
+        require(caller, "admin")
+        self._refuse_if_busy()
+        from chatbot.soup import SoupArgs, check_ingredients, soup
+
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise ValueError("choose the versions to average")
+        if len(set(names)) < 2 or len(set(names)) < len(names):
+            raise ValueError("choose at least two different versions to average")
+        for name in names:
+            if not self.registry.exists(name):
+                raise ValueError(f"no version {name!r}")
+        folders = [str(self.registry.folder(n)) for n in names]
+        check_ingredients(folders, [ModelFolder.read(f) for f in folders])
+
+        def make(staging, progress):
+            out = soup(SoupArgs(model=folders, out=str(staging), data=list(self.data)), progress=progress)
+            return ModelFolder.read_evaluation(out)["summary"]
+
+        return self._start_job(caller, self.registry.stamped_name(f"soup{len(names)}"), {"soup": list(names)}, make,
+                               "soup", ", ".join(names))
+
+    def _refuse_if_busy(self) -> None:
+        if any(j.status == "running" for j in self._jobs.values()):
+            raise ValueError("a build is already running; wait for it or cancel it")
+
+    def _start_job(self, caller: Caller, name: str, params: dict, make, action: str, detail: str) -> Job:
+        """Run ``make(staging, progress)`` in a background thread; its folder becomes version ``name``
+        only when complete. ``progress`` raises :class:`Cancelled` once the job is cancelled."""
+        job = Job(name, params, started_by=caller.name)
+        folder, staging = self.registry.folder(name), self.registry.staging(name)
         staging.parent.mkdir(parents=True, exist_ok=True)
 
         def progress(fraction, stage=""):
@@ -394,13 +441,8 @@ class Service:
             job.progress, job.stage = float(fraction), stage or job.stage
 
         def work():
-            from chatbot.build import BuildPolicy, build_version, pick_source  # PyTorch: when an admin builds
-
             try:
-                source = pick_source(candidates, load_dataset(self.data).intents)
-                heal = (self.policy or BuildPolicy()).heal(source is not None, epochs, max_per_intent)
-                job.result = build_version(self.data, staging, base=base, method=method, compress_targets=targets,
-                                           ratio=ratio, heal=heal, progress=progress, source=source)
+                job.result = make(staging, progress)
                 staging.rename(folder)  # only a complete version ever appears in the registry
                 job.status, job.progress, job.stage = "done", 1.0, "done"
             except Cancelled:
@@ -413,9 +455,9 @@ class Service:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
 
-        threading.Thread(target=work, name=f"build-{name}", daemon=True).start()
-        self._record(caller, "build", name, f"ratio {ratio:g}, {method}, {targets}, epochs {epochs}, "
-                                            f"{max_per_intent} per intent")
+        self._record(caller, action, name, detail)  # first: a job that cannot be audited does not run
+        self._jobs[name] = job
+        threading.Thread(target=work, name=f"{action}-{name}", daemon=True).start()
         return job
 
     def jobs(self, caller: Caller | None, limit: int = 20) -> list[dict]:

@@ -131,9 +131,11 @@ def write_soup(folders: list[str], specs: list[ModelFolder], out: Path) -> None:
                 languages=sorted({lang for s in specs for lang in s.languages})).write(out)
 
 
-def soup(args: SoupArgs) -> Path:
+def soup(args: SoupArgs, progress=None) -> Path:
     """Average the folders, fit the soup's temperature on dev, record how it and each ingredient score
-    there, then score the soup on the eval split and export it for serving."""
+    there, then score the soup on the eval split and export it for serving. ``progress(fraction, stage)``
+    hears of each step (an exception it raises, e.g. a cancellation, stops the soup and removes its folder)."""
+    step = progress or (lambda fraction, desc="": None)
     out = Path(args.out)
     ModelFolder.check_new(out, *args.model)
     specs = [ModelFolder.read(f) for f in args.model]
@@ -146,11 +148,12 @@ def soup(args: SoupArgs) -> Path:
     if unknown := sorted({e.intent for e in dev + rows} - set(specs[0].labels)):
         raise ValueError(f"the data has intents the models do not know: {', '.join(unknown[:5])}")
     try:
+        step(0.0, "averaging the adapters")
         write_soup(args.model, specs, out)
-        _fit_and_compare(args, specs, out, dev)
+        _fit_and_compare(args, specs, out, dev, lambda f, d: step(0.05 + 0.45 * f, d))
         first = ModelFolder.read_evaluation(args.model[0]).get("summary", {})
         made = {"base": specs[0].base, **{k: v for k, v in first.items() if k in MADE}, "soup": list(args.model)}
-        summary, report = score_version(out, rows, **made)
+        summary, report = score_version(out, rows, lambda f, d="": step(0.5 + 0.5 * f, d), **made)
         ModelFolder.write_evaluation(out, summary, report)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a model
@@ -158,7 +161,7 @@ def soup(args: SoupArgs) -> Path:
     return out
 
 
-def _fit_and_compare(args: SoupArgs, specs: list[ModelFolder], out: Path, dev) -> None:
+def _fit_and_compare(args: SoupArgs, specs: list[ModelFolder], out: Path, dev, step) -> None:
     """The soup's temperature, fitted on dev, and its and each ingredient's dev accuracy, into its model.json."""
     from chatbot.classifier import load_classifier
     from chatbot.train import fit_temperature
@@ -166,7 +169,11 @@ def _fit_and_compare(args: SoupArgs, specs: list[ModelFolder], out: Path, dev) -
     labels = torch.tensor([specs[0].labels.index(e.intent) for e in dev])
     texts = [e.text for e in dev]
     accuracy = lambda z: float((z.argmax(-1) == labels).float().mean())  # noqa: E731
-    ingredients = [accuracy(torch.from_numpy(load_classifier(f).logits(texts, batch_size=64))) for f in args.model]
+    ingredients = []
+    for i, folder in enumerate(args.model):
+        step(i / (len(args.model) + 1), f"dev accuracy of {Path(folder).name}")
+        ingredients.append(accuracy(torch.from_numpy(load_classifier(folder).logits(texts, batch_size=64))))
+    step(len(args.model) / (len(args.model) + 1), "dev accuracy and temperature of the soup")
     logits = torch.from_numpy(load_classifier(out).logits(texts, batch_size=64)).float()
     temperature = fit_temperature(logits, labels)
     spec = ModelFolder.read(out)
@@ -181,7 +188,13 @@ def _fit_and_compare(args: SoupArgs, specs: list[ModelFolder], out: Path, dev) -
 def run_soup(args: SoupArgs) -> None:
     import sys
 
-    out = soup(args)
+    from tqdm import tqdm
+
+    with tqdm(total=100, desc="soup", unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
+        def progress(fraction, stage=""):
+            bar.n = round(100 * fraction)
+            bar.set_postfix_str(stage)
+        out = soup(args, progress)
     metrics = ModelFolder.read(out).metrics
     for row in metrics["ingredients"]:
         print(f"{row['model']}: dev accuracy {row['dev_accuracy']:.4f}", file=sys.stderr)

@@ -53,9 +53,12 @@ class Registry:
         return [DEFAULT_VERSION, *built]
 
     def new_name(self, ratio: float, method: str, targets: str) -> str:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        kind = "dense" if ratio >= 1 else f"{method}-{targets.replace('+', '_')}-r{ratio:g}"
-        return f"v{stamp}-{kind}"
+        return self.stamped_name("dense" if ratio >= 1 else f"{method}-{targets.replace('+', '_')}-r{ratio:g}")
+
+    @staticmethod
+    def stamped_name(kind: str) -> str:
+        """A new version's name: ``v<UTC time>-<kind>``."""
+        return f"v{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{kind}"
 
     # -- the live pointer ----------------------------------------------------------------------
     def _read_pointer(self) -> dict:

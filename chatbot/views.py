@@ -291,7 +291,9 @@ def jobs(items: list[dict], now: datetime | None = None) -> str:
         else:
             outcome = j.get("stage") or ""
         p = j.get("params") or {}
-        recipe = f"ratio {p.get('ratio')}, {p.get('method')}, {p.get('targets')}, epochs {p.get('epochs')}"
+        recipe = (f"soup of {', '.join(p['soup'])}" if p.get("soup") else
+                  f"ratio {p.get('ratio')}, {p.get('method')}, {p.get('targets')}, epochs {p.get('epochs')}"
+                  + (f", seed {p['seed']}" if p.get("seed") else ""))
         cancel = (f'<button class="jb-cancel" type="button" data-job="{text(j["name"])}" data-pick="{text(j["name"])}">'
                   f'Cancel {text(j["name"])}'
                   f'</button>' if j["status"] == "running" and not j.get("cancelling") else "")

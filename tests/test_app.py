@@ -167,13 +167,13 @@ def test_staff_handlers_refuse_a_disabled_account_and_agents_on_admin_handlers(s
     versions = [s["name"] for s in service.registry.summaries()]
     with closing(signed_in(url, "marie")) as marie:
         results = every_handler(marie, "/staff/", deps, {victim, "default"})
-    admin_handlers = [r for r in results if r["fn"] in ("admin_refresh", "start_build", "cancel_build", "promote",
+    admin_handlers = [r for r in results if r["fn"] in ("admin_refresh", "start_build", "start_soup", "cancel_build", "promote",
                                                         "rollback", "delete", "erase_conversation")]
     assert admin_handlers and not any(r["success"] for r in admin_handlers)
     assert any("Only admins" in r["text"] for r in admin_handlers)
     assert not any("root" in json.dumps(r["output"]) for r in results)  # the users table and audit trail
     assert service.store.conversation(victim) is not None and [s["name"] for s in service.registry.summaries()] == versions
-    admin_actions = {"erase", "build", "cancel", "promote", "rollback", "delete"}
+    admin_actions = {"erase", "build", "soup", "cancel", "promote", "rollback", "delete"}
     assert not [e for e in service.audit.entries(500) if e["action"] in admin_actions]
 
 

@@ -47,6 +47,7 @@ AGENT_METHODS = {"staff_member": (), "staff_analyse": ("hello",), "inbox": (), "
                  "out_of_scope": ()}
 ADMIN_METHODS = {"erase": ("CID",), "audit_log": (), "users": (), "versions": (), "promote": ("default",),
                  "rollback": (), "delete": ("nothing",), "start_build": (0.5, "plain", "attn"), "jobs": (),
+                 "start_soup": (["default", "default2"],),
                  "cancel_job": ("JOB",)}
 
 
@@ -141,6 +142,34 @@ def test_build_promote_rollback_delete(service):
     # Every acknowledged turn is still there, with the model that answered it.
     versions = [m["model_version"] for m in service.store.messages(turn.conversation_id) if m["role"] == "bot"]
     assert versions == ["default", job.name]
+
+
+def test_builds_with_other_seeds_average_into_a_version(service):
+    """An admin builds the same recipe with two seeds and averages them: the soup is a version like
+    any build (scored, listed, promotable); what cannot be averaged is refused before anything runs."""
+    root = admin(service)
+    a, b = (wait(service.start_build(root, 0.5, "whitened", "attn", epochs=1, max_per_intent=4, seed=s)) for s in (0, 1))
+    assert a.status == b.status == "done", (a.error, b.error)
+    assert a.result["accuracy"] is not None and b.params["seed"] == 1
+    for names, problem in (([a.name], "two different"), ([a.name, a.name], "two different"), ("v1,v2", "choose"),
+                           ([a.name, "nothing"], "no version"), (["default", a.name], "same start")):
+        with pytest.raises(ValueError, match=problem):
+            service.start_soup(root, names)
+    with pytest.raises(ValueError, match="seed"):
+        service.start_build(root, 0.5, "plain", "attn", seed=-1)
+    assert [j["name"] for j in service.jobs(root)] == [b.name, a.name]  # nothing started by the refusals
+    job = wait(service.start_soup(root, [a.name, b.name]))
+    assert job.status == "done", job.error
+    row = {s["name"]: s for s in service.registry.summaries()}[job.name]
+    assert row["soup"] == [str(service.registry.folder(n)) for n in (a.name, b.name)]
+    assert row["accuracy"] == job.result["accuracy"] and row["parameters"] == a.result["parameters"]
+    service.promote(root, job.name)
+    turn = service.respond_batch([{"conversation_id": None, "text": "cancel order stop 1"}])[0]
+    assert turn.model_version == job.name
+    cancelled = service.start_soup(root, [a.name, b.name])
+    service.cancel_job(root, cancelled.name)
+    assert wait(cancelled).status == "cancelled" and cancelled.name not in service.registry.names()
+    assert [e["action"] for e in service.audit.entries()][:4] == ["cancel", "soup", "promote", "soup"]
 
 
 def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):

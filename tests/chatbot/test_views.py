@@ -105,6 +105,9 @@ def test_out_of_scope_report_and_builds_list():
     cancelling = views.jobs([{**job, "cancelling": True}], now=NOW)
     assert 'class="jb-cancel"' not in cancelling and 'data-state="cancelling"' in cancelling
     assert views.jobs_signature([job]) != views.jobs_signature([{**job, "progress": 0.5}])
+    souped = views.jobs([{**job, "params": {"soup": ["v1-<b>", "v2"]}}, {**job, "params": {**job["params"], "seed": 3}}],
+                        now=NOW)
+    assert "soup of v1-&lt;b&gt;, v2" in souped and "epochs 1, seed 3" in souped
 
 
 def test_plot_points_are_labelled_and_identical_builds_share_a_label(tmp_path):
