@@ -155,6 +155,7 @@ def soup(args: SoupArgs, progress=None) -> Path:
         made = {"base": specs[0].base, **{k: v for k, v in first.items() if k in MADE}, "soup": list(args.model)}
         summary, report = score_version(out, rows, lambda f, d="": step(0.5 + 0.5 * f, d), **made)
         ModelFolder.write_evaluation(out, summary, report)
+        step(1.0, "done")
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a model
         raise
@@ -190,10 +191,10 @@ def run_soup(args: SoupArgs) -> None:
 
     from tqdm import tqdm
 
-    with tqdm(total=100, desc="soup", unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
+    with tqdm(total=100, desc="soup", unit="%") as bar:
         def progress(fraction, stage=""):
             bar.n = round(100 * fraction)
-            bar.set_postfix_str(stage)
+            bar.set_description(f"soup: {stage}" if stage else "soup")
         out = soup(args, progress)
     metrics = ModelFolder.read(out).metrics
     for row in metrics["ingredients"]:

@@ -16,7 +16,8 @@ agents and admins would:
   agent's attention; after close, the customer's next message starts a new conversation;
 * the Out of scope tab counts out-of-scope messages per day and lists them;
 * admins see builds as jobs with live progress on any page opened later, cancel one job by name,
-  and a finished build appears in the table and the plot, with the audit trail.
+  and a finished build appears in the table and the plot, with the audit trail; averaging one
+  version alone is refused, said so.
 
 Only a few real, clear, in-scope messages go through the model; states the model would have to be
 coaxed into (a clarification, out-of-scope messages) are written into the app's database directly.
@@ -475,6 +476,12 @@ def test_builds_are_jobs_with_live_progress_one_can_be_cancelled_and_a_version_i
     assert not table.get_by_text(name).count()  # the cancelled build left no version
     page.locator("#admin-plot img").wait_for()
     visible(audit.get_by_text("cancel", exact=True)).wait_for()
+    choose = page.locator("#admin-soup-versions input")  # averaging needs two versions of one start
+    choose.click()
+    choose.fill(built)
+    choose.press("Enter")
+    page.locator("#admin-soup").click()
+    page.get_by_text("choose at least two different versions").first.wait_for()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "admin.png"), full_page=True)
     page.context.close()
