@@ -424,16 +424,23 @@ def jobs_view(service: Service, request: gr.Request):
     return views.jobs(items), views.jobs_signature(items)
 
 
-def start_build(service: Service, ratio, method, targets, epochs, per_intent, seed, request: gr.Request):
-    """Start a build in the background; its progress shows in the builds list for every admin."""
+def start_build(service: Service, ratio, method, targets, epochs, per_intent, seed, params_keep, min_saving,
+                keep_layers, trim_vocab, request: gr.Request):
+    """Start a build in the background; its progress shows in the builds list for every admin.
+    A parameter share or layers kept of 0 means "not used"."""
     with shown_as_errors():
         try:
             ratio, epochs = float(ratio), int(epochs) if epochs else None
             per_intent = int(per_intent) if per_intent else None
             seed = int(seed) if seed not in (None, "") else 0
+            params_keep = float(params_keep) if params_keep else None
+            min_saving = float(min_saving) if min_saving else 0.0
+            keep_layers = int(keep_layers) if keep_layers else None
         except (TypeError, ValueError, OverflowError):
-            raise ValueError("ratio, epochs, examples and seed must be numbers") from None
-        job = service.start_build(caller_of(service, request), ratio, method, targets, epochs, per_intent, seed)
+            raise ValueError("ratio, epochs, examples, seed, share, saving and layers must be numbers") from None
+        job = service.start_build(caller_of(service, request), ratio, method, targets, epochs, per_intent, seed,
+                                  params_keep=params_keep, min_saving=min_saving, keep_layers=keep_layers,
+                                  trim_vocab=bool(trim_vocab))
     return (f"Build **{job.name}** started: follow it below. The live model is unchanged until you promote a "
             "version.", *jobs_view(service, request))
 
@@ -515,6 +522,18 @@ def admin_tab(service: Service):
                          info="Builds that differ only in their seed can be averaged into one (below).",
                          elem_id="admin-seed")
         build = gr.Button("Build version", variant="primary", elem_id="admin-build")
+    with gr.Accordion("More compression (the shipped default: share 0.9, saving 0.5, first 11 layers, trimmed "
+                      "vocabulary, attn+mlp)", open=False, elem_id="admin-more"):
+        with gr.Row():
+            params_keep = gr.Slider(0.0, 0.95, value=0.0, step=0.05, elem_id="admin-params-keep",
+                                    label="Parameter share kept (0: use the rank ratio)",
+                                    info="Keeps this share of the chosen layers' parameters, ranks chosen per matrix.")
+            min_saving = gr.Slider(0.0, 0.9, value=0.0, step=0.05, elem_id="admin-min-saving",
+                                   label="Minimum saving per matrix",
+                                   info="A matrix is factorised only where it saves this share of its work.")
+            keep_layers = gr.Number(0, precision=0, minimum=0, elem_id="admin-keep-layers",
+                                    label="Keep the first N decoder layers (0: all)")
+            trim_vocab = gr.Checkbox(False, label="Trim the vocabulary to our languages", elem_id="admin-trim-vocab")
     job_note = gr.Markdown("", elem_id="admin-job")
     gr.Markdown("### Builds (live progress; a running build can be cancelled by name)")
     jobs = gr.HTML("", elem_id="admin-jobs", js_on_load=LIVE_JS, apply_default_css=False)
@@ -547,7 +566,8 @@ def admin_tab(service: Service):
     private = {"api_visibility": "private"}
     view = [admin_note, versions, trade_off, version_name, soup_names, audit, users]
     refresh.click(bind(admin_refresh, service), None, view, **private)
-    build.click(bind(start_build, service), [ratio, method, targets, epochs, per_intent, seed], [job_note, jobs, jobs_sig],
+    build.click(bind(start_build, service), [ratio, method, targets, epochs, per_intent, seed, params_keep, min_saving,
+                                             keep_layers, trim_vocab], [job_note, jobs, jobs_sig],
                 concurrency_id="admin", concurrency_limit=1, **private)
     soup_button.click(bind(start_soup, service), soup_names, [job_note, jobs, jobs_sig],
                       concurrency_id="admin", concurrency_limit=1, **private)

@@ -365,39 +365,56 @@ class Service:
 
     # -- admin builds ---------------------------------------------------------------------------
     def start_build(self, caller: Caller | None, ratio: float, method: str, targets: str, epochs: int | None = None,
-                    max_per_intent: int | None = None, seed: int = 0) -> Job:
+                    max_per_intent: int | None = None, seed: int = 0, params_keep: float | None = None,
+                    min_saving: float = 0.0, keep_layers: int | None = None, trim_vocab: bool = False) -> Job:
         """Compress → heal → evaluate in a background thread; the version appears only when complete.
 
-        It compresses the live classifier when that one is uncompressed, else the shipped one, so
-        healing starts from a tuned model; the raw base when neither fits the data (see chatbot.build).
-        ``seed`` is the healing's seed; every admin build computes its factors with calibration seed 0,
-        so builds that differ only in ``seed`` can be averaged (:meth:`start_soup`)."""
+        It compresses the live classifier when that one is uncompressed, else the shipped one, else the
+        shipped dense one, so healing starts from a tuned model; the raw base when none fits the data
+        (see chatbot.build). What is compressed is a :class:`chatbot.build.Compression`: ``ratio`` or
+        ``params_keep`` (a share of the targets' parameters, ranks per matrix), ``min_saving``,
+        ``keep_layers`` and ``trim_vocab`` as ``python -m chatbot build`` takes them. ``seed`` is the
+        healing's seed; every admin build computes its factors with calibration seed 0, so builds that
+        differ only in ``seed`` can be averaged (:meth:`start_soup`)."""
         require(caller, "admin")
         self._refuse_if_busy()
-        if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        from chatbot.build import Compression  # PyTorch: when an admin builds
+
+        if ratio is None:
             raise ValueError("rank ratio must be in (0, 1]")
+        numbers = {"rank ratio": ratio, "parameter share": params_keep, "minimum saving": min_saving}
+        if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in numbers.values()):
+            raise ValueError("rank ratio, parameter share and minimum saving must be numbers")
+        whole = {"seed": seed, "layers kept": keep_layers}
+        if any(v is not None and (isinstance(v, bool) or not isinstance(v, int)) for v in whole.values()):
+            raise ValueError("the seed and the layers kept are whole numbers")
         if method not in ("whitened", "plain") or not isinstance(targets, str) \
                 or not re.fullmatch(r"[a-z_]+(\+[a-z_]+)*", targets):
             raise ValueError("method is whitened or plain; layers are attn, mlp, attn+mlp or module names")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        if not 0 <= seed < 2**31:
             raise ValueError("the seed is a whole number from 0 to 2147483647")
+        if not isinstance(trim_vocab, bool):
+            raise ValueError("trim vocabulary is yes or no")
+        spec = Compression(method, targets, ratio, params_keep, min_saving, trim_vocab, keep_layers, calib_seed=0)
         candidates = [self.registry.folder(self.registry.live), self.registry.folder(DEFAULT_VERSION), DENSE_MODEL_DIR]
         base = ModelFolder.read(candidates[0]).base  # the live model's base
 
         def make(staging, progress):
-            from chatbot.build import BuildPolicy, build_version, pick_source  # PyTorch: when an admin builds
+            from chatbot.build import BuildPolicy, build_version, pick_source
 
             source = pick_source(candidates, load_dataset(self.data).intents)
             heal = (self.policy or BuildPolicy()).heal(source is not None, epochs, max_per_intent)
             heal.fit.seed = seed
             return build_version(self.data, staging, base=base, method=method, compress_targets=targets,
-                                 ratio=ratio, heal=heal, progress=progress, source=source, calib_seed=0)
+                                 ratio=ratio, heal=heal, progress=progress, source=source, params_keep=params_keep,
+                                 trim_vocab=trim_vocab, min_saving=min_saving, keep_layers=keep_layers,
+                                 calib_seed=spec.calib_seed)
 
         params = {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
-                  "max_per_intent": max_per_intent, "seed": seed}
-        return self._start_job(caller, self.registry.new_name(ratio, method, targets), params, make, "build",
-                               f"ratio {ratio:g}, {method}, {targets}, epochs {epochs}, {max_per_intent} per intent, "
-                               f"seed {seed}")
+                  "max_per_intent": max_per_intent, "seed": seed, "params_keep": params_keep,
+                  "min_saving": min_saving, "keep_layers": keep_layers, "trim_vocab": trim_vocab}
+        name = self.registry.new_name(ratio, method, targets, params_keep, keep_layers, trim_vocab)
+        return self._start_job(caller, name, params, make, "build", ", ".join(f"{k} {v}" for k, v in params.items()))
 
     def start_soup(self, caller: Caller | None, names: list[str]) -> Job:
         """Average versions built from the same start (e.g. the same build with other seeds) into a new

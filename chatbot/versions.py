@@ -52,8 +52,13 @@ class Registry:
         built = sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.exists(p.name))
         return [DEFAULT_VERSION, *built]
 
-    def new_name(self, ratio: float, method: str, targets: str) -> str:
-        return self.stamped_name("dense" if ratio >= 1 else f"{method}-{targets.replace('+', '_')}-r{ratio:g}")
+    def new_name(self, ratio: float, method: str, targets: str, params_keep: float | None = None,
+                 keep_layers: int | None = None, trim_vocab: bool = False) -> str:
+        """A build's name: what it factorises and how much (``r`` rank ratio, ``p`` parameter share; or
+        ``dense``), then ``-l<N>`` for the first N layers kept and ``-tv`` for a trimmed vocabulary."""
+        cut = f"p{params_keep:g}" if params_keep is not None else f"r{ratio:g}"
+        kind = f"{method}-{targets.replace('+', '_')}-{cut}" if params_keep is not None or ratio < 1 else "dense"
+        return self.stamped_name(kind + (f"-l{keep_layers}" if keep_layers else "") + ("-tv" if trim_vocab else ""))
 
     @staticmethod
     def stamped_name(kind: str) -> str:

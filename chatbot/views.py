@@ -292,8 +292,12 @@ def jobs(items: list[dict], now: datetime | None = None) -> str:
             outcome = j.get("stage") or ""
         p = j.get("params") or {}
         recipe = (f"soup of {', '.join(p['soup'])}" if p.get("soup") else
-                  f"ratio {p.get('ratio')}, {p.get('method')}, {p.get('targets')}, epochs {p.get('epochs')}"
-                  + (f", seed {p['seed']}" if p.get("seed") else ""))
+                  (f"parameter share {p['params_keep']}" if p.get("params_keep") else f"ratio {p.get('ratio')}")
+                  + f", {p.get('method')}, {p.get('targets')}"
+                  + (f", saving ≥ {p['min_saving']}" if p.get("min_saving") else "")
+                  + (f", first {p['keep_layers']} layers" if p.get("keep_layers") else "")
+                  + (", trimmed vocabulary" if p.get("trim_vocab") else "")
+                  + f", epochs {p.get('epochs')}" + (f", seed {p['seed']}" if p.get("seed") else ""))
         cancel = (f'<button class="jb-cancel" type="button" data-job="{text(j["name"])}" data-pick="{text(j["name"])}">'
                   f'Cancel {text(j["name"])}'
                   f'</button>' if j["status"] == "running" and not j.get("cancelling") else "")
@@ -312,7 +316,7 @@ def jobs_signature(items: list[dict]) -> str:
                     f"{j.get('stage')}" for j in items)
 
 
-VERSION_COLUMNS = (["live", "version", "rank ratio", "method", "targets", "parameters (M)", "size MB", "accuracy",
+VERSION_COLUMNS = (["live", "version", "rank ratio or parameter share", "method", "targets", "parameters (M)", "size MB", "accuracy",
                     "macro-F1"] + [f"acc {lang}" for lang in LANGUAGES] + ["p50 ms"])
 
 
@@ -321,8 +325,10 @@ def version_rows(summaries: list[dict]) -> list[list]:
     for s in summaries:
         per = s.get("per_language", {})
         number = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
-        rows.append(["●" if s["live"] else "", s["name"], number(s.get("ratio"), "g"), s.get("method", ""),
+        cut = f"share {s['params_keep']:g}" if s.get("params_keep") else number(s.get("ratio"), "g")
+        rows.append(["●" if s["live"] else "", s["name"], cut, s.get("method", ""),
                      s.get("targets", "") + (f" · first {s['keep_layers']} layers" if s.get("keep_layers") else "")
+                     + (" · trimmed vocabulary" if s.get("vocab") == "trimmed" else "")
                      + (f" · soup of {len(s['soup'])}" if s.get("soup") else ""),
                      number(s["parameters"] / 1e6 if s.get("parameters") else None, ".1f"),
                      number(s.get("size_mb"), ".0f"), number(s.get("accuracy"), ".4f"), number(s.get("macro_f1"), ".4f")]

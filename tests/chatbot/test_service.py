@@ -5,6 +5,7 @@ import pytest
 
 from chatbot import views
 from chatbot.accounts import AccessDenied, AccountDisabled, NotSignedIn, WrongRole
+from chatbot.folder import ModelFolder
 from chatbot.service import Service
 
 PASSWORD = "correct horse battery staple"
@@ -155,8 +156,11 @@ def test_builds_with_other_seeds_average_into_a_version(service):
                            ([a.name, "nothing"], "no version"), (["default", a.name], "same start")):
         with pytest.raises(ValueError, match=problem):
             service.start_soup(root, names)
-    with pytest.raises(ValueError, match="seed"):
-        service.start_build(root, 0.5, "plain", "attn", seed=-1)
+    for bad, problem in (({"seed": -1}, "seed"), ({"seed": 1.5}, "whole"), ({"keep_layers": 0}, "keep layers"),
+                         ({"params_keep": 1.0}, "params keep"), ({"min_saving": "x"}, "numbers"),
+                         ({"trim_vocab": "yes"}, "yes or no"), ({"ratio": None}, "ratio")):
+        with pytest.raises(ValueError, match=problem):
+            service.start_build(root, **{"ratio": 0.5, "method": "plain", "targets": "attn", **bad})
     assert [j["name"] for j in service.jobs(root)] == [b.name, a.name]  # nothing started by the refusals
     job = wait(service.start_soup(root, [a.name, b.name]))
     assert job.status == "done", job.error
@@ -170,6 +174,20 @@ def test_builds_with_other_seeds_average_into_a_version(service):
     service.cancel_job(root, cancelled.name)
     assert wait(cancelled).status == "cancelled" and cancelled.name not in service.registry.names()
     assert [e["action"] for e in service.audit.entries()][:4] == ["cancel", "soup", "promote", "soup"]
+
+
+def test_an_admin_build_takes_the_whole_compression_recipe(service):
+    """A parameter share, a minimum saving, the layers kept and the vocabulary trim reach the build,
+    its name and its row, as ``python -m chatbot build`` takes them."""
+    job = wait(service.start_build(admin(service), 1.0, "whitened", "attn+mlp", epochs=1, max_per_intent=4,
+                                   params_keep=0.5, min_saving=0.1, keep_layers=1, trim_vocab=True))
+    assert job.status == "done", job.error
+    assert job.name.endswith("-whitened-attn_mlp-p0.5-l1-tv")
+    row = {s["name"]: s for s in service.registry.summaries()}[job.name]
+    assert (row["params_keep"], row["min_saving"], row["keep_layers"], row["vocab"]) == (0.5, 0.1, 1, "trimmed")
+    spec = ModelFolder.read(service.registry.folder(job.name))
+    assert spec.compression["keep_layers"] == 1 and spec.compression["params_keep"] == 0.5 and spec.vocab["kept"] > 0
+    assert "params_keep 0.5" in service.audit.entries()[0]["detail"]
 
 
 def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):

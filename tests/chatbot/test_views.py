@@ -108,6 +108,9 @@ def test_out_of_scope_report_and_builds_list():
     souped = views.jobs([{**job, "params": {"soup": ["v1-<b>", "v2"]}}, {**job, "params": {**job["params"], "seed": 3}}],
                         now=NOW)
     assert "soup of v1-&lt;b&gt;, v2" in souped and "epochs 1, seed 3" in souped
+    default_recipe = {**job["params"], "params_keep": 0.9, "min_saving": 0.5, "keep_layers": 11, "trim_vocab": True}
+    assert ("parameter share 0.9, plain, attn, saving ≥ 0.5, first 11 layers, trimmed vocabulary, epochs 1"
+            in views.jobs([{**job, "params": default_recipe}], now=NOW))
 
 
 def test_plot_points_are_labelled_and_identical_builds_share_a_label(tmp_path):
@@ -164,6 +167,12 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
     assert pruned[views.VERSION_COLUMNS.index("targets")] == "attn+mlp · first 12 layers"
     souped = views.version_rows([{"name": "s", "live": False, "targets": "attn+mlp", "soup": ["runs/a", "runs/b"]}])[0]
     assert souped[views.VERSION_COLUMNS.index("targets")] == "attn+mlp · soup of 2"
+    shared = views.version_rows([{"name": "d", "live": False, "ratio": 1.0, "params_keep": 0.9, "targets": "attn+mlp",
+                                  "vocab": "trimmed"}])[0]
+    assert shared[2] == "share 0.9" and shared[views.VERSION_COLUMNS.index("targets")] == "attn+mlp · trimmed vocabulary"
+    names = [registry.new_name(0.5, "plain", "attn"), registry.new_name(1.0, "whitened", "attn"),
+             registry.new_name(1.0, "whitened", "attn+mlp", params_keep=0.9, keep_layers=11, trim_vocab=True)]
+    assert [n.split("-", 2)[2] for n in names] == ["plain-attn-r0.5", "dense", "whitened-attn_mlp-p0.9-l11-tv"]
 
 
 def test_audit_users_and_revealable_values():
