@@ -414,7 +414,11 @@ class Service:
                   "max_per_intent": max_per_intent, "seed": seed, "params_keep": params_keep,
                   "min_saving": min_saving, "keep_layers": keep_layers, "trim_vocab": trim_vocab}
         name = self.registry.new_name(ratio, method, targets, params_keep, keep_layers, trim_vocab)
-        return self._start_job(caller, name, params, make, "build", ", ".join(f"{k} {v}" for k, v in params.items()))
+        extras = {"parameter share": params_keep, "minimum saving": min_saving or None, "first layers": keep_layers,
+                  "trimmed vocabulary": trim_vocab or None}
+        detail = f"ratio {ratio:g}, {method}, {targets}, epochs {epochs}, {max_per_intent} per intent, seed {seed}" + \
+            "".join(f", {k} {v}" for k, v in extras.items() if v is not None)
+        return self._start_job(caller, name, params, make, "build", detail)
 
     def start_soup(self, caller: Caller | None, names: list[str]) -> Job:
         """Average versions built from the same start (e.g. the same build with other seeds) into a new

@@ -476,12 +476,12 @@ def test_builds_are_jobs_with_live_progress_one_can_be_cancelled_and_a_version_i
     assert not table.get_by_text(name).count()  # the cancelled build left no version
     page.locator("#admin-plot img").wait_for()
     visible(audit.get_by_text("cancel", exact=True)).wait_for()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "admin.png"), full_page=True)
     choose = page.locator("#admin-soup-versions input")  # averaging needs two versions of one start
     choose.click()
     choose.fill(built)
     choose.press("Enter")
     page.locator("#admin-soup").click()
     page.get_by_text("choose at least two different versions").first.wait_for()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "admin.png"), full_page=True)
     page.context.close()

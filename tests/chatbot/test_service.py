@@ -187,7 +187,8 @@ def test_an_admin_build_takes_the_whole_compression_recipe(service):
     assert (row["params_keep"], row["min_saving"], row["keep_layers"], row["vocab"]) == (0.5, 0.1, 1, "trimmed")
     spec = ModelFolder.read(service.registry.folder(job.name))
     assert spec.compression["keep_layers"] == 1 and spec.compression["params_keep"] == 0.5 and spec.vocab["kept"] > 0
-    assert "params_keep 0.5" in service.audit.entries()[0]["detail"]
+    assert service.audit.entries()[0]["detail"].endswith(", parameter share 0.5, minimum saving 0.1, first layers 1, "
+                                                         "trimmed vocabulary True")
 
 
 def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):
