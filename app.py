@@ -411,7 +411,7 @@ def admin_view(service: Service, request: gr.Request, note: str | None = None):
     views.plot_versions([{**s, "folder": s["name"]} for s in summaries], path, live=live)
     names = [s["name"] for s in summaries]
     return (note or f"Live version: **{live}**", views.version_rows(summaries), str(path),
-            gr.update(choices=names, value=live), gr.update(choices=names, value=[]), audit, users)
+            gr.update(choices=names, value=live), gr.update(choices=names), audit, users)
 
 
 def admin_refresh(service: Service, request: gr.Request):

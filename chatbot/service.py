@@ -113,6 +113,7 @@ class Service:
         """How admin builds heal (:class:`chatbot.build.BuildPolicy`; its defaults when None)."""
         self._swap = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._job_lock = threading.Lock()
         self.open_classifier = classifier_opener()  # in this process, or served ($CHATBOT_CLASSIFIER_URL)
         live = self.registry.live
         self.assistant = Assistant(self.open_classifier(self.registry.folder(live)), self.store,
@@ -385,8 +386,8 @@ class Service:
         numbers = {"rank ratio": ratio, "parameter share": params_keep, "minimum saving": min_saving}
         if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in numbers.values()):
             raise ValueError("rank ratio, parameter share and minimum saving must be numbers")
-        whole = {"seed": seed, "layers kept": keep_layers}
-        if any(v is not None and (isinstance(v, bool) or not isinstance(v, int)) for v in whole.values()):
+        if isinstance(seed, bool) or not isinstance(seed, int) or \
+                (keep_layers is not None and (isinstance(keep_layers, bool) or not isinstance(keep_layers, int))):
             raise ValueError("the seed and the layers kept are whole numbers")
         if method not in ("whitened", "plain") or not isinstance(targets, str) \
                 or not re.fullmatch(r"[a-z_]+(\+[a-z_]+)*", targets):
@@ -413,7 +414,7 @@ class Service:
         params = {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
                   "max_per_intent": max_per_intent, "seed": seed, "params_keep": params_keep,
                   "min_saving": min_saving, "keep_layers": keep_layers, "trim_vocab": trim_vocab}
-        name = self.registry.new_name(ratio, method, targets, params_keep, keep_layers, trim_vocab)
+        name = self.registry.new_name(ratio, method, targets, params_keep, keep_layers, trim_vocab, min_saving, seed)
         extras = {"parameter share": params_keep, "minimum saving": min_saving or None, "first layers": keep_layers,
                   "trimmed vocabulary": trim_vocab or None}
         detail = f"ratio {ratio:g}, {method}, {targets}, epochs {epochs}, {max_per_intent} per intent, seed {seed}" + \
@@ -452,7 +453,12 @@ class Service:
     def _start_job(self, caller: Caller, name: str, params: dict, make, action: str, detail: str) -> Job:
         """Run ``make(staging, progress)`` in a background thread; its folder becomes version ``name``
         only when complete. ``progress`` raises :class:`Cancelled` once the job is cancelled."""
-        job = Job(name, params, started_by=caller.name)
+        with self._job_lock:  # one job at a time, whoever calls; and one name per job
+            self._refuse_if_busy()
+            name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, 10_000))) if n not in self._jobs)
+            job = Job(name, params, started_by=caller.name)
+            self._record(caller, action, name, detail)  # first: a job that cannot be audited does not run
+            self._jobs[name] = job
         folder, staging = self.registry.folder(name), self.registry.staging(name)
         staging.parent.mkdir(parents=True, exist_ok=True)
 
@@ -476,8 +482,6 @@ class Service:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
 
-        self._record(caller, action, name, detail)  # first: a job that cannot be audited does not run
-        self._jobs[name] = job
         threading.Thread(target=work, name=f"{action}-{name}", daemon=True).start()
         return job
 

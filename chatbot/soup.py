@@ -58,17 +58,23 @@ class SoupArgs:
 
 
 def check_ingredients(folders: list[str], specs: list[ModelFolder]) -> None:
-    """ValueError unless the folders differ only in what LoRA training changed."""
+    """ValueError unless the folders differ only in what LoRA training changed (their settings and adapter
+    configs; :func:`average_adapters` checks the tensors themselves)."""
     first = specs[0]
     for folder, spec in zip(folders[1:], specs[1:]):
         for key in SAME:
             if getattr(spec, key) != getattr(first, key):
                 raise ValueError(f"{folder} differs from {folders[0]} in its {key}: only classifiers tuned from "
                                  "the same start can be averaged")
+    layers = None
     for folder in folders:
         config = _adapter_config(folder)
         if config.get("rank_pattern") or config.get("alpha_pattern") or config.get("use_rslora") or config.get("use_dora"):
             raise ValueError(f"{folder}: only plain LoRA adapters (one rank and alpha) can be averaged")
+        targets = sorted(config.get("target_modules") or [])
+        if layers is not None and targets != layers:
+            raise ValueError(f"{folder} adapts other layers than {folders[0]}: give folders trained with the same --lora-targets")
+        layers = targets
 
 
 def _adapter_config(folder: str | Path) -> dict:

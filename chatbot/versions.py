@@ -53,17 +53,23 @@ class Registry:
         return [DEFAULT_VERSION, *built]
 
     def new_name(self, ratio: float, method: str, targets: str, params_keep: float | None = None,
-                 keep_layers: int | None = None, trim_vocab: bool = False) -> str:
-        """A build's name: what it factorises and how much (``r`` rank ratio, ``p`` parameter share; or
-        ``dense``), then ``-l<N>`` for the first N layers kept and ``-tv`` for a trimmed vocabulary."""
-        cut = f"p{params_keep:g}" if params_keep is not None else f"r{ratio:g}"
-        kind = f"{method}-{targets.replace('+', '_')}-{cut}" if params_keep is not None or ratio < 1 else "dense"
-        return self.stamped_name(kind + (f"-l{keep_layers}" if keep_layers else "") + ("-tv" if trim_vocab else ""))
+                 keep_layers: int | None = None, trim_vocab: bool = False, min_saving: float = 0.0,
+                 seed: int = 0) -> str:
+        """A build's name: what it factorises and how much (``r`` rank ratio, ``p`` parameter share, and
+        ``s`` the minimum saving; or ``dense``), then ``-l<N>`` for the first N layers kept, ``-tv`` for a
+        trimmed vocabulary and ``-seed<N>`` for a healing seed other than 0."""
+        factorised = params_keep is not None or ratio < 1
+        cut = (f"p{params_keep:g}" if params_keep is not None else f"r{ratio:g}") + (f"-s{min_saving:g}" if min_saving else "")
+        kind = f"{method}-{targets.replace('+', '_')}-{cut}" if factorised else "dense"
+        return self.stamped_name(kind + (f"-l{keep_layers}" if keep_layers else "") + ("-tv" if trim_vocab else "")
+                                 + (f"-seed{seed}" if seed else ""))
 
-    @staticmethod
-    def stamped_name(kind: str) -> str:
-        """A new version's name: ``v<UTC time>-<kind>``."""
-        return f"v{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{kind}"
+    def stamped_name(self, kind: str) -> str:
+        """A new version's name, ``v<UTC time>-<kind>``, with ``-2``, ``-3``… when a version or a build
+        in progress already has it."""
+        name = f"v{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{kind}"
+        taken = lambda n: self.folder(n).exists() or self.staging(n).exists()  # noqa: E731
+        return next(n for n in (name, *(f"{name}-{i}" for i in range(2, 10_000))) if not taken(n))
 
     # -- the live pointer ----------------------------------------------------------------------
     def _read_pointer(self) -> dict:

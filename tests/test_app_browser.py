@@ -482,6 +482,7 @@ def test_builds_are_jobs_with_live_progress_one_can_be_cancelled_and_a_version_i
     choose.click()
     choose.fill(built)
     choose.press("Enter")
+    page.locator("#admin-soup-versions .token").get_by_text(built).wait_for()  # chosen, so the refusal is about one
     page.locator("#admin-soup").click()
     page.get_by_text("choose at least two different versions").first.wait_for()
     page.context.close()

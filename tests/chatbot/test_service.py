@@ -151,12 +151,12 @@ def test_builds_with_other_seeds_average_into_a_version(service):
     root = admin(service)
     a, b = (wait(service.start_build(root, 0.5, "whitened", "attn", epochs=1, max_per_intent=4, seed=s)) for s in (0, 1))
     assert a.status == b.status == "done", (a.error, b.error)
-    assert a.result["accuracy"] is not None and b.params["seed"] == 1
+    assert a.result["accuracy"] is not None and b.params["seed"] == 1 and b.name.endswith("-r0.5-seed1")
     for names, problem in (([a.name], "two different"), ([a.name, a.name], "two different"), ("v1,v2", "choose"),
                            ([a.name, "nothing"], "no version"), (["default", a.name], "same start")):
         with pytest.raises(ValueError, match=problem):
             service.start_soup(root, names)
-    for bad, problem in (({"seed": -1}, "seed"), ({"seed": 1.5}, "whole"), ({"keep_layers": 0}, "keep layers"),
+    for bad, problem in (({"seed": -1}, "seed"), ({"seed": 1.5}, "whole"), ({"seed": None}, "whole"), ({"keep_layers": 0}, "keep layers"),
                          ({"params_keep": 1.0}, "params keep"), ({"min_saving": "x"}, "numbers"),
                          ({"trim_vocab": "yes"}, "yes or no"), ({"ratio": None}, "ratio")):
         with pytest.raises(ValueError, match=problem):
@@ -182,7 +182,7 @@ def test_an_admin_build_takes_the_whole_compression_recipe(service):
     job = wait(service.start_build(admin(service), 1.0, "whitened", "attn+mlp", epochs=1, max_per_intent=4,
                                    params_keep=0.5, min_saving=0.1, keep_layers=1, trim_vocab=True))
     assert job.status == "done", job.error
-    assert job.name.endswith("-whitened-attn_mlp-p0.5-l1-tv")
+    assert job.name.endswith("-whitened-attn_mlp-p0.5-s0.1-l1-tv")
     row = {s["name"]: s for s in service.registry.summaries()}[job.name]
     assert (row["params_keep"], row["min_saving"], row["keep_layers"], row["vocab"]) == (0.5, 0.1, 1, "trimmed")
     spec = ModelFolder.read(service.registry.folder(job.name))

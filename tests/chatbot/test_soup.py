@@ -11,7 +11,7 @@ from chatbot.data import load_dataset
 from chatbot.evaluate import evaluate
 from chatbot.folder import ModelFolder
 from chatbot.lora import LoraSettings
-from chatbot.soup import SoupArgs, soup
+from chatbot.soup import SoupArgs, check_ingredients, soup
 from chatbot.train import FitSettings, train
 from chatbot.versions import Registry
 
@@ -89,6 +89,8 @@ def test_only_classifiers_tuned_from_the_same_start_are_averaged(ingredients, ti
     mlp = train_tiny(tiny_base, tiny_data, tmp_path / "mlp", epochs=1, lora=LoraSettings(r=4, targets=["gate_proj"]))
     with pytest.raises(ValueError, match="other layers"):
         soup(SoupArgs(model=[a, str(mlp)], out=str(tmp_path / "s2"), data=[str(tiny_data)]))
+    with pytest.raises(ValueError, match="other layers"):  # from the configs alone: the admin's check before a job
+        check_ingredients([a, str(mlp)], [ModelFolder.read(f) for f in (a, mlp)])
     assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()
     broken = tmp_path / "broken"
     shutil.copytree(b, broken)

@@ -170,9 +170,28 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
     shared = views.version_rows([{"name": "d", "live": False, "ratio": 1.0, "params_keep": 0.9, "targets": "attn+mlp",
                                   "vocab": "trimmed"}])[0]
     assert shared[2] == "share 0.9" and shared[views.VERSION_COLUMNS.index("targets")] == "attn+mlp · trimmed vocabulary"
+
+
+def test_version_names_say_the_recipe_and_are_never_taken_twice(tmp_path, tiny_model, monkeypatch):
+    from datetime import datetime, timezone
+
+    from chatbot import versions
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 1, 7, 0, 0, tzinfo=timezone.utc)
+
+    monkeypatch.setattr(versions, "datetime", Frozen)
+    registry = Registry(tmp_path, tiny_model)
     names = [registry.new_name(0.5, "plain", "attn"), registry.new_name(1.0, "whitened", "attn"),
-             registry.new_name(1.0, "whitened", "attn+mlp", params_keep=0.9, keep_layers=11, trim_vocab=True)]
-    assert [n.split("-", 2)[2] for n in names] == ["plain-attn-r0.5", "dense", "whitened-attn_mlp-p0.9-l11-tv"]
+             registry.new_name(1.0, "whitened", "attn+mlp", params_keep=0.9, keep_layers=11, trim_vocab=True,
+                               min_saving=0.5, seed=2)]
+    assert names == ["v20261201-070000-plain-attn-r0.5", "v20261201-070000-dense",
+                     "v20261201-070000-whitened-attn_mlp-p0.9-s0.5-l11-tv-seed2"]
+    registry.folder(names[0]).mkdir()
+    registry.staging(names[0] + "-2").mkdir(parents=True)  # a build in progress holds its name too
+    assert registry.new_name(0.5, "plain", "attn") == names[0] + "-3"
 
 
 def test_audit_users_and_revealable_values():
