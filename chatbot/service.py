@@ -414,12 +414,12 @@ class Service:
         params = {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
                   "max_per_intent": max_per_intent, "seed": seed, "params_keep": params_keep,
                   "min_saving": min_saving, "keep_layers": keep_layers, "trim_vocab": trim_vocab}
-        name = self.registry.new_name(ratio, method, targets, params_keep, keep_layers, trim_vocab, min_saving, seed)
+        kind = self.registry.build_kind(ratio, method, targets, params_keep, keep_layers, trim_vocab, min_saving, seed)
         extras = {"parameter share": params_keep, "minimum saving": min_saving or None, "first layers": keep_layers,
                   "trimmed vocabulary": trim_vocab or None}
         detail = f"ratio {ratio:g}, {method}, {targets}, epochs {epochs}, {max_per_intent} per intent, seed {seed}" + \
             "".join(f", {k} {v}" for k, v in extras.items() if v is not None)
-        return self._start_job(caller, name, params, make, "build", detail)
+        return self._start_job(caller, kind, params, make, "build", detail)
 
     def start_soup(self, caller: Caller | None, names: list[str]) -> Job:
         """Average versions built from the same start (e.g. the same build with other seeds) into a new
@@ -443,19 +443,18 @@ class Service:
             out = soup(SoupArgs(model=folders, out=str(staging), data=list(self.data)), progress=progress)
             return ModelFolder.read_evaluation(out)["summary"]
 
-        return self._start_job(caller, self.registry.stamped_name(f"soup{len(names)}"), {"soup": list(names)}, make,
-                               "soup", ", ".join(names))
+        return self._start_job(caller, f"soup{len(names)}", {"soup": list(names)}, make, "soup", ", ".join(names))
 
     def _refuse_if_busy(self) -> None:
         if any(j.status == "running" for j in self._jobs.values()):
             raise ValueError("a build is already running; wait for it or cancel it")
 
-    def _start_job(self, caller: Caller, name: str, params: dict, make, action: str, detail: str) -> Job:
-        """Run ``make(staging, progress)`` in a background thread; its folder becomes version ``name``
-        only when complete. ``progress`` raises :class:`Cancelled` once the job is cancelled."""
+    def _start_job(self, caller: Caller, kind: str, params: dict, make, action: str, detail: str) -> Job:
+        """Run ``make(staging, progress)`` in a background thread; its folder becomes a new version named
+        after ``kind`` only when complete. ``progress`` raises :class:`Cancelled` once the job is cancelled."""
         with self._job_lock:  # one job at a time, whoever calls; and one name per job
             self._refuse_if_busy()
-            name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, 10_000))) if n not in self._jobs)
+            name = self.registry.stamped_name(kind, taken=self._jobs)
             job = Job(name, params, started_by=caller.name)
             self._record(caller, action, name, detail)  # first: a job that cannot be audited does not run
             self._jobs[name] = job

@@ -55,21 +55,29 @@ class Registry:
     def new_name(self, ratio: float, method: str, targets: str, params_keep: float | None = None,
                  keep_layers: int | None = None, trim_vocab: bool = False, min_saving: float = 0.0,
                  seed: int = 0) -> str:
-        """A build's name: what it factorises and how much (``r`` rank ratio, ``p`` parameter share, and
-        ``s`` the minimum saving; or ``dense``), then ``-l<N>`` for the first N layers kept, ``-tv`` for a
-        trimmed vocabulary and ``-seed<N>`` for a healing seed other than 0."""
+        """A new build's name (see :meth:`build_kind` and :meth:`stamped_name`)."""
+        return self.stamped_name(self.build_kind(ratio, method, targets, params_keep, keep_layers, trim_vocab,
+                                                 min_saving, seed))
+
+    @staticmethod
+    def build_kind(ratio: float, method: str, targets: str, params_keep: float | None = None,
+                   keep_layers: int | None = None, trim_vocab: bool = False, min_saving: float = 0.0,
+                   seed: int = 0) -> str:
+        """What a build's name says: what it factorises and how much (``r`` rank ratio, ``p`` parameter
+        share, and ``s`` the minimum saving; or ``dense``), then ``-l<N>`` for the first N layers kept,
+        ``-tv`` for a trimmed vocabulary and ``-seed<N>`` for a healing seed other than 0."""
         factorised = params_keep is not None or ratio < 1
         cut = (f"p{params_keep:g}" if params_keep is not None else f"r{ratio:g}") + (f"-s{min_saving:g}" if min_saving else "")
         kind = f"{method}-{targets.replace('+', '_')}-{cut}" if factorised else "dense"
-        return self.stamped_name(kind + (f"-l{keep_layers}" if keep_layers else "") + ("-tv" if trim_vocab else "")
-                                 + (f"-seed{seed}" if seed else ""))
+        return kind + (f"-l{keep_layers}" if keep_layers else "") + ("-tv" if trim_vocab else "") \
+            + (f"-seed{seed}" if seed else "")
 
-    def stamped_name(self, kind: str) -> str:
-        """A new version's name, ``v<UTC time>-<kind>``, with ``-2``, ``-3``… when a version or a build
-        in progress already has it."""
+    def stamped_name(self, kind: str, taken=()) -> str:
+        """A new version's name, ``v<UTC time>-<kind>``, with ``-2``, ``-3``… when a version, a build in
+        progress or a name in ``taken`` (e.g. a server's jobs) already has it."""
         name = f"v{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{kind}"
-        taken = lambda n: self.folder(n).exists() or self.staging(n).exists()  # noqa: E731
-        return next(n for n in (name, *(f"{name}-{i}" for i in range(2, 10_000))) if not taken(n))
+        used = lambda n: n in taken or self.folder(n).exists() or self.staging(n).exists()  # noqa: E731
+        return next(n for n in (name, *(f"{name}-{i}" for i in range(2, 10_000))) if not used(n))
 
     # -- the live pointer ----------------------------------------------------------------------
     def _read_pointer(self) -> dict:
