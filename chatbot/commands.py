@@ -40,8 +40,15 @@ class EvaluateArgs:
     """Count every row as out of scope, whatever its label: for a corpus of requests none of our intents
     serves (e.g. MASSIVE's assistant commands), scored as out-of-scope recall per language and the
     policy's shares. Needs a model with an out_of_scope label."""
+    runtime: str = "torch"
+    """What scores: torch (the PyTorch reference), openvino (the int8 export that serves customers on a
+    CPU, built and cached on first use), openvino-fp16, or auto (what the app would serve with)."""
 
     def __post_init__(self):
+        from chatbot.runtime import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}")
         if self.split not in ("train", "dev", "test", "all"):
             raise ValueError("split must be train, dev, test or all")
         if not 0 <= self.out_of_scope_threshold <= 1:
@@ -55,6 +62,7 @@ def run_evaluate(args: EvaluateArgs) -> dict:
     from chatbot.data import load_dataset, stratified_sample
     from chatbot.evaluate import evaluate, format_report
     from chatbot.policy import PolicyConfig
+    from chatbot.runtime import load_serving, pick_runtime
 
     dataset = load_dataset(args.data, min_examples=1)
     rows = dataset.examples if args.split == "all" else dataset.split(args.split)
@@ -62,7 +70,11 @@ def run_evaluate(args: EvaluateArgs) -> dict:
         raise ValueError(f"no rows in split {args.split!r}")
     if args.limit:
         rows = stratified_sample(rows, args.limit)
-    classifier = load_classifier(args.model)
+    runtime = pick_runtime(args.runtime)
+    if runtime == "torch":
+        classifier = load_classifier(args.model)
+    else:
+        classifier = load_serving(args.model, runtime)
     if args.all_out_of_scope:
         if OUT_OF_SCOPE not in classifier.labels:
             raise ValueError(f"--all-out-of-scope needs a model with an {OUT_OF_SCOPE} label; {args.model} has none")
@@ -71,7 +83,7 @@ def run_evaluate(args: EvaluateArgs) -> dict:
                       PolicyConfig(out_of_scope=args.out_of_scope_threshold))
     report.update({"model": str(args.model), "data": list(args.data), "split": args.split,
                    "dropped_rows": dataset.dropped, "out_of_scope_threshold": args.out_of_scope_threshold,
-                   "all_out_of_scope": args.all_out_of_scope})
+                   "all_out_of_scope": args.all_out_of_scope, "runtime": runtime})
     print(format_report(report))
     if args.report:
         write_json(args.report, report)

@@ -81,6 +81,21 @@ def test_evaluate_all_out_of_scope_counts_every_row_as_out_of_scope(tiny_model, 
     assert report["policy"]["out_of_scope"] == pytest.approx(2 / 3)
 
 
+def test_evaluate_scores_the_served_export_when_asked(tiny_model, tiny_data, tmp_path, monkeypatch):
+    from chatbot.runtime import artefact_dir
+
+    monkeypatch.setenv("CHATBOT_CACHE", str(tmp_path / "cache"))
+    common = ["evaluate", "--model", str(tiny_model), "--data", str(tiny_data), "--latency-sample", "2"]
+    assert main([*common, "--report", str(tmp_path / "torch.json")]) == 0
+    assert not artefact_dir(tiny_model).exists()  # PyTorch by default: nothing exported
+    assert main([*common, "--runtime", "openvino", "--report", str(tmp_path / "served.json")]) == 0
+    torch_report, served = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("torch", "served"))
+    assert artefact_dir(tiny_model).exists()  # the int8 export was built and scored
+    assert (torch_report["runtime"], served["runtime"]) == ("torch", "openvino")
+    assert served["predicted"] == torch_report["predicted"]
+    assert main([*common, "--runtime", "onnx"]) != 0
+
+
 @pytest.mark.parametrize("limit", [1, 4, 7])
 def test_evaluate_limit_scores_that_many_rows(tiny_model, tiny_data, tmp_path, limit):
     report_path = tmp_path / "r.json"
