@@ -425,7 +425,7 @@ def jobs_view(service: Service, request: gr.Request):
 
 
 def start_build(service: Service, ratio, method, targets, epochs, per_intent, seed, params_keep, min_saving,
-                keep_layers, trim_vocab, request: gr.Request):
+                keep_layers, trim_vocab, lora_r, lora_targets, request: gr.Request):
     """Start a build in the background; its progress shows in the builds list for every admin.
     A parameter share or layers kept of 0 means "not used"."""
     with shown_as_errors():
@@ -436,11 +436,12 @@ def start_build(service: Service, ratio, method, targets, epochs, per_intent, se
             params_keep = float(params_keep) if params_keep else None
             min_saving = float(min_saving) if min_saving else 0.0
             keep_layers = int(keep_layers) if keep_layers else None
+            lora_r = int(lora_r) if lora_r not in (None, "") else 8
         except (TypeError, ValueError, OverflowError):
-            raise ValueError("ratio, epochs, examples, seed, share, saving and layers must be numbers") from None
+            raise ValueError("ratio, epochs, examples, seed, share, saving, layers and LoRA rank must be numbers") from None
         job = service.start_build(caller_of(service, request), ratio, method, targets, epochs, per_intent, seed,
                                   params_keep=params_keep, min_saving=min_saving, keep_layers=keep_layers,
-                                  trim_vocab=bool(trim_vocab))
+                                  trim_vocab=bool(trim_vocab), lora_r=lora_r, lora_targets=lora_targets)
     return (f"Build **{job.name}** started: follow it below. The live model is unchanged until you promote a "
             "version.", *jobs_view(service, request))
 
@@ -522,8 +523,8 @@ def admin_tab(service: Service):
                          info="Builds that differ only in their seed can be averaged into one (below).",
                          elem_id="admin-seed")
         build = gr.Button("Build version", variant="primary", elem_id="admin-build")
-    with gr.Accordion("More compression (the shipped default: share 0.9, saving 0.5, first 11 layers, trimmed "
-                      "vocabulary, attn+mlp)", open=False, elem_id="admin-more"):
+    with gr.Accordion("More compression and healing (the shipped default: share 0.9, saving 0.5, first 11 layers, "
+                      "trimmed vocabulary, attn+mlp; LoRA r16 on attn+mlp)", open=False, elem_id="admin-more"):
         with gr.Row():
             params_keep = gr.Slider(0.0, 0.95, value=0.0, step=0.05, elem_id="admin-params-keep",
                                     label="Parameter share kept (0: use the rank ratio)",
@@ -534,6 +535,11 @@ def admin_tab(service: Service):
             keep_layers = gr.Number(0, precision=0, minimum=0, elem_id="admin-keep-layers",
                                     label="Keep the first N decoder layers (0: all)")
             trim_vocab = gr.Checkbox(False, label="Trim the vocabulary to our languages", elem_id="admin-trim-vocab")
+        with gr.Row():
+            lora_r = gr.Number(8, precision=0, minimum=1, maximum=64, label="LoRA rank of the healing adapter",
+                               info="Alpha is twice the rank.", elem_id="admin-lora-r")
+            lora_targets = gr.Radio(["attn", "mlp", "attn+mlp"], value="attn", label="LoRA on",
+                                    elem_id="admin-lora-targets")
     job_note = gr.Markdown("", elem_id="admin-job")
     gr.Markdown("### Builds (live progress; a running build can be cancelled by name)")
     jobs = gr.HTML("", elem_id="admin-jobs", js_on_load=LIVE_JS, apply_default_css=False)
@@ -567,7 +573,7 @@ def admin_tab(service: Service):
     view = [admin_note, versions, trade_off, version_name, soup_names, audit, users]
     refresh.click(bind(admin_refresh, service), None, view, **private)
     build.click(bind(start_build, service), [ratio, method, targets, epochs, per_intent, seed, params_keep, min_saving,
-                                             keep_layers, trim_vocab], [job_note, jobs, jobs_sig],
+                                             keep_layers, trim_vocab, lora_r, lora_targets], [job_note, jobs, jobs_sig],
                 concurrency_id="admin", concurrency_limit=1, **private)
     soup_button.click(bind(start_soup, service), soup_names, [job_note, jobs, jobs_sig],
                       concurrency_id="admin", concurrency_limit=1, **private)

@@ -200,7 +200,7 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
     started = time.perf_counter()
     dataset = load_dataset(data, seed=heal.fit.seed)
     source = Path(source) if source else None
-    folder, compression, compress_s = Path(out), None, 0.0
+    folder, compression, compress_s, adapter = Path(out), None, 0.0, None
     if source:
         if problem := source_problem(source, dataset.intents):
             raise ValueError(problem)
@@ -216,9 +216,11 @@ def build_version(data: list[str], out: str | Path, base: str = DEFAULT_BASE, me
                                teacher=[str(source)] if source and heal.distill.weight > 0 else [],
                                distill=heal.distill)
         folder = train(train_args, progress=lambda f, d="": step(0.2 + 0.65 * f, f"heal: {d}"), start=start)
+        adapter = heal.lora.describe()
         del start
     summary, report = score_version(folder, dataset.split(eval_split), lambda f, d="": step(0.85 + 0.15 * f, d),
-                                    base=base, **spec.describe(), source=str(source) if source else None)
+                                    base=base, **spec.describe(), source=str(source) if source else None,
+                                    lora=adapter)
     summary.update(compression=compression, compress_s=compress_s, total_s=time.perf_counter() - started)
     ModelFolder.write_evaluation(folder, summary, report)
     step(1.0, "done")

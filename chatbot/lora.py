@@ -41,6 +41,20 @@ class LoraSettings:
         if unknown := [t for t in self.targets if t not in MODULE_NAMES]:
             raise ValueError(f"unknown LoRA target(s) {', '.join(unknown)}; use {', '.join(MODULE_NAMES)}")
 
+    @classmethod
+    def on(cls, r: int, layers: str) -> "LoraSettings":
+        """Rank ``r`` (alpha 2r, as the shipped builds) on ``layers``: attn, mlp or attn+mlp."""
+        if any(group not in TARGET_GROUPS for group in layers.split("+")):
+            raise ValueError(f"LoRA layers are {', '.join(TARGET_GROUPS)} or attn+mlp, not {layers!r}")
+        return cls(r=r, alpha=2 * r, targets=[m for group in layers.split("+") for m in TARGET_GROUPS[group]])
+
+    def describe(self) -> dict:
+        """What a version's row says about its adapter: the rank, the modules and, where they make
+        whole groups, the groups' names (``attn+mlp``)."""
+        groups = [g for g, names in TARGET_GROUPS.items() if set(names) <= set(self.targets)]
+        whole = sorted(self.targets) == sorted(m for g in groups for m in TARGET_GROUPS[g])
+        return {"r": self.r, "targets": list(self.targets), "layers": "+".join(groups) if whole else ",".join(self.targets)}
+
 
 def target_names(model, targets: list[str]) -> list[str]:
     """Full names of the Linear layers LoRA adapts: each layer named in ``targets``, or, where SVD

@@ -367,19 +367,22 @@ class Service:
     # -- admin builds ---------------------------------------------------------------------------
     def start_build(self, caller: Caller | None, ratio: float, method: str, targets: str, epochs: int | None = None,
                     max_per_intent: int | None = None, seed: int = 0, params_keep: float | None = None,
-                    min_saving: float = 0.0, keep_layers: int | None = None, trim_vocab: bool = False) -> Job:
+                    min_saving: float = 0.0, keep_layers: int | None = None, trim_vocab: bool = False,
+                    lora_r: int = 8, lora_targets: str = "attn") -> Job:
         """Compress → heal → evaluate in a background thread; the version appears only when complete.
 
         It compresses the live classifier when that one is uncompressed, else the shipped one, else the
         shipped dense one, so healing starts from a tuned model; the raw base when none fits the data
         (see chatbot.build). What is compressed is a :class:`chatbot.build.Compression`: ``ratio`` or
         ``params_keep`` (a share of the targets' parameters, ranks per matrix), ``min_saving``,
-        ``keep_layers`` and ``trim_vocab`` as ``python -m chatbot build`` takes them. ``seed`` is the
-        healing's seed; every admin build computes its factors with calibration seed 0, so builds that
-        differ only in ``seed`` can be averaged (:meth:`start_soup`)."""
+        ``keep_layers`` and ``trim_vocab`` as ``python -m chatbot build`` takes them. The healing adapter
+        is LoRA of rank ``lora_r`` (alpha 2r, as in the shipped builds) on ``lora_targets`` (attn, mlp or
+        attn+mlp). ``seed`` is the healing's seed; every admin build computes its factors with
+        calibration seed 0, so builds that differ only in ``seed`` can be averaged (:meth:`start_soup`)."""
         require(caller, "admin")
         self._refuse_if_busy()
         from chatbot.build import Compression  # PyTorch: when an admin builds
+        from chatbot.lora import LoraSettings
 
         if ratio is None:
             raise ValueError("rank ratio must be in (0, 1]")
@@ -396,6 +399,10 @@ class Service:
             raise ValueError("the seed is a whole number from 0 to 2147483647")
         if not isinstance(trim_vocab, bool):
             raise ValueError("trim vocabulary is yes or no")
+        if isinstance(lora_r, bool) or not isinstance(lora_r, int) or not 1 <= lora_r <= 64 \
+                or lora_targets not in ("attn", "mlp", "attn+mlp"):
+            raise ValueError("the LoRA rank is a whole number from 1 to 64, on attn, mlp or attn+mlp")
+        adapter = LoraSettings.on(lora_r, lora_targets)
         spec = Compression(method, targets, ratio, params_keep, min_saving, trim_vocab, keep_layers, calib_seed=0)
         candidates = [self.registry.folder(self.registry.live), self.registry.folder(DEFAULT_VERSION), DENSE_MODEL_DIR]
         base = ModelFolder.read(candidates[0]).base  # the live model's base
@@ -405,7 +412,7 @@ class Service:
 
             source = pick_source(candidates, load_dataset(self.data).intents)
             heal = (self.policy or BuildPolicy()).heal(source is not None, epochs, max_per_intent)
-            heal.fit.seed = seed
+            heal.fit.seed, heal.lora = seed, adapter
             return build_version(self.data, staging, base=base, method=method, compress_targets=targets,
                                  ratio=ratio, heal=heal, progress=progress, source=source, params_keep=params_keep,
                                  trim_vocab=trim_vocab, min_saving=min_saving, keep_layers=keep_layers,
@@ -413,12 +420,13 @@ class Service:
 
         params = {"ratio": ratio, "method": method, "targets": targets, "epochs": epochs,
                   "max_per_intent": max_per_intent, "seed": seed, "params_keep": params_keep,
-                  "min_saving": min_saving, "keep_layers": keep_layers, "trim_vocab": trim_vocab}
+                  "min_saving": min_saving, "keep_layers": keep_layers, "trim_vocab": trim_vocab,
+                  "lora_r": lora_r, "lora_targets": lora_targets}
         kind = self.registry.build_kind(ratio, method, targets, params_keep, keep_layers, trim_vocab, min_saving, seed)
         extras = {"parameter share": params_keep, "minimum saving": min_saving or None, "first layers": keep_layers,
                   "trimmed vocabulary": trim_vocab or None}
-        detail = f"ratio {ratio:g}, {method}, {targets}, epochs {epochs}, {max_per_intent} per intent, seed {seed}" + \
-            "".join(f", {k} {v}" for k, v in extras.items() if v is not None)
+        detail = f"ratio {ratio:g}, {method}, {targets}, epochs {epochs}, {max_per_intent} per intent, seed {seed}, " \
+            f"LoRA r{lora_r} on {lora_targets}" + "".join(f", {k} {v}" for k, v in extras.items() if v is not None)
         return self._start_job(caller, kind, params, make, "build", detail)
 
     def start_soup(self, caller: Caller | None, names: list[str]) -> Job:

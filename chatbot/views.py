@@ -297,6 +297,7 @@ def jobs(items: list[dict], now: datetime | None = None) -> str:
                   + (f", saving ≥ {p['min_saving']}" if p.get("min_saving") else "")
                   + (f", first {p['keep_layers']} layers" if p.get("keep_layers") else "")
                   + (", trimmed vocabulary" if p.get("trim_vocab") else "")
+                  + (f", LoRA r{p['lora_r']} on {p['lora_targets']}" if p.get("lora_r") else "")
                   + f", epochs {p.get('epochs')}" + (f", seed {p['seed']}" if p.get("seed") else ""))
         cancel = (f'<button class="jb-cancel" type="button" data-job="{text(j["name"])}" data-pick="{text(j["name"])}">'
                   f'Cancel {text(j["name"])}'
@@ -329,7 +330,8 @@ def version_rows(summaries: list[dict]) -> list[list]:
         rows.append(["●" if s["live"] else "", s["name"], cut, s.get("method", ""),
                      s.get("targets", "") + (f" · first {s['keep_layers']} layers" if s.get("keep_layers") else "")
                      + (" · trimmed vocabulary" if s.get("vocab") == "trimmed" else "")
-                     + (f" · soup of {len(s['soup'])}" if s.get("soup") else ""),
+                     + (f" · soup of {len(s['soup'])}" if s.get("soup") else "")
+                     + (f" · LoRA r{s['lora']['r']} on {s['lora']['layers']}" if s.get("lora") else ""),
                      number(s["parameters"] / 1e6 if s.get("parameters") else None, ".1f"),
                      number(s.get("size_mb"), ".0f"), number(s.get("accuracy"), ".4f"), number(s.get("macro_f1"), ".4f")]
                     + [number(per.get(lang), ".3f") for lang in LANGUAGES]

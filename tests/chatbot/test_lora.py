@@ -94,3 +94,12 @@ def test_settings_are_validated():
         LoraSettings(targets=["q_proj", "lm_head"])
     with pytest.raises(ValueError):
         LoraSettings(r=0)
+
+
+def test_settings_on_named_layers_and_what_a_row_says():
+    both = LoraSettings.on(16, "attn+mlp")
+    assert (both.r, both.alpha, len(both.targets)) == (16, 32, 7)
+    assert both.describe()["layers"] == "attn+mlp" and LoraSettings.on(4, "mlp").describe()["layers"] == "mlp"
+    assert LoraSettings(targets=["q_proj", "v_proj"]).describe()["layers"] == "q_proj,v_proj"  # not a whole group
+    with pytest.raises(ValueError, match="LoRA layers"):
+        LoraSettings.on(8, "attn+lm_head")

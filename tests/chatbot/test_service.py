@@ -1,4 +1,5 @@
 import inspect
+import json
 import time
 
 import pytest
@@ -158,7 +159,8 @@ def test_builds_with_other_seeds_average_into_a_version(service):
             service.start_soup(root, names)
     for bad, problem in (({"seed": -1}, "seed"), ({"seed": 1.5}, "whole"), ({"seed": None}, "whole"), ({"keep_layers": 0}, "keep layers"),
                          ({"params_keep": 1.0}, "params keep"), ({"min_saving": "x"}, "numbers"),
-                         ({"trim_vocab": "yes"}, "yes or no"), ({"ratio": None}, "ratio")):
+                         ({"trim_vocab": "yes"}, "yes or no"), ({"ratio": None}, "ratio"), ({"lora_r": 0}, "LoRA rank"),
+                         ({"lora_r": 2.0}, "LoRA rank"), ({"lora_targets": "all"}, "LoRA rank")):
         with pytest.raises(ValueError, match=problem):
             service.start_build(root, **{"ratio": 0.5, "method": "plain", "targets": "attn", **bad})
     assert [j["name"] for j in service.jobs(root)] == [b.name, a.name]  # nothing started by the refusals
@@ -180,15 +182,21 @@ def test_an_admin_build_takes_the_whole_compression_recipe(service):
     """A parameter share, a minimum saving, the layers kept and the vocabulary trim reach the build,
     its name and its row, as ``python -m chatbot build`` takes them."""
     job = wait(service.start_build(admin(service), 1.0, "whitened", "attn+mlp", epochs=1, max_per_intent=4,
-                                   params_keep=0.5, min_saving=0.1, keep_layers=1, trim_vocab=True))
+                                   params_keep=0.5, min_saving=0.1, keep_layers=1, trim_vocab=True,
+                                   lora_r=4, lora_targets="attn+mlp"))
     assert job.status == "done", job.error
     assert job.name.endswith("-whitened-attn_mlp-p0.5-s0.1-l1-tv")
     row = {s["name"]: s for s in service.registry.summaries()}[job.name]
     assert (row["params_keep"], row["min_saving"], row["keep_layers"], row["vocab"]) == (0.5, 0.1, 1, "trimmed")
-    spec = ModelFolder.read(service.registry.folder(job.name))
+    assert (row["lora"]["r"], row["lora"]["layers"]) == (4, "attn+mlp")
+    folder = service.registry.folder(job.name)
+    spec = ModelFolder.read(folder)
     assert spec.compression["keep_layers"] == 1 and spec.compression["params_keep"] == 0.5 and spec.vocab["kept"] > 0
-    assert service.audit.entries()[0]["detail"].endswith(", parameter share 0.5, minimum saving 0.1, first layers 1, "
-                                                         "trimmed vocabulary True")
+    adapter = json.loads((ModelFolder.adapter_dir(folder) / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"]) == (4, 8)  # the healing adapter the admin asked for
+    assert any(m.endswith("gate_proj") or ".gate_proj." in m for m in adapter["target_modules"])
+    assert service.audit.entries()[0]["detail"].endswith(", seed 0, LoRA r4 on attn+mlp, parameter share 0.5, "
+                                                         "minimum saving 0.1, first layers 1, trimmed vocabulary True")
 
 
 def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):

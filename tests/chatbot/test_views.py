@@ -111,6 +111,8 @@ def test_out_of_scope_report_and_builds_list():
     default_recipe = {**job["params"], "params_keep": 0.9, "min_saving": 0.5, "keep_layers": 11, "trim_vocab": True}
     assert ("parameter share 0.9, plain, attn, saving ≥ 0.5, first 11 layers, trimmed vocabulary, epochs 1"
             in views.jobs([{**job, "params": default_recipe}], now=NOW))
+    adapter = {**default_recipe, "lora_r": 16, "lora_targets": "attn+mlp"}
+    assert "trimmed vocabulary, LoRA r16 on attn+mlp, epochs 1" in views.jobs([{**job, "params": adapter}], now=NOW)
 
 
 def test_plot_points_are_labelled_and_identical_builds_share_a_label(tmp_path):
@@ -170,6 +172,8 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
     shared = views.version_rows([{"name": "d", "live": False, "ratio": 1.0, "params_keep": 0.9, "targets": "attn+mlp",
                                   "vocab": "trimmed"}])[0]
     assert shared[2] == "share 0.9" and shared[views.VERSION_COLUMNS.index("targets")] == "attn+mlp · trimmed vocabulary"
+    healed = views.version_rows([{"name": "h", "live": False, "targets": "attn", "lora": {"r": 16, "layers": "attn+mlp"}}])[0]
+    assert healed[views.VERSION_COLUMNS.index("targets")] == "attn · LoRA r16 on attn+mlp"
 
 
 def test_version_names_say_the_recipe_and_are_never_taken_twice(tmp_path, tiny_model, monkeypatch):
@@ -189,6 +193,12 @@ def test_version_names_say_the_recipe_and_are_never_taken_twice(tmp_path, tiny_m
                                min_saving=0.5, seed=2)]
     assert names == ["v20261201-070000-plain-attn-r0.5", "v20261201-070000-dense",
                      "v20261201-070000-whitened-attn_mlp-p0.9-s0.5-l11-tv-seed2"]
+    longest = registry.new_name(0.95, "whitened", "attn+mlp", params_keep=0.95, keep_layers=11, trim_vocab=True,
+                                min_saving=0.55, seed=2**31 - 1)
+    assert len(longest) <= 64 - len("-9999") and longest.endswith("-seed2147483647")
+    registry.folder(longest).mkdir()  # a valid name, and a second one still fits
+    assert len(registry.new_name(0.95, "whitened", "attn+mlp", params_keep=0.95, keep_layers=11, trim_vocab=True,
+                                 min_saving=0.55, seed=2**31 - 1)) <= 64
     registry.folder(names[0]).mkdir()
     registry.staging(names[0] + "-2").mkdir(parents=True)  # a build in progress holds its name too
     assert registry.new_name(0.5, "plain", "attn") == names[0] + "-3"
