@@ -436,7 +436,10 @@ def start_build(service: Service, ratio, method, targets, epochs, per_intent, se
             params_keep = float(params_keep) if params_keep else None
             min_saving = float(min_saving) if min_saving else 0.0
             keep_layers = int(keep_layers) if keep_layers else None
-            lora_r = int(lora_r) if lora_r not in (None, "") else 8
+            lora_r = float(lora_r) if lora_r not in (None, "") else 8
+            if lora_r != int(lora_r):
+                raise ValueError
+            lora_r = int(lora_r)
         except (TypeError, ValueError, OverflowError):
             raise ValueError("ratio, epochs, examples, seed, share, saving, layers and LoRA rank must be numbers") from None
         job = service.start_build(caller_of(service, request), ratio, method, targets, epochs, per_intent, seed,
@@ -537,7 +540,8 @@ def admin_tab(service: Service):
             trim_vocab = gr.Checkbox(False, label="Trim the vocabulary to our languages", elem_id="admin-trim-vocab")
         with gr.Row():
             lora_r = gr.Number(8, precision=0, minimum=1, maximum=64, label="LoRA rank of the healing adapter",
-                               info="Alpha is twice the rank.", elem_id="admin-lora-r")
+                               info="Alpha is twice the rank; the shipped default has 16 on attn+mlp.",
+                               elem_id="admin-lora-r")
             lora_targets = gr.Radio(["attn", "mlp", "attn+mlp"], value="attn", label="LoRA on",
                                     elem_id="admin-lora-targets")
     job_note = gr.Markdown("", elem_id="admin-job")

@@ -42,7 +42,8 @@ class EvaluateArgs:
     policy's shares. Needs a model with an out_of_scope label."""
     runtime: str = "torch"
     """What scores: torch (the PyTorch reference), openvino (the int8 export that serves customers on a
-    CPU, built and cached on first use), openvino-fp16, or auto (what the app would serve with)."""
+    CPU, built and cached on first use), openvino-fp16, or auto (what the app would serve with:
+    $CHATBOT_RUNTIME, else PyTorch on a GPU and OpenVINO on a CPU)."""
 
     def __post_init__(self):
         from chatbot.runtime import RUNTIMES
@@ -70,7 +71,7 @@ def run_evaluate(args: EvaluateArgs) -> dict:
         raise ValueError(f"no rows in split {args.split!r}")
     if args.limit:
         rows = stratified_sample(rows, args.limit)
-    runtime = pick_runtime(args.runtime)
+    runtime = pick_runtime(None if args.runtime == "auto" else args.runtime)  # auto: $CHATBOT_RUNTIME, as the app
     if runtime == "torch":
         classifier = load_classifier(args.model)
     else:

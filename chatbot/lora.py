@@ -44,9 +44,10 @@ class LoraSettings:
     @classmethod
     def on(cls, r: int, layers: str) -> "LoraSettings":
         """Rank ``r`` (alpha 2r, as the shipped builds) on ``layers``: attn, mlp or attn+mlp."""
-        if any(group not in TARGET_GROUPS for group in layers.split("+")):
+        groups = layers.split("+") if isinstance(layers, str) else [None]
+        if any(group not in TARGET_GROUPS for group in groups) or len(set(groups)) < len(groups):
             raise ValueError(f"LoRA layers are {', '.join(TARGET_GROUPS)} or attn+mlp, not {layers!r}")
-        return cls(r=r, alpha=2 * r, targets=[m for group in layers.split("+") for m in TARGET_GROUPS[group]])
+        return cls(r=r, alpha=2 * r, targets=[m for group in groups for m in TARGET_GROUPS[group]])
 
     def describe(self) -> dict:
         """What a version's row says about its adapter: the rank, the modules and, where they make

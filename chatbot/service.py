@@ -377,7 +377,8 @@ class Service:
         ``params_keep`` (a share of the targets' parameters, ranks per matrix), ``min_saving``,
         ``keep_layers`` and ``trim_vocab`` as ``python -m chatbot build`` takes them. The healing adapter
         is LoRA of rank ``lora_r`` (alpha 2r, as in the shipped builds) on ``lora_targets`` (attn, mlp or
-        attn+mlp). ``seed`` is the healing's seed; every admin build computes its factors with
+        attn+mlp); a build that changes nothing (ratio 1 and no other cut) copies its tuned source and
+        heals nothing. ``seed`` is the healing's seed; every admin build computes its factors with
         calibration seed 0, so builds that differ only in ``seed`` can be averaged (:meth:`start_soup`)."""
         require(caller, "admin")
         self._refuse_if_busy()
@@ -399,9 +400,10 @@ class Service:
             raise ValueError("the seed is a whole number from 0 to 2147483647")
         if not isinstance(trim_vocab, bool):
             raise ValueError("trim vocabulary is yes or no")
-        if isinstance(lora_r, bool) or not isinstance(lora_r, int) or not 1 <= lora_r <= 64 \
-                or lora_targets not in ("attn", "mlp", "attn+mlp"):
-            raise ValueError("the LoRA rank is a whole number from 1 to 64, on attn, mlp or attn+mlp")
+        if isinstance(lora_r, bool) or not isinstance(lora_r, int) or not 1 <= lora_r <= 64:
+            raise ValueError("the LoRA rank is a whole number from 1 to 64")
+        if lora_targets not in ("attn", "mlp", "attn+mlp"):
+            raise ValueError("LoRA goes on attn, mlp or attn+mlp")
         adapter = LoraSettings.on(lora_r, lora_targets)
         spec = Compression(method, targets, ratio, params_keep, min_saving, trim_vocab, keep_layers, calib_seed=0)
         candidates = [self.registry.folder(self.registry.live), self.registry.folder(DEFAULT_VERSION), DENSE_MODEL_DIR]

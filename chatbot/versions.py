@@ -75,13 +75,14 @@ class Registry:
     def stamped_name(self, kind: str, taken=()) -> str:
         """A new version's name, ``v<UTC time>-<kind>``, with ``-2``, ``-3``… when a version, a build in
         progress or a name in ``taken`` (e.g. a server's jobs) already has it. A name is at most 64
-        characters (the store's column): a longer kind is cut, keeping its last part (the seed); the versions
-        table and the builds list show the whole recipe."""
+        characters (the store's column): a longer kind loses whole parts before its last one (which keeps
+        the seed), and the versions table and the builds list show the whole recipe."""
         stamp = f"v{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-"
         room = 64 - len(stamp) - len("-9999")
-        if len(kind) > room:
-            last = kind[kind.rfind("-"):] if "-" in kind else ""
-            kind = kind[:room - len(last)].rstrip("-.") + last
+        parts = kind.split("-")
+        while len("-".join(parts)) > room and len(parts) > 2:
+            del parts[-2]  # whole parts only, never a number cut short; the first and last stay
+        kind = "-".join(parts)[:room].rstrip("-._")
         name = stamp + kind
         used = lambda n: n in taken or self.folder(n).exists() or self.staging(n).exists()  # noqa: E731
         return next(n for n in (name, *(f"{name}-{i}" for i in range(2, 10_000))) if not used(n))

@@ -95,6 +95,12 @@ def test_evaluate_scores_the_served_export_when_asked(tiny_model, tiny_data, tmp
     assert served["predicted"] == torch_report["predicted"]
     assert main([*common, "--runtime", "onnx"]) != 0
 
+    monkeypatch.setenv("CHATBOT_RUNTIME", "torch")  # auto is what the app would serve with: here PyTorch
+    assert main([*common, "--runtime", "auto", "--report", str(tmp_path / "auto.json")]) == 0
+    assert json.loads((tmp_path / "auto.json").read_text())["runtime"] == "torch"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # and PyTorch needs no OpenVINO
+    assert main([*common, "--runtime", "torch"]) == 0
+
 
 @pytest.mark.parametrize("limit", [1, 4, 7])
 def test_evaluate_limit_scores_that_many_rows(tiny_model, tiny_data, tmp_path, limit):

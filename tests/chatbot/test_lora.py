@@ -101,5 +101,6 @@ def test_settings_on_named_layers_and_what_a_row_says():
     assert (both.r, both.alpha, len(both.targets)) == (16, 32, 7)
     assert both.describe()["layers"] == "attn+mlp" and LoraSettings.on(4, "mlp").describe()["layers"] == "mlp"
     assert LoraSettings(targets=["q_proj", "v_proj"]).describe()["layers"] == "q_proj,v_proj"  # not a whole group
-    with pytest.raises(ValueError, match="LoRA layers"):
-        LoraSettings.on(8, "attn+lm_head")
+    for bad in ("attn+lm_head", "attn+attn", None):
+        with pytest.raises(ValueError, match="LoRA layers"):
+            LoraSettings.on(8, bad)

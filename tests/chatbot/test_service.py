@@ -160,7 +160,9 @@ def test_builds_with_other_seeds_average_into_a_version(service):
     for bad, problem in (({"seed": -1}, "seed"), ({"seed": 1.5}, "whole"), ({"seed": None}, "whole"), ({"keep_layers": 0}, "keep layers"),
                          ({"params_keep": 1.0}, "params keep"), ({"min_saving": "x"}, "numbers"),
                          ({"trim_vocab": "yes"}, "yes or no"), ({"ratio": None}, "ratio"), ({"lora_r": 0}, "LoRA rank"),
-                         ({"lora_r": 2.0}, "LoRA rank"), ({"lora_targets": "all"}, "LoRA rank")):
+                         ({"lora_r": 65}, "LoRA rank"), ({"lora_r": True}, "LoRA rank"), ({"lora_r": "8"}, "LoRA rank"),
+                         ({"lora_r": 2.0}, "LoRA rank"), ({"lora_targets": "all"}, "LoRA goes"),
+                         ({"lora_targets": None}, "LoRA goes")):
         with pytest.raises(ValueError, match=problem):
             service.start_build(root, **{"ratio": 0.5, "method": "plain", "targets": "attn", **bad})
     assert [j["name"] for j in service.jobs(root)] == [b.name, a.name]  # nothing started by the refusals

@@ -196,9 +196,11 @@ def test_version_names_say_the_recipe_and_are_never_taken_twice(tmp_path, tiny_m
     longest = registry.new_name(0.95, "whitened", "attn+mlp", params_keep=0.95, keep_layers=11, trim_vocab=True,
                                 min_saving=0.55, seed=2**31 - 1)
     assert len(longest) <= 64 - len("-9999") and longest.endswith("-seed2147483647")
+    kind = Registry.build_kind(0.95, "whitened", "attn+mlp", 0.95, 11, True, 0.55, 2**31 - 1).split("-")
+    assert set(longest.removeprefix("v20261201-070000-").split("-")) < set(kind)  # whole parts, none cut short
     registry.folder(longest).mkdir()  # a valid name, and a second one still fits
-    assert len(registry.new_name(0.95, "whitened", "attn+mlp", params_keep=0.95, keep_layers=11, trim_vocab=True,
-                                 min_saving=0.55, seed=2**31 - 1)) <= 64
+    assert registry.new_name(0.95, "whitened", "attn+mlp", params_keep=0.95, keep_layers=11, trim_vocab=True,
+                             min_saving=0.55, seed=2**31 - 1) == longest + "-2"
     registry.folder(names[0]).mkdir()
     registry.staging(names[0] + "-2").mkdir(parents=True)  # a build in progress holds its name too
     assert registry.new_name(0.5, "plain", "attn") == names[0] + "-3"
