@@ -35,7 +35,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
-from chatbot import views
+from chatbot import hf_sign_in, views
 from chatbot.accounts import AccessDenied
 from chatbot.service import Service
 from chatbot.settings import MAX_MESSAGE_CHARS, UI_DIR, chat_turns_per_minute
@@ -218,7 +218,8 @@ def picked(evt: gr.SelectData | None) -> str:
 def staff_load(service: Service, request: gr.Request):
     with shown_as_errors():
         caller = service.staff_member(caller_of(service, request))
-    who = f"Signed in as **{caller.name}** ({caller.role}) · [Sign out](logout)"
+    sign_out = hf_sign_in.LOGOUT if caller.via == "huggingface" else "logout"  # Gradio's, under /staff/
+    who = f"Signed in as **{caller.name}** ({caller.role}) · [Sign out]({sign_out})"
     return (who, gr.update(visible=caller.role == "admin"), *inbox_view(service, "", request))
 
 
@@ -630,8 +631,12 @@ def create_server(service: Service, login_throttle: Throttle | None = None, limi
     (``limit``: chat turns per client address and minute, else ``$CHATBOT_CHAT_TURNS_PER_MINUTE``; 0: none)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_api_route("/staff", lambda: RedirectResponse("/staff/"), include_in_schema=False)
-    gr.mount_gradio_app(app, build_staff_app(service), "/staff", auth=functools.partial(staff_auth, service),
-                        auth_message="Staff sign-in (agents and admins).",
+    if service.sign_in_with == "huggingface":  # before any mount: its routes must come first
+        hf_sign_in.attach(app, "/staff")
+        sign_in = {"auth_dependency": hf_sign_in.staff_user}
+    else:
+        sign_in = {"auth": functools.partial(staff_auth, service), "auth_message": "Staff sign-in (agents and admins)."}
+    gr.mount_gradio_app(app, build_staff_app(service), "/staff", **sign_in,
                         footer_links=[], ssr_mode=False, css=CSS, max_file_size=1, run_history=False)
     customers = build_customer_app(service)
     gr.mount_gradio_app(app, customers, "/", footer_links=["api"], ssr_mode=False, css=CSS,

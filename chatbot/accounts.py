@@ -11,7 +11,8 @@ higher count over all addresses: ``account_max_failures`` lock the account every
 Every sign-in and every change to an account is written to the audit trail.
 
 A :class:`Caller` is made only by :meth:`Accounts.caller` from the name the web server's session
-holds (or a Hugging Face sign-in mapped by :func:`hf_role`), never from anything a client fills in;
+holds (or by :func:`hf_caller` from a Hugging Face sign-in, roles by :func:`hf_role`), never from
+anything a client fills in;
 :func:`require` is the one check every staff and admin operation goes through.
 """
 
@@ -96,6 +97,20 @@ def hf_role(username: str | None, environ=os.environ) -> str | None:
     if username.lower() in names(HF_AGENTS_ENV):
         return "agent"
     return None
+
+
+HF_PREFIX = "hf:"
+"""Staff signed in with Hugging Face are ``hf:<username>`` (never a password account's name: ``NAME``
+has no colon), in the audit trail and wherever a conversation names its agent."""
+
+
+def hf_caller(name: str | None, environ=os.environ) -> Caller | None:
+    """The caller behind a Hugging Face session's name (``hf:<username>``), with the role
+    :func:`hf_role` gives them now; ``None`` for any other name or a user on neither list."""
+    if not isinstance(name, str) or not name.startswith(HF_PREFIX):
+        return None
+    role = hf_role(name[len(HF_PREFIX):], environ)
+    return Caller(name, role, via="huggingface") if role else None
 
 
 @dataclass

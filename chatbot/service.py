@@ -28,7 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatbot.accounts import Accounts, Caller, require
+from chatbot.accounts import Accounts, Caller, hf_caller, require
 from chatbot.assistant import Assistant
 from chatbot.audit import Audit
 from chatbot.data import load_dataset
@@ -37,7 +37,8 @@ from chatbot.keys import Vault, browser_secret
 from chatbot.language import LanguageDetector
 from chatbot.replies import UI_WORDS, Catalogue
 from chatbot.serving import classifier_opener
-from chatbot.settings import ADMIN_PASSWORD_ENV, DENSE_MODEL_DIR, database_url, default_model_dir, home, training_files
+from chatbot.settings import (ADMIN_PASSWORD_ENV, DENSE_MODEL_DIR, STAFF_SIGN_INS, database_url, default_model_dir, home,
+                              staff_sign_in, training_files)
 from chatbot.store import Store, now, valid_conversation_id
 from chatbot.versions import DEFAULT_VERSION, Registry
 
@@ -95,13 +96,18 @@ class Job:
 class Service:
     def __init__(self, home_dir: str | Path | None = None, database: str | None = None,
                  default_model: str | Path | None = None, data: list[str] | None = None,
-                 policy: BuildPolicy | None = None):
+                 policy: BuildPolicy | None = None, sign_in: str | None = None):
         self.home = Path(home_dir or home())
         self.home.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(self.home, default_model or default_model_dir())
         self.store = Store(database or database_url(self.home), vault=Vault(home_dir=self.home))
         self.audit = Audit(self.store)
         self.accounts = Accounts(self.store, self.audit)
+        self.sign_in_with = sign_in or staff_sign_in()
+        """How staff sign in (``password`` or ``huggingface``, :data:`chatbot.settings.STAFF_SIGN_INS`):
+        which names :meth:`caller` accepts."""
+        if self.sign_in_with not in STAFF_SIGN_INS:
+            raise ValueError(f"staff sign-in must be one of {', '.join(STAFF_SIGN_INS)}, not {self.sign_in_with!r}")
         try:
             if self.accounts.bootstrap_admin(os.environ.get(ADMIN_PASSWORD_ENV)):
                 log.warning("Created the admin account 'admin' from %s (the database had no admin). Sign in at "
@@ -198,8 +204,9 @@ class Service:
         return self.accounts.sign_in(name, password, client)
 
     def caller(self, name: str | None, client: str | None = None) -> Caller | None:
-        """The staff member a web session names, as the database knows them now (None: nobody)."""
-        caller = self.accounts.caller(name)
+        """The staff member a web session names, as the database knows them now, or as the Hugging Face
+        allow-lists do under Hugging Face sign-in (None: nobody)."""
+        caller = hf_caller(name) if self.sign_in_with == "huggingface" else self.accounts.caller(name)
         return replace(caller, client=client) if caller and client else caller
 
     def _record(self, caller: Caller, action: str, target=None, detail=None, session=None) -> None:

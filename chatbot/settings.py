@@ -49,6 +49,9 @@ SECRET_KEY_ENV, HF_ADMINS_ENV, HF_AGENTS_ENV, RETENTION_ENV = (
     "CHATBOT_SECRET_KEY", "CHATBOT_HF_ADMINS", "CHATBOT_HF_AGENTS", "CHATBOT_RETENTION_DAYS")
 CLASSIFIER_URL_ENV = "CHATBOT_CLASSIFIER_URL"
 CHAT_LIMIT_ENV = "CHATBOT_CHAT_TURNS_PER_MINUTE"
+STAFF_SIGN_IN_ENV = "CHATBOT_STAFF_SIGN_IN"
+STAFF_SIGN_INS = ("password", "huggingface")
+"""How staff sign in: our accounts with passwords, or Hugging Face on a Space (allow-lists give roles)."""
 
 MAX_MESSAGE_CHARS = 1000
 """Longest customer message the bot classifies; longer ones are stored (cut) and refused."""
@@ -150,6 +153,15 @@ def chat_turns_per_minute() -> int:
     value = int(os.environ.get(CHAT_LIMIT_ENV) or (0 if os.environ.get("SPACE_ID") else 60))
     if value < 0:
         raise ValueError(f"{CHAT_LIMIT_ENV} must be ≥ 0")
+    return value
+
+
+def staff_sign_in() -> str:
+    """``$CHATBOT_STAFF_SIGN_IN`` or ``password``: how staff sign in to ``/staff`` (one way per deployment;
+    ``huggingface`` needs a Space with ``hf_oauth: true``, see :mod:`chatbot.hf_sign_in`)."""
+    value = (os.environ.get(STAFF_SIGN_IN_ENV) or "password").strip().lower()
+    if value not in STAFF_SIGN_INS:
+        raise ValueError(f"{STAFF_SIGN_IN_ENV} must be one of {', '.join(STAFF_SIGN_INS)}, not {value!r}")
     return value
 
 

@@ -275,3 +275,91 @@ def test_taking_over_keeps_the_agents_own_draft(server):
     other = service.chat(["refund money back, second"], [""], ["en"])[0].conversation_id
     shown = app.agent_take_over(service, other, "the suggestion", "the suggestion", marie)  # not edited
     assert isinstance(shown[3], str) and shown[3] != "the suggestion"  # a fresh suggestion replaces it
+
+
+# ----------------------------------------------------------------- staff sign-in with Hugging Face
+OAUTH_SECRET = "test-oauth-secret"
+
+
+@pytest.fixture(scope="module")
+def hf_server(tmp_path_factory, tiny_model):
+    """The app as a Space with ``hf_oauth: true`` and ``CHATBOT_STAFF_SIGN_IN=huggingface`` would run it:
+    alice is on the admins' list, bob on the agents', a password account exists but must not count."""
+    import gradio.oauth
+
+    import app
+    from chatbot.service import Service
+
+    with pytest.MonkeyPatch.context() as mp:
+        for env, value in (("SYSTEM", "spaces"), ("SPACE_ID", "us/chatbot"), ("CHATBOT_HF_ADMINS", "alice"),
+                           ("CHATBOT_HF_AGENTS", "Bob"), ("CHATBOT_STAFF_SIGN_IN", "huggingface")):
+            mp.setenv(env, value)
+        for name, value in (("OAUTH_CLIENT_ID", "test-client"), ("OAUTH_CLIENT_SECRET", OAUTH_SECRET),
+                            ("OAUTH_SCOPES", "openid profile"), ("OPENID_PROVIDER_URL", "http://127.0.0.1:9")):
+            mp.setattr(gradio.oauth, name, value)
+        service = Service(home_dir=tmp_path_factory.mktemp("home"), default_model=tiny_model)
+        service.accounts.add("root", "admin", PASSWORD)
+        running = app.Server(app.create_server(service))
+        yield running.url, service
+        running.close()
+
+
+def hf_session(username: str, expires_in: float = 3600, secret: str = OAUTH_SECRET) -> dict:
+    """The cookie Gradio's ``/login/callback`` sets after Hugging Face signed ``username`` in
+    (Starlette's SessionMiddleware format, with the key Gradio derives from the OAuth secret)."""
+    import base64
+    import hashlib
+    import time
+
+    from itsdangerous import TimestampSigner
+
+    info = {"access_token": "t", "expires_at": int(time.time() + expires_in),
+            "userinfo": {"preferred_username": username, "name": username}}
+    data = base64.b64encode(json.dumps({"oauth_info": info}).encode())
+    key = hashlib.sha256((secret + "-v4").encode()).hexdigest()
+    return {"session": TimestampSigner(key).sign(data).decode()}
+
+
+def test_hugging_face_sign_in_lets_in_whom_the_lists_name_with_their_role(hf_server):
+    url, service = hf_server
+    with httpx.Client(base_url=url, timeout=60) as nobody:
+        to_hf = nobody.get("/staff/", follow_redirects=False)
+        assert to_hf.status_code == 302 and to_hf.headers["location"] == "/login/huggingface?_target_url=/staff/"
+        assert nobody.get("/staff/config").status_code == 401
+        # a password account is no way in under Hugging Face sign-in
+        nobody.post("/staff/login", data={"username": "root", "password": PASSWORD})
+        assert nobody.get("/staff/config").status_code == 401
+    for cookie in (hf_session("alice", expires_in=-10), hf_session("alice", secret="forged")):
+        with httpx.Client(base_url=url, timeout=60, cookies=cookie) as stale:
+            assert stale.get("/staff/", follow_redirects=False).status_code == 302
+            assert stale.get("/staff/config").status_code == 401
+
+    with httpx.Client(base_url=url, timeout=60, cookies=hf_session("alice")) as alice:
+        assert alice.get("/staff/").status_code == 200
+        deps = {d.get("api_name"): d["id"] for d in config(alice, "/staff/")["dependencies"]}
+        shown = call(alice, deps["staff_load"], [], "/staff/")
+        assert shown["success"] and "Signed in as **hf:alice** (admin) · [Sign out](/logout)" in shown["output"]["data"][0]
+        assert call(alice, deps["admin_refresh"], [], "/staff/")["success"]
+        out = alice.get("/logout", follow_redirects=False)  # Gradio's OAuth route, not the customer app's
+        assert out.status_code in (302, 307) and out.headers["location"] == "/"
+        assert "session=null" in out.headers.get("set-cookie", "")
+    with httpx.Client(base_url=url, timeout=60, cookies=hf_session("bob")) as bob:  # the lists ignore case
+        refused = call(bob, deps["admin_refresh"], [], "/staff/")
+        assert not refused["success"] and "Only admins" in refused["text"]
+        assert call(bob, deps["staff_load"], [], "/staff/")["success"]
+
+    with httpx.Client(base_url=url, timeout=60, cookies=hf_session("<b>mallory</b>")) as mallory:
+        page = mallory.get("/staff/", follow_redirects=False)
+        assert page.status_code == 403 and "&lt;b&gt;mallory&lt;/b&gt;" in page.text and "<b>mallory" not in page.text
+        assert mallory.get("/staff/config").status_code == 401
+        assert call(mallory, deps["staff_load"], [], "/staff/")["status"] == 401
+
+
+def test_hugging_face_sign_in_is_refused_outside_a_space(tmp_path, tiny_model, monkeypatch):
+    import app
+    from chatbot.service import Service
+
+    monkeypatch.delenv("SYSTEM", raising=False)
+    service = Service(home_dir=tmp_path, default_model=tiny_model, sign_in="huggingface")
+    with pytest.raises(RuntimeError, match="hf_oauth"):
+        app.create_server(service)

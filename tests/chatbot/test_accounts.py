@@ -5,7 +5,7 @@ import time
 import pytest
 
 from chatbot.accounts import (AccessDenied, AccountDisabled, Accounts, Caller, LockoutPolicy, NotSignedIn, WrongRole,
-                              hf_role, require)
+                              hf_caller, hf_role, require)
 from chatbot.audit import Audit
 from chatbot.store import Store
 
@@ -134,6 +134,27 @@ def test_hugging_face_allow_lists():
     assert hf_role("carol", env) == "agent" and hf_role("dave", env) == "agent"
     assert hf_role("mallory", env) is None and hf_role("", env) is None and hf_role(None, env) is None
     assert hf_role("alice", {}) is None
+
+
+def test_a_hugging_face_caller_is_hf_and_a_listed_name():
+    env = {"CHATBOT_HF_ADMINS": "alice", "CHATBOT_HF_AGENTS": "carol"}
+    assert hf_caller("hf:alice", env) == Caller("hf:alice", "admin", via="huggingface")
+    assert hf_caller("hf:carol", env).role == "agent"
+    assert hf_caller("alice", env) is None and hf_caller("xx:alice", env) is None  # only hf: names
+    assert hf_caller("hf:mallory", env) is None and hf_caller("hf:", env) is None and hf_caller(None, env) is None
+    assert hf_caller("hf:alice", {}) is None  # taken off the list: gone at the next call
+
+
+def test_the_staff_sign_in_setting(monkeypatch):
+    from chatbot.settings import staff_sign_in
+
+    monkeypatch.delenv("CHATBOT_STAFF_SIGN_IN", raising=False)
+    assert staff_sign_in() == "password"
+    monkeypatch.setenv("CHATBOT_STAFF_SIGN_IN", " HuggingFace ")
+    assert staff_sign_in() == "huggingface"
+    monkeypatch.setenv("CHATBOT_STAFF_SIGN_IN", "oauth")
+    with pytest.raises(ValueError, match="CHATBOT_STAFF_SIGN_IN must be one of password, huggingface"):
+        staff_sign_in()
 
 
 def test_bootstrap_admin_only_when_there_is_none(accounts):
