@@ -27,6 +27,7 @@ import torch
 
 from chatbot.data import load_dataset
 from chatbot.folder import ModelFolder
+from chatbot.lora import LoraSettings
 from chatbot.scorecard import score_version
 
 MADE = ("base", "method", "targets", "ratio", "params_keep", "min_saving", "vocab", "keep_layers", "source", "compression")
@@ -57,9 +58,9 @@ class SoupArgs:
             raise ValueError("eval split must be train, dev or test")
 
 
-def check_ingredients(folders: list[str], specs: list[ModelFolder]) -> None:
-    """ValueError unless the folders differ only in what LoRA training changed (their settings and adapter
-    configs; :func:`average_adapters` checks the tensors themselves)."""
+def check_ingredients(folders: list[str], specs: list[ModelFolder]) -> list[dict]:
+    """The folders' adapter configs; ValueError unless the folders differ only in what LoRA training
+    changed (their settings and adapter configs; :func:`average_adapters` checks the tensors themselves)."""
     first = specs[0]
     for folder, spec in zip(folders[1:], specs[1:]):
         for key in SAME:
@@ -67,22 +68,24 @@ def check_ingredients(folders: list[str], specs: list[ModelFolder]) -> None:
                 raise ValueError(f"{folder} differs from {folders[0]} in its {key}: only classifiers tuned from "
                                  "the same start can be averaged")
     layers = None
-    for folder in folders:
-        config = _adapter_config(folder)
+    configs = [_adapter_config(folder) for folder in folders]
+    for folder, config in zip(folders, configs):
         if config.get("rank_pattern") or config.get("alpha_pattern") or config.get("use_rslora") or config.get("use_dora"):
             raise ValueError(f"{folder}: only plain LoRA adapters (one rank and alpha) can be averaged")
         targets = sorted(config.get("target_modules") or [])
         if layers is not None and targets != layers:
             raise ValueError(f"{folder} adapts other layers than {folders[0]}: give folders trained with the same --lora-targets")
         layers = targets
+    return configs
 
 
 def _adapter_config(folder: str | Path) -> dict:
     return json.loads((ModelFolder.adapter_dir(folder) / "adapter_config.json").read_text())
 
 
-def average_adapters(folders: list[str]) -> tuple[dict[str, torch.Tensor], int]:
-    """The soup's adapter tensors (see the module docstring) and its rank R."""
+def average_adapters(folders: list[str], configs: list[dict]) -> tuple[dict[str, torch.Tensor], int]:
+    """The soup's adapter tensors (see the module docstring) and its rank R, from the folders' adapters
+    and their configs (as :func:`check_ingredients` returns them)."""
     from safetensors.torch import load_file
 
     states = []
@@ -92,7 +95,6 @@ def average_adapters(folders: list[str]) -> tuple[dict[str, torch.Tensor], int]:
             states.append(load_file(str(weights)))
         except Exception as err:  # noqa: BLE001 - safetensors' own error type: a missing, damaged or foreign file
             raise ValueError(f"{weights} is not a readable safetensors file ({str(err).splitlines()[0]})") from None
-    configs = [_adapter_config(f) for f in folders]
     keys = set(states[0])
     for folder, state in zip(folders[1:], states[1:]):
         if set(state) != keys:
@@ -115,15 +117,15 @@ def average_adapters(folders: list[str]) -> tuple[dict[str, torch.Tensor], int]:
     return soup, rank
 
 
-def write_soup(folders: list[str], specs: list[ModelFolder], out: Path) -> None:
+def write_soup(folders: list[str], specs: list[ModelFolder], configs: list[dict], out: Path) -> None:
     """The soup's folder (temperature 1 until it is fitted): the averaged adapter beside whatever the
     ingredients share (a source adapter, a vocabulary trim)."""
     from safetensors.torch import save_file
 
-    state, rank = average_adapters(folders)
+    state, rank = average_adapters(folders, configs)
     adapter = ModelFolder.adapter_dir(out)
     adapter.mkdir(parents=True)
-    config = {**_adapter_config(folders[0]), "r": rank, "lora_alpha": rank}
+    config = {**configs[0], "r": rank, "lora_alpha": rank}
     (adapter / "adapter_config.json").write_text(json.dumps(config, indent=2))
     save_file({k: v.contiguous() for k, v in state.items()}, str(adapter / "adapter_model.safetensors"))
     first = specs[0]
@@ -145,7 +147,7 @@ def soup(args: SoupArgs, progress=None) -> Path:
     out = Path(args.out)
     ModelFolder.check_new(out, *args.model)
     specs = [ModelFolder.read(f) for f in args.model]
-    check_ingredients(args.model, specs)
+    configs = check_ingredients(args.model, specs)
     dataset = load_dataset(args.data)
     dev, rows = dataset.split("dev"), dataset.split(args.eval_split)
     for name, split in (("dev", dev), (args.eval_split, rows)):
@@ -155,10 +157,11 @@ def soup(args: SoupArgs, progress=None) -> Path:
         raise ValueError(f"the data has intents the models do not know: {', '.join(unknown[:5])}")
     try:
         step(0.0, "averaging the adapters")
-        write_soup(args.model, specs, out)
+        write_soup(args.model, specs, configs, out)
         _fit_and_compare(args, specs, out, dev, lambda f, d: step(0.05 + 0.45 * f, d))
         first = ModelFolder.read_evaluation(args.model[0]).get("summary", {})
-        made = {"base": specs[0].base, **{k: v for k, v in first.items() if k in MADE}, "soup": list(args.model)}
+        made = {"base": specs[0].base, **{k: v for k, v in first.items() if k in MADE}, "soup": list(args.model),
+                "lora": _described(ModelFolder.read(out).lora)}
         summary, report = score_version(out, rows, lambda f, d="": step(0.5 + 0.5 * f, d), **made)
         ModelFolder.write_evaluation(out, summary, report)
         step(1.0, "done")
@@ -166,6 +169,11 @@ def soup(args: SoupArgs, progress=None) -> Path:
         shutil.rmtree(out, ignore_errors=True)  # no half-written folder that looks like a model
         raise
     return out
+
+
+def _described(lora: dict) -> dict:
+    """The soup's adapter as a version's row shows it (rank R, the layers), as a build's row does."""
+    return LoraSettings(r=lora["r"], alpha=lora["alpha"], targets=list(lora["targets"])).describe()
 
 
 def _fit_and_compare(args: SoupArgs, specs: list[ModelFolder], out: Path, dev, step) -> None:

@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import tiny_train_args, train_tiny
 
+from chatbot import views
 from chatbot.__main__ import main
 from chatbot.classifier import load_classifier
 from chatbot.data import load_dataset
@@ -67,6 +68,8 @@ def test_the_soup_is_scored_and_exported_like_a_build(ingredients, tiny_data, tm
     shutil.copytree(out, registry.folder("soup"))
     row = next(r for r in registry.summaries() if r["name"] == "soup")
     assert row["accuracy"] == summary["accuracy"] and row["soup"] == folders
+    assert summary["lora"] == {"r": 6, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "layers": "attn"}
+    assert "soup of 2 · LoRA r6 on attn" in views.version_rows([row])[0][4]  # its rank and layers, as a build's row
 
     def broken(*args, **kwargs):
         raise RuntimeError("export failed")
