@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import anyio
+import PIL.Image
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
@@ -407,11 +408,14 @@ def admin_view(service: Service, request: gr.Request, note: str | None = None):
         summaries = service.versions(caller)
         audit = views.audit_rows(service.audit_log(caller, 200))
         users = views.user_rows(service.users(caller))
-    path = Path(tempfile.gettempdir()) / f"chatbot-versions-{os.getpid()}-{time.time_ns()}.png"
     live = next((s["name"] for s in summaries if s["live"]), None)
-    views.plot_versions([{**s, "folder": s["name"]} for s in summaries], path, live=live)
+    with tempfile.TemporaryDirectory(prefix="chatbot-plot-") as folder:  # Gradio keeps its own copy, by content
+        path = views.plot_versions([{**s, "folder": s["name"]} for s in summaries], Path(folder) / "versions.png",
+                                   live=live)
+        plot = PIL.Image.open(path)
+        plot.load()
     names = [s["name"] for s in summaries]
-    return (note or f"Live version: **{live}**", views.version_rows(summaries), str(path),
+    return (note or f"Live version: **{live}**", views.version_rows(summaries), plot,
             gr.update(choices=names, value=live), gr.update(choices=names), audit, users)
 
 
@@ -632,8 +636,7 @@ def create_server(service: Service, login_throttle: Throttle | None = None, limi
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_api_route("/staff", lambda: RedirectResponse("/staff/"), include_in_schema=False)
     if service.sign_in_with == "huggingface":  # before any mount: its routes must come first
-        hf_sign_in.attach(app, "/staff")
-        sign_in = {"auth_dependency": hf_sign_in.staff_user}
+        sign_in = {"auth_dependency": hf_sign_in.attach(app, "/staff")}
     else:
         sign_in = {"auth": functools.partial(staff_auth, service), "auth_message": "Staff sign-in (agents and admins)."}
     gr.mount_gradio_app(app, build_staff_app(service), "/staff", **sign_in,
@@ -643,7 +646,7 @@ def create_server(service: Service, login_throttle: Throttle | None = None, limi
                         max_file_size=1, run_history=False, show_error=False)  # no internals shown to customers
     turns = chat_turns_per_minute() if limit is None else limit
     return Guard(app, login_throttle=login_throttle, batch_inputs=batch_inputs(customers, ""),
-                 chat_throttle=Throttle(limit=turns, window_s=60) if turns else None)
+                 chat_throttle=Throttle(limit=turns, window_s=60) if turns else None, same_origin=("/staff",))
 
 
 def batch_inputs(blocks: gr.Blocks, prefix: str) -> dict:

@@ -18,17 +18,22 @@ The way in, step by step:
    call (:func:`chatbot.accounts.hf_caller`), so the server checks the role as it does for passwords.
 4. Signed in but on neither list: the gate answers 403 with a way to sign out; Gradio answers 401 to
    the staff app's config and to every handler, since :func:`staff_user` names nobody.
-5. ``/logout`` (Gradio's) forgets the session and goes back to the customer chat.
+5. ``/logout`` (Gradio's) forgets the session in the browser and goes back to the customer chat;
+   :class:`StaffGate` notes the time first, and every session of that user signed in before it is
+   refused from then on (the session lives in the cookie, so without this a copy of it would outlive
+   the sign-out). The note is kept by this server process: after a restart an old copy works again
+   until its expiry.
 
-A session is trusted until the ``expires_at`` Hugging Face gave it. One deployment uses one way in:
-the password sign-in is not mounted at all under this one.
+A session is trusted until the ``expires_at`` Hugging Face gave it, and one without it not at all.
+One deployment uses one way in: the password sign-in is not mounted at all under this one.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 from chatbot.accounts import HF_PREFIX, hf_role
 
@@ -36,38 +41,56 @@ LOGIN = "/login/huggingface"
 LOGOUT = "/logout"
 
 
-def username(session: Mapping | None, now: float | None = None) -> str | None:
-    """The Hugging Face username a session cookie holds, while its sign-in has not expired."""
+def username(session: Mapping | None, now: float | None = None, signed_out: Mapping | None = None) -> str | None:
+    """The Hugging Face username a session cookie holds, while its sign-in has not expired and its user
+    has not signed out since (``signed_out``: lower-cased name → time, as :class:`StaffGate` notes it)."""
     info = session.get("oauth_info") if session else None
     if not isinstance(info, Mapping):
         return None
     expires = info.get("expires_at")
-    if isinstance(expires, (int, float)) and expires < (time.time() if now is None else now):
+    if not _number(expires) or expires < (time.time() if now is None else now):
         return None
     user = info.get("userinfo")
     name = user.get("preferred_username") if isinstance(user, Mapping) else None
-    return name if isinstance(name, str) and name else None
+    if not isinstance(name, str) or not name:
+        return None
+    if signed_out and (out := signed_out.get(name.lower())) is not None:
+        lifetime = info.get("expires_in")
+        issued = expires - lifetime if _number(lifetime) else float("-inf")
+        if issued < int(out):  # signed in before they signed out (to the second Hugging Face counts in)
+            return None
+    return name
 
 
-def staff_user(request) -> str | None:
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def staff_user(request, signed_out: Mapping | None = None) -> str | None:
     """The staff app's ``auth_dependency``: ``hf:<username>`` for a signed-in user with a role, else None."""
-    name = username(request.scope.get("session"))
+    name = username(request.scope.get("session"), signed_out=signed_out)
     return f"{HF_PREFIX}{name}" if hf_role(name) else None
 
 
 class StaffGate:
     """ASGI middleware in front of the staff page (``GET {path}/``; inside ``SessionMiddleware``):
     to Hugging Face's sign-in without a session, a 403 page with a sign-out link for a user with no
-    role. Every other request passes untouched (Gradio refuses the staff app's handlers by itself)."""
+    role. On ``GET /logout`` it notes in ``signed_out`` when the session's user signed out. Every other
+    request passes untouched (Gradio refuses the staff app's handlers by itself)."""
 
-    def __init__(self, app, path: str = "/staff"):
+    def __init__(self, app, path: str = "/staff", signed_out: MutableMapping | None = None):
         self.app = app
         self.page = path.rstrip("/") + "/"
+        self.signed_out = {} if signed_out is None else signed_out
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") != self.page:
+        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in (self.page, LOGOUT):
             return await self.app(scope, receive, send)
-        name = username(scope.get("session"))
+        name = username(scope.get("session"), signed_out=self.signed_out)
+        if scope["path"] == LOGOUT:
+            if name:
+                self.signed_out[name.lower()] = time.time()
+            return await self.app(scope, receive, send)
         if name is None:
             return await respond(send, 302, b"", [(b"location", f"{LOGIN}?_target_url={self.page}".encode())])
         if hf_role(name) is None:
@@ -86,9 +109,10 @@ async def respond(send, status: int, body: bytes, headers: list) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def attach(app, path: str = "/staff") -> None:
+def attach(app, path: str = "/staff"):
     """Hugging Face sign-in on ``app`` (the outer FastAPI app; call it before mounting anything at ``/``,
     whose routes would hide these): Gradio's OAuth routes and session cookie, and :class:`StaffGate`.
+    Returns the staff app's ``auth_dependency`` (:func:`staff_user`, knowing who signed out).
     Refused outside a Space: there Gradio would sign everyone in as the machine's own HF account."""
     from gradio.oauth import attach_oauth
     from gradio.utils import get_space
@@ -96,5 +120,7 @@ def attach(app, path: str = "/staff") -> None:
     if get_space() is None:
         raise RuntimeError("CHATBOT_STAFF_SIGN_IN=huggingface works on a Hugging Face Space with `hf_oauth: true` "
                            "in its README; elsewhere staff sign in with passwords (leave it unset).")
-    app.add_middleware(StaffGate, path=path)  # first, so that the session middleware runs before it
+    signed_out: dict[str, float] = {}
+    app.add_middleware(StaffGate, path=path, signed_out=signed_out)  # first: the session middleware runs before it
     attach_oauth(app)
+    return functools.partial(staff_user, signed_out=signed_out)

@@ -5,6 +5,11 @@
 * a request body larger than ``max_body`` is refused with 413 before the app reads it (by its
   ``Content-Length``, and by counting when the body comes in chunks);
 * file uploads (Gradio's ``/gradio_api/upload``) are refused with 403: no feature needs them;
+* a request another site's page makes to a ``same_origin`` mount (the staff console) is refused with
+  403 (:func:`cross_site`): the browser sends the staff member's sign-in cookie with it (Gradio sets it
+  ``SameSite=None``) and Gradio's own CORS layer lets any origin read the answer off a public host, so
+  without this any web page a signed-in agent opens could read conversations or act as them; and
+  no page elsewhere may sign staff out (``…/logout`` with ``Sec-Fetch-Site: cross-site``);
 * sign-in attempts (``POST …/login``) are limited per client address (:class:`Throttle`, 429 beyond),
   on top of the per-account-and-address lockout of :mod:`chatbot.accounts`;
 * a call of a *batched* handler (the customers' chat turns) gets exactly as many input values as the
@@ -25,6 +30,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from chatbot.settings import MAX_REQUEST_BYTES
 
@@ -76,18 +82,44 @@ class BadCall(Exception):
 _CALL = re.compile(r"^(?P<prefix>.*?)/gradio_api/(?:queue/join|(?:call/v2|call|run|api)/(?P<name>[\w-]+))/?$")
 
 
+def _netloc(value: str, scheme: str) -> str:
+    """``host[:port]`` in lower case, without the scheme's default port."""
+    value = value.strip().lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme, "")
+    return value[: -len(default)] if default and value.endswith(default) else value
+
+
+def cross_site(headers: dict, scheme: str = "http") -> bool:
+    """Whether a page on another site made this request: its ``Origin`` names another host than the
+    request's ``Host`` (or ``X-Forwarded-Host``, behind a proxy), or is ``null``; or, without an
+    ``Origin``, the browser says ``Sec-Fetch-Site: cross-site`` for anything but a navigation (a link
+    to the console from elsewhere still opens it). ``headers``: the ASGI scope's, as a dict of bytes."""
+    origin = headers.get(b"origin")
+    if origin is not None:
+        parts = urlsplit(origin.decode("latin-1").strip())
+        if not parts.scheme or not parts.netloc:
+            return True  # "null" (a sandboxed frame, a file) or nonsense
+        hosts = [h.decode("latin-1") for h in (headers.get(b"host"), headers.get(b"x-forwarded-host")) if h]
+        mine = {_netloc(name, parts.scheme) for h in hosts for name in h.split(",")}
+        return _netloc(parts.netloc, parts.scheme) not in mine
+    return headers.get(b"sec-fetch-site") == b"cross-site" and headers.get(b"sec-fetch-mode") != b"navigate"
+
+
 class Guard:
     """``batch_inputs`` maps ``(mount prefix, fn_index or api_name)`` of each batched handler to its
     number of inputs (see ``app.batch_inputs``): the customers' chat turns, which ``chat_throttle``
-    (when given) also limits per client address (each turn is model time and a stored message)."""
+    (when given) also limits per client address (each turn is model time and a stored message).
+    ``same_origin``: path prefixes (mounts) that only pages of this site may call."""
 
     def __init__(self, app, max_body: int = MAX_REQUEST_BYTES, login_throttle: Throttle | None = None,
-                 batch_inputs: dict | None = None, chat_throttle: Throttle | None = None):
+                 batch_inputs: dict | None = None, chat_throttle: Throttle | None = None,
+                 same_origin: tuple[str, ...] = ()):
         self.app = app
         self.max_body = max_body
         self.login_throttle = login_throttle or Throttle()
         self.batch_inputs = batch_inputs or {}
         self.chat_throttle = chat_throttle
+        self.same_origin = tuple(p.rstrip("/") for p in same_origin)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -95,6 +127,11 @@ class Guard:
         client = (scope.get("client") or ("?", 0))[0]
         client_address.set(client)
         path, method = scope.get("path", ""), scope.get("method", "GET")
+        mounted = any(path == p or path.startswith(p + "/") for p in self.same_origin)
+        if mounted and cross_site(dict(scope.get("headers") or []), scope.get("scheme", "http")):
+            return await _refuse(send, 403, "Requests from other sites to the staff console are refused.")
+        if path.rstrip("/").endswith("/logout") and dict(scope.get("headers") or []).get(b"sec-fetch-site") == b"cross-site":
+            return await _refuse(send, 403, "Sign out from this site's own pages.")  # no page elsewhere signs staff out
         if path.rstrip("/").endswith("/gradio_api/upload"):
             return await _refuse(send, 403, "File uploads are disabled.")
         if method == "POST" and path.rstrip("/").endswith("/login") and not self.login_throttle.allow(client):

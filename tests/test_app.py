@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from contextlib import closing
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -180,10 +181,15 @@ def test_staff_handlers_refuse_a_disabled_account_and_agents_on_admin_handlers(s
 def test_an_admin_reaches_the_admin_handlers(server):
     url, service, _ = server
     deps = {d.get("api_name"): d["id"] for d in staff_dependencies(url)}
+    import tempfile
+
     with closing(signed_in(url, "root")) as admin:
         result = call(admin, deps["admin_refresh"], [], "/staff/")
-    assert result["success"], result["text"][-500:]
+        assert result["success"], result["text"][-500:]
+        plot = result["output"]["data"][2]
+        assert admin.get(plot["url"]).content[:4] in (b"RIFF", b"\x89PNG")  # the plot, served by Gradio
     assert "Live version" in json.dumps(result["output"]) and "root" in json.dumps(result["output"])
+    assert not list(Path(tempfile.gettempdir()).glob("chatbot-plot-*"))  # and not left behind at each view
 
 
 def test_customers_sending_at_once_each_get_their_own_turn(tmp_path, tiny_model):
@@ -313,7 +319,7 @@ def hf_session(username: str, expires_in: float = 3600, secret: str = OAUTH_SECR
 
     from itsdangerous import TimestampSigner
 
-    info = {"access_token": "t", "expires_at": int(time.time() + expires_in),
+    info = {"access_token": "t", "expires_at": int(time.time() + expires_in), "expires_in": 3600,
             "userinfo": {"preferred_username": username, "name": username}}
     data = base64.b64encode(json.dumps({"oauth_info": info}).encode())
     key = hashlib.sha256((secret + "-v4").encode()).hexdigest()
@@ -334,15 +340,25 @@ def test_hugging_face_sign_in_lets_in_whom_the_lists_name_with_their_role(hf_ser
             assert stale.get("/staff/", follow_redirects=False).status_code == 302
             assert stale.get("/staff/config").status_code == 401
 
+    copied = hf_session("alice", expires_in=3600 - 5)  # signed in a few seconds earlier
     with httpx.Client(base_url=url, timeout=60, cookies=hf_session("alice")) as alice:
         assert alice.get("/staff/").status_code == 200
         deps = {d.get("api_name"): d["id"] for d in config(alice, "/staff/")["dependencies"]}
         shown = call(alice, deps["staff_load"], [], "/staff/")
         assert shown["success"] and "Signed in as **hf:alice** (admin) · [Sign out](/logout)" in shown["output"]["data"][0]
         assert call(alice, deps["admin_refresh"], [], "/staff/")["success"]
+        # a page on another site cannot use alice's cookie (Gradio would let any origin read the answer)
+        evil = {"origin": "https://evil.example"}
+        assert alice.post("/staff/gradio_api/queue/join", headers=evil,
+                          json={"data": [], "fn_index": deps["admin_refresh"], "session_hash": "e"}).status_code == 403
+        assert alice.options("/staff/gradio_api/queue/join",
+                             headers={**evil, "access-control-request-method": "POST"}).status_code == 403
         out = alice.get("/logout", follow_redirects=False)  # Gradio's OAuth route, not the customer app's
         assert out.status_code in (302, 307) and out.headers["location"] == "/"
         assert "session=null" in out.headers.get("set-cookie", "")
+    with httpx.Client(base_url=url, timeout=60, cookies=copied) as replay:  # her cookie, copied before
+        assert replay.get("/staff/config").status_code == 401
+        assert replay.get("/staff/", follow_redirects=False).status_code == 302
     with httpx.Client(base_url=url, timeout=60, cookies=hf_session("bob")) as bob:  # the lists ignore case
         refused = call(bob, deps["admin_refresh"], [], "/staff/")
         assert not refused["success"] and "Only admins" in refused["text"]

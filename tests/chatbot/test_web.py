@@ -5,7 +5,7 @@ import json
 import httpx
 import pytest
 
-from chatbot.web import Guard, Throttle, client_address
+from chatbot.web import Guard, Throttle, client_address, cross_site
 
 
 async def echo(scope, receive, send):
@@ -72,3 +72,38 @@ async def test_chat_turns_are_limited_per_client_address():
 @pytest.fixture()
 def anyio_backend():
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_other_sites_pages_cannot_call_the_staff_console():
+    """A signed-in agent's browser sends their cookie with any page's request: the guard refuses what
+    another site's page asks of the staff mount, and leaves the customers' (a public API) alone."""
+    guard = Guard(echo, same_origin=("/staff",))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="https://bot.example") as c:
+        evil = {"origin": "https://evil.example"}
+        assert (await c.post("/staff/gradio_api/queue/join", json={}, headers=evil)).status_code == 403
+        preflight = {**evil, "access-control-request-method": "POST"}
+        assert (await c.options("/staff/gradio_api/queue/join", headers=preflight)).status_code == 403
+        assert (await c.get("/staff/gradio_api/queue/data", headers={"origin": "null"})).status_code == 403
+        assert (await c.get("/staff/config", headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "cors"})
+                ).status_code == 403
+        assert (await c.get("/staff/logout", headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"})
+                ).status_code == 403
+        assert (await c.get("/logout", headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"})
+                ).status_code == 403
+        # its own pages, a link from elsewhere, a client with no browser, and the customers' API from anywhere
+        for headers in ({"origin": "https://bot.example"}, {"origin": "https://BOT.example:443"},
+                        {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}, {}):
+            assert (await c.post("/staff/gradio_api/queue/join", json={}, headers=headers)).status_code == 200, headers
+        assert (await c.post("/gradio_api/queue/join", json={}, headers=evil)).status_code == 200
+        assert (await c.get("/staffing", headers=evil)).status_code == 200
+
+
+def test_what_counts_as_another_site():
+    assert not cross_site({b"origin": b"http://localhost:7860", b"host": b"localhost:7860"})
+    assert cross_site({b"origin": b"http://localhost:7861", b"host": b"localhost:7860"})
+    assert cross_site({b"origin": b"https://bot.example.evil.example", b"host": b"bot.example"})
+    # behind a proxy that names the public host
+    assert not cross_site({b"origin": b"https://x.hf.space", b"host": b"10.0.0.5:7860", b"x-forwarded-host": b"x.hf.space"})
+    assert cross_site({b"origin": b"https://y.hf.space", b"host": b"10.0.0.5:7860", b"x-forwarded-host": b"x.hf.space"})
+    assert not cross_site({b"sec-fetch-site": b"same-origin", b"sec-fetch-mode": b"cors"})
