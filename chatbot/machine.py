@@ -20,13 +20,23 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the processor multiplies bfloat16 natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def cpu_has_amx() -> bool:
+    """True when the processor has Intel's AMX tiles (where OpenVINO's bfloat16 streams can go wrong:
+    :func:`chatbot.runtime.bf16_streams_sound`)."""
+    return " amx_tile" in _cpu_flags()
 
 
 def inference_dtype(device: torch.device) -> torch.dtype:

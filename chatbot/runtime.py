@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from chatbot.folder import ModelFolder
-from chatbot.machine import cpu_has_native_bf16
+from chatbot.machine import cpu_has_amx, cpu_has_native_bf16
 from chatbot.predictor import IntentClassifier
 from chatbot.settings import cache_dir
 
@@ -254,7 +254,7 @@ def bf16_streams_sound(path: Path, config: dict) -> bool:
     compiling some small models (no exception: the whole server would go) and gives logits in the
     thousands for others (our tests' tiny models, hidden sizes 32 to 128); the shipped models run right.
     The child compiles the model both ways and compares the logits of one batch."""
-    if not _has_amx():
+    if not cpu_has_amx():
         return True
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     verdict = path / f"bf16-streams-{key}.json"
@@ -288,13 +288,6 @@ def _compare_bf16_streams(xml: str, config: str) -> None:
     got = core.compile_model(model, "CPU", json.loads(config)).create_infer_request().infer({0: ids})[0]
     error = float(np.abs(got.astype(np.float32) - expected).max())
     print("sound" if error <= 0.1 * max(1.0, float(np.abs(expected).max())) else f"off by {error:g}")
-
-
-def _has_amx() -> bool:
-    try:
-        return " amx_tile" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 class OpenVinoForward:

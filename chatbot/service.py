@@ -37,7 +37,7 @@ from chatbot.keys import Vault, browser_secret
 from chatbot.language import LanguageDetector
 from chatbot.replies import UI_WORDS, Catalogue
 from chatbot.serving import classifier_opener
-from chatbot.settings import (ADMIN_PASSWORD_ENV, DENSE_MODEL_DIR, STAFF_SIGN_INS, database_url, default_model_dir, home,
+from chatbot.settings import (ADMIN_PASSWORD_ENV, DENSE_MODEL_DIR, database_url, default_model_dir, home,
                               staff_sign_in, training_files)
 from chatbot.store import Store, now, valid_conversation_id
 from chatbot.versions import DEFAULT_VERSION, Registry
@@ -103,11 +103,9 @@ class Service:
         self.store = Store(database or database_url(self.home), vault=Vault(home_dir=self.home))
         self.audit = Audit(self.store)
         self.accounts = Accounts(self.store, self.audit)
-        self.sign_in_with = sign_in or staff_sign_in()
+        self.sign_in_with = staff_sign_in(sign_in)
         """How staff sign in (``password`` or ``huggingface``, :data:`chatbot.settings.STAFF_SIGN_INS`):
         which names :meth:`caller` accepts."""
-        if self.sign_in_with not in STAFF_SIGN_INS:
-            raise ValueError(f"staff sign-in must be one of {', '.join(STAFF_SIGN_INS)}, not {self.sign_in_with!r}")
         try:
             if self.accounts.bootstrap_admin(os.environ.get(ADMIN_PASSWORD_ENV)):
                 log.warning("Created the admin account 'admin' from %s (the database had no admin). Sign in at "

@@ -156,10 +156,10 @@ def chat_turns_per_minute() -> int:
     return value
 
 
-def staff_sign_in() -> str:
-    """``$CHATBOT_STAFF_SIGN_IN`` or ``password``: how staff sign in to ``/staff`` (one way per deployment;
-    ``huggingface`` needs a Space with ``hf_oauth: true``, see :mod:`chatbot.hf_sign_in`)."""
-    value = (os.environ.get(STAFF_SIGN_IN_ENV) or "password").strip().lower()
+def staff_sign_in(value: str | None = None) -> str:
+    """``value``, else ``$CHATBOT_STAFF_SIGN_IN``, else ``password``: how staff sign in to ``/staff`` (one
+    way per deployment; ``huggingface`` needs a Space with ``hf_oauth: true``, see :mod:`chatbot.hf_sign_in`)."""
+    value = (value or os.environ.get(STAFF_SIGN_IN_ENV) or "password").strip().lower()
     if value not in STAFF_SIGN_INS:
         raise ValueError(f"{STAFF_SIGN_IN_ENV} must be one of {', '.join(STAFF_SIGN_INS)}, not {value!r}")
     return value

@@ -117,9 +117,9 @@ def average_adapters(folders: list[str], configs: list[dict]) -> tuple[dict[str,
     return soup, rank
 
 
-def write_soup(folders: list[str], specs: list[ModelFolder], configs: list[dict], out: Path) -> None:
+def write_soup(folders: list[str], specs: list[ModelFolder], configs: list[dict], out: Path) -> dict:
     """The soup's folder (temperature 1 until it is fitted): the averaged adapter beside whatever the
-    ingredients share (a source adapter, a vocabulary trim)."""
+    ingredients share (a source adapter, a vocabulary trim). Returns its LoRA settings."""
     from safetensors.torch import save_file
 
     state, rank = average_adapters(folders, configs)
@@ -137,6 +137,7 @@ def write_soup(folders: list[str], specs: list[ModelFolder], configs: list[dict]
     ModelFolder(base=first.base, labels=first.labels, temperature=1.0, max_length=first.max_length, lora=lora,
                 compression=first.compression, source=first.source, vocab=first.vocab,
                 languages=sorted({lang for s in specs for lang in s.languages})).write(out)
+    return lora
 
 
 def soup(args: SoupArgs, progress=None) -> Path:
@@ -157,11 +158,11 @@ def soup(args: SoupArgs, progress=None) -> Path:
         raise ValueError(f"the data has intents the models do not know: {', '.join(unknown[:5])}")
     try:
         step(0.0, "averaging the adapters")
-        write_soup(args.model, specs, configs, out)
+        lora = write_soup(args.model, specs, configs, out)
         _fit_and_compare(args, specs, out, dev, lambda f, d: step(0.05 + 0.45 * f, d))
         first = ModelFolder.read_evaluation(args.model[0]).get("summary", {})
         made = {"base": specs[0].base, **{k: v for k, v in first.items() if k in MADE}, "soup": list(args.model),
-                "lora": _described(ModelFolder.read(out).lora)}
+                "lora": _described(lora)}
         summary, report = score_version(out, rows, lambda f, d="": step(0.5 + 0.5 * f, d), **made)
         ModelFolder.write_evaluation(out, summary, report)
         step(1.0, "done")

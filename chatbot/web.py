@@ -127,16 +127,17 @@ class Guard:
         client = (scope.get("client") or ("?", 0))[0]
         client_address.set(client)
         path, method = scope.get("path", ""), scope.get("method", "GET")
+        headers = dict(scope.get("headers") or [])
         mounted = any(path == p or path.startswith(p + "/") for p in self.same_origin)
-        if mounted and cross_site(dict(scope.get("headers") or []), scope.get("scheme", "http")):
+        if mounted and cross_site(headers, scope.get("scheme", "http")):
             return await _refuse(send, 403, "Requests from other sites to the staff console are refused.")
-        if path.rstrip("/").endswith("/logout") and dict(scope.get("headers") or []).get(b"sec-fetch-site") == b"cross-site":
+        if path.rstrip("/").endswith("/logout") and headers.get(b"sec-fetch-site") == b"cross-site":
             return await _refuse(send, 403, "Sign out from this site's own pages.")  # no page elsewhere signs staff out
         if path.rstrip("/").endswith("/gradio_api/upload"):
             return await _refuse(send, 403, "File uploads are disabled.")
         if method == "POST" and path.rstrip("/").endswith("/login") and not self.login_throttle.allow(client):
             return await _refuse(send, 429, "Too many sign-in attempts from this address; wait a few minutes.")
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None:
             try:
                 too_large = int(length) > self.max_body

@@ -212,7 +212,7 @@ def test_batches_fall_back_to_float32_where_bfloat16_streams_go_wrong(tiny_model
 
     path = export(tiny_model)
     config = {"INFERENCE_PRECISION_HINT": "bf16", "NUM_STREAMS": 2}
-    monkeypatch.setattr(runtime, "_has_amx", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
     children = []
 
     def child(said: str, code: int):
@@ -232,7 +232,7 @@ def test_batches_fall_back_to_float32_where_bfloat16_streams_go_wrong(tiny_model
     runtime.bf16_streams_sound(path, config)
     asked = len(children)
     assert runtime.bf16_streams_sound(path, config) and len(children) == asked  # remembered: no second child
-    monkeypatch.setattr(runtime, "_has_amx", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
     assert runtime.bf16_streams_sound(path, {**config, "NUM_STREAMS": 3}) and len(children) == asked  # no AMX: no child
 
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
