@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from chatbot.assistant import Assistant
-from chatbot.classifier import load_classifier
 from chatbot.predictor import Prediction
 from chatbot.runtime import load_serving
 from chatbot.serving import (Replica, ServeArgs, ServedClassifier, ServedPrediction, classifier_opener, encode,
@@ -114,7 +113,9 @@ def test_the_client_is_a_classifier_and_turns_are_stored_with_the_version_that_a
     home, default = versions
     replica, calls = Replica(home, default, name="r1"), []
     client = ServedClassifier("http://classifier.test/classifier", transport=served(replica, calls))
-    local = load_classifier(tiny_model)
+    # what the replica serves, read here directly (PyTorch's bfloat16 and OpenVINO's batches may pick
+    # other intents at a random tiny model's near-ties: compare the protocol, not two runtimes)
+    local = load_serving(tiny_model)
     assert client.labels == local.labels
     remote = client.predict(["where track parcel", "refund money back"], k=2)
     assert [p.intent for p in remote] == [p.intent for p in local.predict(["where track parcel", "refund money back"])]
