@@ -636,7 +636,7 @@ def create_server(service: Service, login_throttle: Throttle | None = None, limi
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_api_route("/staff", lambda: RedirectResponse("/staff/"), include_in_schema=False)
     if service.sign_in_with == "huggingface":  # before any mount: its routes must come first
-        sign_in = {"auth_dependency": hf_sign_in.attach(app, "/staff")}
+        sign_in = {"auth_dependency": hf_sign_in.attach(app, service.accounts.hf_sessions, "/staff")}
     else:
         sign_in = {"auth": functools.partial(staff_auth, service), "auth_message": "Staff sign-in (agents and admins)."}
     gr.mount_gradio_app(app, build_staff_app(service), "/staff", **sign_in,

@@ -156,6 +156,60 @@ class SignInFailures(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class StaffSignOut(Base):
+    """The last sign-out of a member of staff whose session lives in a signed cookie (the Hugging Face
+    sign-in, :mod:`chatbot.hf_sign_in`): every session of theirs issued before it is refused."""
+
+    __tablename__ = "staff_sign_outs"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    """``hf:<username>``, lower-cased (Hugging Face usernames ignore case)."""
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HfSessions:
+    """What the server keeps of Hugging Face staff sessions, whose content lives in the browser's signed
+    cookie: when each user last signed out, in the database (so a restart of the app, or another of its
+    processes, refuses a cookie copied before the sign-out as this one does), and the audit entries of
+    their sign-ins and sign-outs (actor ``hf:<username>``)."""
+
+    def __init__(self, store: Store, audit: Audit):
+        self.store, self.audit = store, audit
+        store.ensure_tables(StaffSignOut.__table__)
+
+    def signed_out_at(self, username: str) -> float | None:
+        """When ``username`` last signed out (seconds since the epoch), or None if never."""
+        with self.store.session() as s:
+            row = s.get(StaffSignOut, _hf_key(username))
+            return None if row is None else _utc(row.at).timestamp()
+
+    def sign_in(self, username: str, client: str | None = None) -> None:
+        self.audit.record(f"{HF_PREFIX}{username}", "sign_in", f"{HF_PREFIX}{username}", "with Hugging Face", client)
+
+    def sign_out(self, username: str, client: str | None = None) -> None:
+        """Note now as ``username``'s last sign-out (a later time than one another process noted meanwhile
+        is kept) and audit it."""
+        key, moment = _hf_key(username), now()
+        for attempt in (1, 2):
+            try:
+                with self.store.session() as s, s.begin():
+                    sqlite_write_lock(s, StaffSignOut.__table__)
+                    row = s.get(StaffSignOut, key, with_for_update=True)
+                    if row is None:
+                        s.add(StaffSignOut(name=key, at=moment))
+                    elif _utc(row.at) < moment:
+                        row.at = moment
+                    self.audit.record(f"{HF_PREFIX}{username}", "sign_out", f"{HF_PREFIX}{username}", None, client,
+                                      session=s)
+                return
+            except IntegrityError:  # another process inserted this user's row first (PostgreSQL): update it
+                if attempt == 2:
+                    raise
+
+
+def _hf_key(username: str) -> str:
+    return f"{HF_PREFIX}{username}".lower()[:100]
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     """SQLite gives datetimes back without their zone; every stored one is UTC."""
     return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
@@ -170,6 +224,7 @@ class Accounts:
         self.hasher = hasher or PasswordHasher()
         self._dummy_hash = self.hasher.hash("not a password of anybody")
         store.ensure_tables(StaffAccount.__table__, SignInFailures.__table__)
+        self.hf_sessions = HfSessions(store, self.audit)
 
     # -- managing accounts (command line) ------------------------------------------------------
     def add(self, name: str, role: str, password: str, actor: str = "cli") -> None:

@@ -19,10 +19,13 @@ The way in, step by step:
 4. Signed in but on neither list: the gate answers 403 with a way to sign out; Gradio answers 401 to
    the staff app's config and to every handler, since :func:`staff_user` names nobody.
 5. ``/logout`` (Gradio's) forgets the session in the browser and goes back to the customer chat;
-   :class:`StaffGate` notes the time first, and every session of that user signed in before it is
-   refused from then on (the session lives in the cookie, so without this a copy of it would outlive
-   the sign-out). The note is kept by this server process: after a restart an old copy works again
-   until its expiry.
+   :class:`StaffGate` notes the time first (:class:`chatbot.accounts.HfSessions`, in the database), and
+   every session of that user signed in before it is refused from then on, by every process of the
+   app and after a restart (the session lives in the cookie, so without this a copy of it would
+   outlive the sign-out).
+
+Sign-ins (seen when ``/login/callback`` has put a listed user in the session) and sign-outs go to the
+audit trail.
 
 A session is trusted until the ``expires_at`` Hugging Face gave it, and one without it not at all.
 One deployment uses one way in: the password sign-in is not mounted at all under this one.
@@ -33,17 +36,21 @@ from __future__ import annotations
 import functools
 import html
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 
-from chatbot.accounts import HF_PREFIX, hf_role
+from chatbot.accounts import HF_PREFIX, HfSessions, hf_role
+from chatbot.web import client_address
 
 LOGIN = "/login/huggingface"
 LOGOUT = "/logout"
+CALLBACK = "/login/callback"
+SignedOut = Callable[[str], "float | None"]
+"""When a user last signed out (seconds since the epoch), or None: :meth:`HfSessions.signed_out_at`."""
 
 
-def username(session: Mapping | None, now: float | None = None, signed_out: Mapping | None = None) -> str | None:
+def username(session: Mapping | None, now: float | None = None, signed_out: SignedOut | None = None) -> str | None:
     """The Hugging Face username a session cookie holds, while its sign-in has not expired and its user
-    has not signed out since (``signed_out``: lower-cased name → time, as :class:`StaffGate` notes it)."""
+    has not signed out since (``signed_out``, as :class:`StaffGate` notes it)."""
     info = session.get("oauth_info") if session else None
     if not isinstance(info, Mapping):
         return None
@@ -54,7 +61,7 @@ def username(session: Mapping | None, now: float | None = None, signed_out: Mapp
     name = user.get("preferred_username") if isinstance(user, Mapping) else None
     if not isinstance(name, str) or not name:
         return None
-    if signed_out and (out := signed_out.get(name.lower())) is not None:
+    if signed_out is not None and (out := signed_out(name.lower())) is not None:
         lifetime = info.get("expires_in")
         issued = expires - lifetime if _number(lifetime) else float("-inf")
         if issued < int(out):  # signed in before they signed out (to the second Hugging Face counts in)
@@ -66,7 +73,7 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def staff_user(request, signed_out: Mapping | None = None) -> str | None:
+def staff_user(request, signed_out: SignedOut | None = None) -> str | None:
     """The staff app's ``auth_dependency``: ``hf:<username>`` for a signed-in user with a role, else None."""
     name = username(request.scope.get("session"), signed_out=signed_out)
     return f"{HF_PREFIX}{name}" if hf_role(name) else None
@@ -75,22 +82,29 @@ def staff_user(request, signed_out: Mapping | None = None) -> str | None:
 class StaffGate:
     """ASGI middleware in front of the staff page (``GET {path}/``; inside ``SessionMiddleware``):
     to Hugging Face's sign-in without a session, a 403 page with a sign-out link for a user with no
-    role. On ``GET /logout`` it notes in ``signed_out`` when the session's user signed out. Every other
-    request passes untouched (Gradio refuses the staff app's handlers by itself)."""
+    role. It notes in ``sessions`` when a listed user signed in (after ``/login/callback``) and when a
+    user signed out (before ``/logout``). Every other request passes untouched (Gradio refuses the
+    staff app's handlers by itself)."""
 
-    def __init__(self, app, path: str = "/staff", signed_out: MutableMapping | None = None):
+    def __init__(self, app, sessions: HfSessions, path: str = "/staff"):
         self.app = app
         self.page = path.rstrip("/") + "/"
-        self.signed_out = {} if signed_out is None else signed_out
+        self.sessions = sessions
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in (self.page, LOGOUT):
+        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in (self.page, LOGOUT, CALLBACK):
             return await self.app(scope, receive, send)
-        name = username(scope.get("session"), signed_out=self.signed_out)
+        name = username(scope.get("session"), signed_out=self.sessions.signed_out_at)
         if scope["path"] == LOGOUT:
             if name:
-                self.signed_out[name.lower()] = time.time()
+                self.sessions.sign_out(name, client_address.get())
             return await self.app(scope, receive, send)
+        if scope["path"] == CALLBACK:
+            await self.app(scope, receive, send)  # Gradio's callback puts what Hugging Face said in the session
+            signed_in = username(scope.get("session"), signed_out=self.sessions.signed_out_at)
+            if signed_in and hf_role(signed_in):
+                self.sessions.sign_in(signed_in, client_address.get())
+            return
         if name is None:
             return await respond(send, 302, b"", [(b"location", f"{LOGIN}?_target_url={self.page}".encode())])
         if hf_role(name) is None:
@@ -109,18 +123,18 @@ async def respond(send, status: int, body: bytes, headers: list) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def attach(app, path: str = "/staff"):
+def attach(app, sessions: HfSessions, path: str = "/staff"):
     """Hugging Face sign-in on ``app`` (the outer FastAPI app; call it before mounting anything at ``/``,
-    whose routes would hide these): Gradio's OAuth routes and session cookie, and :class:`StaffGate`.
-    Returns the staff app's ``auth_dependency`` (:func:`staff_user`, knowing who signed out).
-    Refused outside a Space: there Gradio would sign everyone in as the machine's own HF account."""
+    whose routes would hide these): Gradio's OAuth routes and session cookie, and :class:`StaffGate`
+    noting sign-ins and sign-outs in ``sessions``. Returns the staff app's ``auth_dependency``
+    (:func:`staff_user`, knowing who signed out). Refused outside a Space: there Gradio would sign
+    everyone in as the machine's own HF account."""
     from gradio.oauth import attach_oauth
     from gradio.utils import get_space
 
     if get_space() is None:
         raise RuntimeError("CHATBOT_STAFF_SIGN_IN=huggingface works on a Hugging Face Space with `hf_oauth: true` "
                            "in its README; elsewhere staff sign in with passwords (leave it unset).")
-    signed_out: dict[str, float] = {}
-    app.add_middleware(StaffGate, path=path, signed_out=signed_out)  # first: the session middleware runs before it
+    app.add_middleware(StaffGate, sessions=sessions, path=path)  # first: the session middleware runs before it
     attach_oauth(app)
-    return functools.partial(staff_user, signed_out=signed_out)
+    return functools.partial(staff_user, signed_out=sessions.signed_out_at)

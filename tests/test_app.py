@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from authlib.integrations.starlette_client import StarletteOAuth2App
 from gradio_protocol import call, config
 
 PASSWORD = "correct horse battery staple"
@@ -303,11 +304,21 @@ def hf_server(tmp_path_factory, tiny_model):
         for name, value in (("OAUTH_CLIENT_ID", "test-client"), ("OAUTH_CLIENT_SECRET", OAUTH_SECRET),
                             ("OAUTH_SCOPES", "openid profile"), ("OPENID_PROVIDER_URL", "http://127.0.0.1:9")):
             mp.setattr(gradio.oauth, name, value)
+        mp.setattr(StarletteOAuth2App, "authorize_access_token", hugging_face_answers)
         service = Service(home_dir=tmp_path_factory.mktemp("home"), default_model=tiny_model)
         service.accounts.add("root", "admin", PASSWORD)
         running = app.Server(app.create_server(service))
         yield running.url, service
         running.close()
+
+
+async def hugging_face_answers(client, request, **kwargs) -> dict:
+    """What Hugging Face answers Gradio's ``/login/callback`` (its token exchange, which cannot run here):
+    the user named by the callback's ``code``."""
+    import time
+
+    return {"access_token": "t", "expires_at": int(time.time() + 3600), "expires_in": 3600,
+            "userinfo": {"preferred_username": request.query_params["code"]}}
 
 
 def hf_session(username: str, expires_in: float = 3600, secret: str = OAUTH_SECRET) -> dict:
@@ -340,6 +351,12 @@ def test_hugging_face_sign_in_lets_in_whom_the_lists_name_with_their_role(hf_ser
             assert stale.get("/staff/", follow_redirects=False).status_code == 302
             assert stale.get("/staff/config").status_code == 401
 
+    for user in ("alice", "mallory"):  # back from Hugging Face: a listed user's sign-in is audited
+        with httpx.Client(base_url=url, timeout=60) as browser:
+            back = browser.get(f"/login/callback?code={user}&state=s", follow_redirects=False)
+            assert back.status_code in (302, 307) and "session=" in back.headers["set-cookie"]
+    assert [(e["actor"], e["action"]) for e in service.audit.entries(action="sign_in")] == [("hf:alice", "sign_in")]
+
     copied = hf_session("alice", expires_in=3600 - 5)  # signed in a few seconds earlier
     with httpx.Client(base_url=url, timeout=60, cookies=hf_session("alice")) as alice:
         assert alice.get("/staff/").status_code == 200
@@ -356,6 +373,7 @@ def test_hugging_face_sign_in_lets_in_whom_the_lists_name_with_their_role(hf_ser
         out = alice.get("/logout", follow_redirects=False)  # Gradio's OAuth route, not the customer app's
         assert out.status_code in (302, 307) and out.headers["location"] == "/"
         assert "session=null" in out.headers.get("set-cookie", "")
+        assert service.audit.entries(action="sign_out")[0]["actor"] == "hf:alice"
     with httpx.Client(base_url=url, timeout=60, cookies=copied) as replay:  # her cookie, copied before
         assert replay.get("/staff/config").status_code == 401
         assert replay.get("/staff/", follow_redirects=False).status_code == 302

@@ -145,6 +145,28 @@ def test_a_hugging_face_caller_is_hf_and_a_listed_name():
     assert hf_caller("hf:alice", {}) is None  # taken off the list: gone at the next call
 
 
+def test_hugging_face_sign_outs_outlive_the_process_that_noted_them(database_url):
+    """A Hugging Face session lives in its cookie: the sign-out that ends it is kept in the database, so a
+    restarted app (a new Store and Accounts on the same database) refuses a copy of the cookie too."""
+    store = Store(database_url)
+    sessions = Accounts(store).hf_sessions
+    assert sessions.signed_out_at("alice") is None
+    before = time.time()
+    sessions.sign_in("Alice", "10.0.0.1")
+    sessions.sign_out("Alice", "10.0.0.1")
+    first = sessions.signed_out_at("alice")
+    assert before - 1 <= first <= time.time() + 1
+    restarted = Accounts(Store(database_url)).hf_sessions
+    assert restarted.signed_out_at("ALICE") == first and restarted.signed_out_at("bob") is None
+    time.sleep(0.01)
+    restarted.sign_out("alice")
+    assert sessions.signed_out_at("alice") > first  # the later sign-out counts, wherever it was noted
+    trail = Audit(store).entries()
+    assert [(e["actor"], e["action"]) for e in trail] == [("hf:alice", "sign_out"), ("hf:Alice", "sign_out"),
+                                                          ("hf:Alice", "sign_in")]
+    assert trail[1]["client"] == "10.0.0.1"
+
+
 def test_the_staff_sign_in_setting(monkeypatch):
     from chatbot.settings import staff_sign_in
 

@@ -19,7 +19,7 @@ def test_username_until_the_sign_in_expires():
 def test_signing_out_ends_every_session_signed_in_before():
     """The session lives in the cookie: a copy taken before the sign-out must not work after it."""
     issued = 2_000_000_000.0 - 28_800
-    signed_out = {"alice": issued + 60}
+    signed_out = {"alice": issued + 60}.get
     assert username(session("Alice"), now=1_000.0, signed_out=signed_out) is None
     assert username(session("bob"), now=1_000.0, signed_out=signed_out) == "bob"
     assert username(session("alice", expires_at=2_000_000_100.0), now=1_000.0, signed_out=signed_out) == "alice"
