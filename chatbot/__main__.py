@@ -38,7 +38,7 @@ def command_table():
         "tune": (commands.TuneArgs, commands.run_tune, (), "tune the dialogue policy's thresholds on dev data"),
         "chat": (commands.ChatArgs, commands.run_chat, (), "chat with the bot in the terminal"),
         "users": (commands.UsersArgs, commands.run_users, ("action", "name"),
-                  "staff accounts: add NAME --role agent|admin, list, disable NAME, enable NAME, passwd NAME"),
+                  "staff accounts: add NAME --role agent|admin, list, disable NAME, enable NAME, passwd NAME, hf-release NAME"),
         "purge": (commands.PurgeArgs, commands.run_purge, (), "delete conversations older than --older-than (90d)"),
         "erase": (commands.EraseArgs, commands.run_erase, ("conversation_id",),
                   "delete one conversation and its messages (a customer's request)"),

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Boolean, DateTime, Integer, String, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -156,54 +158,91 @@ class SignInFailures(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class StaffSignOut(Base):
-    """The last sign-out of a member of staff whose session lives in a signed cookie (the Hugging Face
-    sign-in, :mod:`chatbot.hf_sign_in`): every session of theirs issued before it is refused."""
+class HfStaff(Base):
+    """A Hugging Face user as the staff console has seen them (the Hugging Face sign-in,
+    :mod:`chatbot.hf_sign_in`): the account that holds the name, and when they last signed out."""
 
-    __tablename__ = "staff_sign_outs"
+    __tablename__ = "hf_staff"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     """``hf:<username>``, lower-cased (Hugging Face usernames ignore case)."""
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sub: Mapped[str | None] = mapped_column(String(100))
+    """Hugging Face's id of the account that first signed in under the name (it never changes; a
+    username can be given up and taken by someone else)."""
+    signed_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """The last sign-out: every session of theirs issued before it is refused."""
+
+
+@dataclass(frozen=True)
+class HfRecord:
+    """What the database holds of one Hugging Face username (:meth:`HfSessions.record`)."""
+    sub: str | None
+    signed_out_at: float | None
+    """Seconds since the epoch."""
 
 
 class HfSessions:
     """What the server keeps of Hugging Face staff sessions, whose content lives in the browser's signed
-    cookie: when each user last signed out, in the database (so a restart of the app, or another of its
-    processes, refuses a cookie copied before the sign-out as this one does), and the audit entries of
-    their sign-ins and sign-outs (actor ``hf:<username>``)."""
+    cookie, in the database (so a restart of the app, or another of its processes, acts as this one):
+
+    * the account that holds each username, from its first sign-in: a later sign-in under that name by
+      another account (the owner renamed themselves and someone took the old name, which is still on
+      the lists) is refused until an admin releases the name (``python -m chatbot users hf-release NAME``);
+    * when each user last signed out, which ends every session they had signed in before;
+    * the audit entries of their sign-ins and sign-outs (actor ``hf:<username>``)."""
 
     def __init__(self, store: Store, audit: Audit):
         self.store, self.audit = store, audit
-        store.ensure_tables(StaffSignOut.__table__)
+        store.ensure_tables(HfStaff.__table__)
 
-    def signed_out_at(self, username: str) -> float | None:
-        """When ``username`` last signed out (seconds since the epoch), or None if never."""
+    def record(self, username: str) -> HfRecord | None:
         with self.store.session() as s:
-            row = s.get(StaffSignOut, _hf_key(username))
-            return None if row is None else _utc(row.at).timestamp()
+            row = s.get(HfStaff, _hf_key(username))
+            return None if row is None else HfRecord(row.sub, _utc(row.signed_out_at).timestamp()
+                                                     if row.signed_out_at else None)
 
-    def sign_in(self, username: str, client: str | None = None) -> None:
-        self.audit.record(f"{HF_PREFIX}{username}", "sign_in", f"{HF_PREFIX}{username}", "with Hugging Face", client)
+    def sign_in(self, username: str, sub: str, client: str | None = None) -> bool:
+        """Audit a sign-in of ``username`` as the account ``sub`` and, the first time, note that ``sub``
+        holds the name; False (audited as a failed sign-in) when another account holds it."""
+        actor = f"{HF_PREFIX}{username}"
+        with self._row(username) as (s, row):
+            if row.sub is None:
+                row.sub = sub
+            elif row.sub != sub:
+                self.audit.record(actor, "sign_in_failed", actor, f"the name belongs to another Hugging Face account "
+                                  f"(id {row.sub}); this one is {sub}", client, session=s)
+                return False
+            self.audit.record(actor, "sign_in", actor, "with Hugging Face", client, session=s)
+            return True
 
     def sign_out(self, username: str, client: str | None = None) -> None:
-        """Note now as ``username``'s last sign-out (a later time than one another process noted meanwhile
-        is kept) and audit it."""
-        key, moment = _hf_key(username), now()
-        for attempt in (1, 2):
-            try:
-                with self.store.session() as s, s.begin():
-                    sqlite_write_lock(s, StaffSignOut.__table__)
-                    row = s.get(StaffSignOut, key, with_for_update=True)
-                    if row is None:
-                        s.add(StaffSignOut(name=key, at=moment))
-                    elif _utc(row.at) < moment:
-                        row.at = moment
-                    self.audit.record(f"{HF_PREFIX}{username}", "sign_out", f"{HF_PREFIX}{username}", None, client,
-                                      session=s)
-                return
-            except IntegrityError:  # another process inserted this user's row first (PostgreSQL): update it
-                if attempt == 2:
-                    raise
+        """Note now as ``username``'s last sign-out (a later time another process noted meanwhile is kept)."""
+        moment = now()
+        with self._row(username) as (s, row):
+            if row.signed_out_at is None or _utc(row.signed_out_at) < moment:
+                row.signed_out_at = moment
+            self.audit.record(f"{HF_PREFIX}{username}", "sign_out", f"{HF_PREFIX}{username}", None, client, session=s)
+
+    def release(self, username: str, actor: str = "cli") -> bool:
+        """Forget which account holds ``username`` (its next sign-in holds it); False if none did."""
+        with self._row(username) as (s, row):
+            held, row.sub = row.sub, None
+            self.audit.record(actor, "hf_release", f"{HF_PREFIX}{username}", f"was id {held}", session=s)
+            return held is not None
+
+    @contextmanager
+    def _row(self, username: str):
+        """``(session, row)`` of ``username`` in one transaction, the row created when missing and locked."""
+        key = _hf_key(username)
+        with self.store.session() as s, s.begin():
+            sqlite_write_lock(s, HfStaff.__table__)
+            dialect = s.get_bind().dialect.name
+            if dialect in ("postgresql", "sqlite"):  # another process inserting the same name is no error
+                insert = {"postgresql": postgresql, "sqlite": sqlite}[dialect].insert
+                s.execute(insert(HfStaff).values(name=key).on_conflict_do_nothing())
+            elif s.get(HfStaff, key) is None:
+                s.add(HfStaff(name=key))
+                s.flush()
+            yield s, s.get(HfStaff, key, with_for_update=True)
 
 
 def _hf_key(username: str) -> str:

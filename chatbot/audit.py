@@ -16,7 +16,7 @@ from chatbot.store import Base, Store, now
 
 ACTIONS = ("sign_in", "sign_in_failed", "sign_out", "take_over", "send", "close", "reveal", "erase", "purge", "build",
            "soup", "cancel", "promote", "rollback", "delete", "user_add", "user_disable", "user_enable", "user_passwd",
-           "user_bootstrap")
+           "user_bootstrap", "hf_release")
 
 
 class AuditEntry(Base):

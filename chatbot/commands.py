@@ -360,9 +360,10 @@ def _actor() -> str:
 @dataclass
 class UsersArgs:
     action: str
-    """add, list, disable, enable or passwd."""
+    """add, list, disable, enable, passwd, or hf-release (forget which Hugging Face account holds the
+    username NAME: its next sign-in holds it)."""
     name: str | None = None
-    """The account (all but list)."""
+    """The account, or the Hugging Face username for hf-release (all but list)."""
     role: str = "agent"
     """agent or admin (add)."""
     password_stdin: bool = False
@@ -371,8 +372,8 @@ class UsersArgs:
     """Database URL (default: $CHATBOT_DATABASE_URL or a SQLite file in $CHATBOT_HOME)."""
 
     def __post_init__(self):
-        if self.action not in ("add", "list", "disable", "enable", "passwd"):
-            raise ValueError("users: add, list, disable, enable or passwd")
+        if self.action not in ("add", "list", "disable", "enable", "passwd", "hf-release"):
+            raise ValueError("users: add, list, disable, enable, passwd or hf-release")
         if self.action != "list" and not self.name:
             raise ValueError(f"users {self.action} needs a NAME")
         if self.role not in ("agent", "admin"):
@@ -391,7 +392,8 @@ def _read_password(args: UsersArgs) -> str:
 
 
 def run_users(args: UsersArgs) -> list[dict] | None:
-    """Staff accounts: ``users add NAME --role agent|admin``, ``list``, ``disable``/``enable NAME``, ``passwd NAME``."""
+    """Staff accounts: ``users add NAME --role agent|admin``, ``list``, ``disable``/``enable NAME``, ``passwd NAME``;
+    ``hf-release NAME`` for staff who sign in with Hugging Face."""
     from chatbot.views import account_state
 
     _, _, accounts = _data(args.database)
@@ -407,6 +409,10 @@ def run_users(args: UsersArgs) -> list[dict] | None:
     elif args.action == "passwd":
         accounts.set_password(args.name, _read_password(args), actor=_actor())
         print(f"password of {args.name} changed (and any lockout lifted)")
+    elif args.action == "hf-release":
+        held = accounts.hf_sessions.release(args.name, actor=_actor())
+        print(f"Hugging Face username {args.name}: " + ("released; the next account to sign in under it holds it"
+                                                       if held else "held by no account yet (nothing to release)"))
     else:
         accounts.set_disabled(args.name, args.action == "disable", actor=_actor())
         print(f"user {args.name} {args.action}d")

@@ -12,20 +12,25 @@ The way in, step by step:
 2. Gradio's OAuth routes (:func:`gradio.oauth.attach_oauth`, put on the outer app by :func:`attach`)
    send the browser to Hugging Face and, at ``/login/callback``, keep what it answers in a signed
    session cookie (Starlette's ``SessionMiddleware``; the key is derived from the OAuth secret).
-3. ``GET /staff/`` again: the gate lets it through, and :func:`staff_user`, the staff app's
+3. The first sign-in of a listed username notes which Hugging Face account holds it (``sub``, an id that
+   never changes); a later sign-in under the name by another account is refused (someone took a
+   renamed staff member's old name) until an admin releases it (``users hf-release NAME``).
+   ``GET /staff/`` again: the gate lets it through, and :func:`staff_user`, the staff app's
    ``auth_dependency``, names the user ``hf:<username>`` when a list gives them a role. Gradio hands
    that name to every handler as ``request.username``; ``Service.caller`` maps it to a role at each
    call (:func:`chatbot.accounts.hf_caller`), so the server checks the role as it does for passwords.
-4. Signed in but on neither list: the gate answers 403 with a way to sign out; Gradio answers 401 to
-   the staff app's config and to every handler, since :func:`staff_user` names nobody.
+4. Signed in but on neither list, or under a name another account holds: the gate answers 403 with a
+   way to sign out; Gradio answers 401 to the staff app's config and to every handler, since
+   :func:`staff_user` names nobody.
 5. ``/logout`` (Gradio's) forgets the session in the browser and goes back to the customer chat;
-   :class:`StaffGate` notes the time first (:class:`chatbot.accounts.HfSessions`, in the database), and
+   for a listed user :class:`StaffGate` notes the time first (:class:`chatbot.accounts.HfSessions`,
+   in the database), and
    every session of that user signed in before it is refused from then on, by every process of the
    app and after a restart (the session lives in the cookie, so without this a copy of it would
    outlive the sign-out).
 
-Sign-ins (seen when ``/login/callback`` has put a listed user in the session) and sign-outs go to the
-audit trail.
+Listed users' sign-ins (seen when ``/login/callback`` has put them in the session), refused sign-ins
+and sign-outs go to the audit trail; other Hugging Face users leave nothing in the database.
 
 A session is trusted until the ``expires_at`` Hugging Face gave it, and one without it not at all.
 One deployment uses one way in: the password sign-in is not mounted at all under this one.
@@ -37,20 +42,34 @@ import functools
 import html
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-from chatbot.accounts import HF_PREFIX, HfSessions, hf_role
+import anyio
+
+from chatbot.accounts import HF_PREFIX, HfRecord, HfSessions, hf_role
 from chatbot.web import client_address
 
 LOGIN = "/login/huggingface"
 LOGOUT = "/logout"
 CALLBACK = "/login/callback"
-SignedOut = Callable[[str], "float | None"]
-"""When a user last signed out (seconds since the epoch), or None: :meth:`HfSessions.signed_out_at`."""
+Lookup = Callable[[str], "HfRecord | None"]
+"""What the database holds of a username: :meth:`HfSessions.record`."""
 
 
-def username(session: Mapping | None, now: float | None = None, signed_out: SignedOut | None = None) -> str | None:
-    """The Hugging Face username a session cookie holds, while its sign-in has not expired and its user
-    has not signed out since (``signed_out``, as :class:`StaffGate` notes it)."""
+@dataclass(frozen=True)
+class SessionUser:
+    """Who a session cookie says signed in with Hugging Face."""
+    name: str
+    """Their username."""
+    sub: str
+    """Hugging Face's id of their account (it never changes)."""
+    issued: float
+    """When Hugging Face signed them in (seconds since the epoch; -inf when it did not say)."""
+
+
+def session_user(session: Mapping | None, now: float | None = None) -> SessionUser | None:
+    """The user a session cookie holds while its sign-in has not expired; None for no session, an expired
+    one, or one without the expiry, the username or the account id Hugging Face always gives."""
     info = session.get("oauth_info") if session else None
     if not isinstance(info, Mapping):
         return None
@@ -58,33 +77,48 @@ def username(session: Mapping | None, now: float | None = None, signed_out: Sign
     if not _number(expires) or expires < (time.time() if now is None else now):
         return None
     user = info.get("userinfo")
-    name = user.get("preferred_username") if isinstance(user, Mapping) else None
-    if not isinstance(name, str) or not name:
+    name, sub = (user.get("preferred_username"), user.get("sub")) if isinstance(user, Mapping) else (None, None)
+    if not isinstance(name, str) or not name or not isinstance(sub, str) or not sub:
         return None
-    if signed_out is not None and (out := signed_out(name.lower())) is not None:
-        lifetime = info.get("expires_in")
-        issued = expires - lifetime if _number(lifetime) else float("-inf")
-        if issued < int(out):  # signed in before they signed out (to the second Hugging Face counts in)
-            return None
-    return name
+    lifetime = info.get("expires_in")
+    return SessionUser(name, sub, expires - lifetime if _number(lifetime) else float("-inf"))
+
+
+def refusal(user: SessionUser, record: HfRecord | None) -> str | None:
+    """Why the database refuses a session of ``user``: ``"taken"`` when another Hugging Face account
+    holds the name, ``"signed out"`` when its user signed out after it was issued; else None."""
+    if record is None:
+        return None
+    if record.sub is not None and record.sub != user.sub:
+        return "taken"
+    if record.signed_out_at is not None and user.issued <= record.signed_out_at:
+        return "signed out"  # Hugging Face's times are whole seconds: one issued in the second of a sign-out is older
+    return None
 
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def staff_user(request, signed_out: SignedOut | None = None) -> str | None:
-    """The staff app's ``auth_dependency``: ``hf:<username>`` for a signed-in user with a role, else None."""
-    name = username(request.scope.get("session"), signed_out=signed_out)
-    return f"{HF_PREFIX}{name}" if hf_role(name) else None
+async def staff_user(request, lookup: Lookup | None = None) -> str | None:
+    """The staff app's ``auth_dependency`` (Gradio awaits it at every request): ``hf:<username>`` for a
+    user with a role whose session is still good (not expired and, by ``lookup``, neither signed out
+    since nor under a name another account holds), else None. The database is read off the event loop."""
+    user = session_user(request.scope.get("session"))
+    if user is None or not hf_role(user.name):
+        return None
+    if lookup is not None and refusal(user, await anyio.to_thread.run_sync(lookup, user.name)):
+        return None
+    return f"{HF_PREFIX}{user.name}"
 
 
 class StaffGate:
     """ASGI middleware in front of the staff page (``GET {path}/``; inside ``SessionMiddleware``):
-    to Hugging Face's sign-in without a session, a 403 page with a sign-out link for a user with no
-    role. It notes in ``sessions`` when a listed user signed in (after ``/login/callback``) and when a
-    user signed out (before ``/logout``). Every other request passes untouched (Gradio refuses the
-    staff app's handlers by itself)."""
+    to Hugging Face's sign-in without a good session, a 403 page with a sign-out link for a user with
+    no role or a name another account holds. For listed users it notes in ``sessions`` a sign-in (when
+    ``/login/callback`` has put a new one in the session, before its answer goes out: no sign-in
+    without its audit entry) and a sign-out (before ``/logout``). Every other request passes untouched
+    (Gradio refuses the staff app's handlers by itself). The database is used off the event loop."""
 
     def __init__(self, app, sessions: HfSessions, path: str = "/staff"):
         self.app = app
@@ -92,29 +126,53 @@ class StaffGate:
         self.sessions = sessions
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in (self.page, LOGOUT, CALLBACK):
+        path = scope.get("path")
+        if scope["type"] != "http" or scope.get("method") != "GET" or path not in (self.page, LOGOUT, CALLBACK):
             return await self.app(scope, receive, send)
-        name = username(scope.get("session"), signed_out=self.sessions.signed_out_at)
-        if scope["path"] == LOGOUT:
-            if name:
-                self.sessions.sign_out(name, client_address.get())
+        if path == CALLBACK:
+            return await self.app(scope, receive, self._noting_sign_in(scope, send))
+        user = session_user(scope.get("session"))
+        listed = user is not None and hf_role(user.name) is not None
+        why = refusal(user, await anyio.to_thread.run_sync(self.sessions.record, user.name)) if listed else None
+        if path == LOGOUT:
+            if listed and why is None:  # not for whoever took a staff member's old name
+                await anyio.to_thread.run_sync(self.sessions.sign_out, user.name, client_address.get())
             return await self.app(scope, receive, send)
-        if scope["path"] == CALLBACK:
-            await self.app(scope, receive, send)  # Gradio's callback puts what Hugging Face said in the session
-            signed_in = username(scope.get("session"), signed_out=self.sessions.signed_out_at)
-            if signed_in and hf_role(signed_in):
-                self.sessions.sign_in(signed_in, client_address.get())
-            return
-        if name is None:
+        if user is None or why == "signed out":
             return await respond(send, 302, b"", [(b"location", f"{LOGIN}?_target_url={self.page}".encode())])
-        if hf_role(name) is None:
-            body = (f"<!doctype html><meta charset='utf-8'><title>Not on the staff lists</title>"
-                    f"<p>You are signed in with Hugging Face as <b>{html.escape(name)}</b>, who is not on this "
-                    f"deployment's staff lists. An admin adds staff to <code>CHATBOT_HF_ADMINS</code> or "
-                    f"<code>CHATBOT_HF_AGENTS</code>.</p><p><a href='{LOGOUT}'>Sign out</a> · "
-                    f"<a href='/'>the customer chat</a></p>").encode()
-            return await respond(send, 403, body, [(b"content-type", b"text/html; charset=utf-8")])
+        if why == "taken" or not listed:
+            return await respond(send, 403, refused_page(user.name, why), [(b"content-type", b"text/html; charset=utf-8")])
         return await self.app(scope, receive, send)
+
+    def _noting_sign_in(self, scope, send):
+        """``send`` for Gradio's callback: as its answer starts, a new listed user in the session is noted
+        (a callback that fails, a bad ``state`` say, leaves the session's sign-in as it was: nothing)."""
+        session = scope.get("session")
+        before = session.get("oauth_info") if session is not None else None
+        client = client_address.get()
+
+        async def send_noting(message):
+            if message["type"] == "http.response.start" and session is not None:
+                user = session_user(session) if session.get("oauth_info") is not before else None
+                if user is not None and hf_role(user.name):
+                    await anyio.to_thread.run_sync(self.sessions.sign_in, user.name, user.sub, client)
+            await send(message)
+
+        return send_noting
+
+
+def refused_page(name: str, why: str | None) -> bytes:
+    """The staff page for a Hugging Face user the console does not take (``why``: ``"taken"`` or None)."""
+    if why == "taken":
+        reason = ("but the staff console knows this name as another Hugging Face account's (a member of staff "
+                  "renamed themselves and the name was taken again?). An admin who knows it is you releases "
+                  "the name with <code>python -m chatbot users hf-release NAME</code>.")
+    else:
+        reason = ("who is not on this deployment's staff lists. An admin adds staff to "
+                  "<code>CHATBOT_HF_ADMINS</code> or <code>CHATBOT_HF_AGENTS</code>.")
+    return (f"<!doctype html><meta charset='utf-8'><title>Not let in to the staff console</title>"
+            f"<p>You are signed in with Hugging Face as <b>{html.escape(name)}</b>, {reason}</p>"
+            f"<p><a href='{LOGOUT}'>Sign out</a> · <a href='/'>the customer chat</a></p>").encode()
 
 
 async def respond(send, status: int, body: bytes, headers: list) -> None:
@@ -137,4 +195,4 @@ def attach(app, sessions: HfSessions, path: str = "/staff"):
                            "in its README; elsewhere staff sign in with passwords (leave it unset).")
     app.add_middleware(StaffGate, sessions=sessions, path=path)  # first: the session middleware runs before it
     attach_oauth(app)
-    return functools.partial(staff_user, signed_out=sessions.signed_out_at)
+    return functools.partial(staff_user, lookup=sessions.record)

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from authlib.integrations.base_client.errors import MismatchingStateError
 from authlib.integrations.starlette_client import StarletteOAuth2App
 from gradio_protocol import call, config
 
@@ -317,11 +318,14 @@ async def hugging_face_answers(client, request, **kwargs) -> dict:
     the user named by the callback's ``code``."""
     import time
 
+    if request.query_params.get("state") == "bad":
+        raise MismatchingStateError()
+    name = request.query_params["code"]
     return {"access_token": "t", "expires_at": int(time.time() + 3600), "expires_in": 3600,
-            "userinfo": {"preferred_username": request.query_params["code"]}}
+            "userinfo": {"preferred_username": name, "sub": request.query_params.get("sub", f"id-{name}")}}
 
 
-def hf_session(username: str, expires_in: float = 3600, secret: str = OAUTH_SECRET) -> dict:
+def hf_session(username: str, expires_in: float = 3600, secret: str = OAUTH_SECRET, sub: str | None = None) -> dict:
     """The cookie Gradio's ``/login/callback`` sets after Hugging Face signed ``username`` in
     (Starlette's SessionMiddleware format, with the key Gradio derives from the OAuth secret)."""
     import base64
@@ -331,7 +335,7 @@ def hf_session(username: str, expires_in: float = 3600, secret: str = OAUTH_SECR
     from itsdangerous import TimestampSigner
 
     info = {"access_token": "t", "expires_at": int(time.time() + expires_in), "expires_in": 3600,
-            "userinfo": {"preferred_username": username, "name": username}}
+            "userinfo": {"preferred_username": username, "name": username, "sub": sub or f"id-{username}"}}
     data = base64.b64encode(json.dumps({"oauth_info": info}).encode())
     key = hashlib.sha256((secret + "-v4").encode()).hexdigest()
     return {"session": TimestampSigner(key).sign(data).decode()}
@@ -356,6 +360,19 @@ def test_hugging_face_sign_in_lets_in_whom_the_lists_name_with_their_role(hf_ser
             back = browser.get(f"/login/callback?code={user}&state=s", follow_redirects=False)
             assert back.status_code in (302, 307) and "session=" in back.headers["set-cookie"]
     assert [(e["actor"], e["action"]) for e in service.audit.entries(action="sign_in")] == [("hf:alice", "sign_in")]
+    with httpx.Client(base_url=url, timeout=60, cookies=hf_session("alice")) as again:  # a callback that fails
+        assert again.get("/login/callback?code=alice&state=bad", follow_redirects=False).status_code in (302, 307)
+    assert len(service.audit.entries(action="sign_in")) == 1  # is no sign-in
+    # alice renamed herself and someone else took "alice", still on the list: the first account holds the name
+    with httpx.Client(base_url=url, timeout=60) as browser:
+        browser.get("/login/callback?code=alice&sub=id-thief&state=s", follow_redirects=False)
+    assert "another Hugging Face account" in service.audit.entries(action="sign_in_failed")[0]["detail"]
+    with httpx.Client(base_url=url, timeout=60, cookies=hf_session("alice", sub="id-thief")) as thief:
+        page = thief.get("/staff/", follow_redirects=False)
+        assert page.status_code == 403 and "hf-release" in page.text
+        assert thief.get("/staff/config").status_code == 401
+        thief.get("/logout", follow_redirects=False)  # ends nobody's sessions: the name is not theirs
+    assert not service.audit.entries(action="sign_out")
 
     copied = hf_session("alice", expires_in=3600 - 5)  # signed in a few seconds earlier
     with httpx.Client(base_url=url, timeout=60, cookies=hf_session("alice")) as alice:
@@ -381,6 +398,11 @@ def test_hugging_face_sign_in_lets_in_whom_the_lists_name_with_their_role(hf_ser
         refused = call(bob, deps["admin_refresh"], [], "/staff/")
         assert not refused["success"] and "Only admins" in refused["text"]
         assert call(bob, deps["staff_load"], [], "/staff/")["success"]
+        from chatbot.accounts import Accounts
+        from chatbot.store import Store
+
+        Accounts(Store(service.store.url)).hf_sessions.sign_out("BOB")  # at another process of the app
+        assert bob.get("/staff/config").status_code == 401
 
     with httpx.Client(base_url=url, timeout=60, cookies=hf_session("<b>mallory</b>")) as mallory:
         page = mallory.get("/staff/", follow_redirects=False)

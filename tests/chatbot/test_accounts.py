@@ -1,6 +1,7 @@
 """Staff accounts: Argon2 hashes, sign-in, lockout, disabling, roles, Hugging Face allow-lists, bootstrap."""
 
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -145,26 +146,63 @@ def test_a_hugging_face_caller_is_hf_and_a_listed_name():
     assert hf_caller("hf:alice", {}) is None  # taken off the list: gone at the next call
 
 
-def test_hugging_face_sign_outs_outlive_the_process_that_noted_them(database_url):
+def test_hugging_face_sign_outs_outlive_the_process_that_noted_them(database_url, monkeypatch):
     """A Hugging Face session lives in its cookie: the sign-out that ends it is kept in the database, so a
     restarted app (a new Store and Accounts on the same database) refuses a copy of the cookie too."""
     store = Store(database_url)
     sessions = Accounts(store).hf_sessions
-    assert sessions.signed_out_at("alice") is None
+    assert sessions.record("alice") is None
     before = time.time()
-    sessions.sign_in("Alice", "10.0.0.1")
+    assert sessions.sign_in("Alice", "id-1", "10.0.0.1")
     sessions.sign_out("Alice", "10.0.0.1")
-    first = sessions.signed_out_at("alice")
-    assert before - 1 <= first <= time.time() + 1
+    first = sessions.record("alice")
+    assert first.sub == "id-1" and before - 1 <= first.signed_out_at <= time.time() + 1
     restarted = Accounts(Store(database_url)).hf_sessions
-    assert restarted.signed_out_at("ALICE") == first and restarted.signed_out_at("bob") is None
+    assert restarted.record("ALICE") == first and restarted.record("bob") is None
     time.sleep(0.01)
     restarted.sign_out("alice")
-    assert sessions.signed_out_at("alice") > first  # the later sign-out counts, wherever it was noted
+    assert sessions.record("alice").signed_out_at > first.signed_out_at  # the later one counts, wherever noted
+    latest = sessions.record("alice").signed_out_at
+    monkeypatch.setattr("chatbot.accounts.now", lambda: datetime.fromtimestamp(before - 60, timezone.utc))
+    sessions.sign_out("alice")  # noted late by a process whose clock is behind: the later time stays
+    assert sessions.record("alice").signed_out_at == latest
     trail = Audit(store).entries()
-    assert [(e["actor"], e["action"]) for e in trail] == [("hf:alice", "sign_out"), ("hf:Alice", "sign_out"),
-                                                          ("hf:Alice", "sign_in")]
-    assert trail[1]["client"] == "10.0.0.1"
+    assert [(e["actor"], e["action"]) for e in trail] == [("hf:alice", "sign_out"), ("hf:alice", "sign_out"),
+                                                          ("hf:Alice", "sign_out"), ("hf:Alice", "sign_in")]
+    assert trail[2]["client"] == "10.0.0.1"
+
+
+def test_a_hugging_face_name_is_held_by_the_account_that_first_signed_in(database_url):
+    """Usernames can be given up and taken again: the account id (``sub``) of the first sign-in holds the
+    name until an admin releases it."""
+    store = Store(database_url)
+    sessions = Accounts(store).hf_sessions
+    assert sessions.sign_in("alice", "id-1") and sessions.sign_in("ALICE", "id-1")
+    assert not sessions.sign_in("alice", "id-2")  # someone else under her old name
+    assert sessions.record("alice").sub == "id-1"
+    failed = Audit(store).entries(action="sign_in_failed")[0]
+    assert failed["actor"] == "hf:alice" and "another Hugging Face account" in failed["detail"]
+    assert sessions.release("Alice", actor="cli:root") and not sessions.release("carol")
+    assert sessions.record("alice").sub is None
+    assert sessions.sign_in("alice", "id-2") and sessions.record("alice").sub == "id-2"
+    assert not sessions.sign_in("alice", "id-1")
+    assert Audit(store).entries(action="hf_release")[1]["actor"] == "cli:root"
+
+
+def test_hugging_face_sign_ins_at_several_processes_hold_one_row(postgres_url):
+    """Two processes seeing a name's first sign-in at once: one row, held by one account."""
+    import threading
+
+    processes = [Accounts(Store(postgres_url)).hf_sessions for _ in range(4)]
+    results = []
+    threads = [threading.Thread(target=lambda p=p, i=i: results.append(p.sign_in("dave", f"id-{i % 2}")))
+               for i, p in enumerate(processes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    holder = processes[0].record("dave").sub
+    assert sorted(results) == [False, False, True, True] and holder in ("id-0", "id-1")
 
 
 def test_the_staff_sign_in_setting(monkeypatch):

@@ -204,6 +204,11 @@ def test_users_purge_and_erase_commands(tmp_path, monkeypatch, capsys):
     assert accounts.caller("marie").disabled and not accounts.sign_in("marie", "a long enough password")
     assert main(["users", "enable", "marie", "--database", url]) == 0
     assert accounts.sign_in("marie", "a long enough password")
+    accounts.hf_sessions.sign_in("alice", "id-1")
+    capsys.readouterr()
+    assert main(["users", "hf-release", "Alice", "--database", url]) == 0
+    assert "released" in capsys.readouterr().out and accounts.hf_sessions.record("alice").sub is None
+    assert main(["users", "hf-release", "--database", url]) == 2  # which name?
 
     old, kept = store.new_conversation(), store.new_conversation()
     with store.session() as s, s.begin():

@@ -1,40 +1,62 @@
 """Reading a Hugging Face sign-in from the session cookie (the whole way in is tested in tests/test_app.py)."""
 
+import asyncio
 from types import SimpleNamespace
 
-from chatbot.hf_sign_in import staff_user, username
+from chatbot.accounts import HfRecord
+from chatbot.hf_sign_in import SessionUser, refusal, session_user, staff_user
 
 
-def session(name, expires_at=2_000_000_000.0, expires_in=28_800):
-    return {"oauth_info": {"expires_at": expires_at, "expires_in": expires_in, "userinfo": {"preferred_username": name}}}
+def session(name, expires_at=2_000_000_000.0, expires_in=28_800, sub="id-1"):
+    return {"oauth_info": {"expires_at": expires_at, "expires_in": expires_in,
+                           "userinfo": {"preferred_username": name, "sub": sub}}}
 
 
-def test_username_until_the_sign_in_expires():
-    assert username(session("alice"), now=1_000.0) == "alice"
-    assert username(session("alice", expires_at=999.0), now=1_000.0) is None
+def test_the_user_until_the_sign_in_expires():
+    assert session_user(session("alice"), now=1_000.0) == SessionUser("alice", "id-1", 2_000_000_000.0 - 28_800)
+    assert session_user(session("alice", expires_at=999.0), now=1_000.0) is None
     for never in (None, "2100-01-01", True):  # a session without an expiry is not trusted at all
-        assert username(session("alice", expires_at=never), now=1_000.0) is None
+        assert session_user(session("alice", expires_at=never), now=1_000.0) is None
+    assert session_user(session("alice", expires_in=None), now=1_000.0).issued == float("-inf")
+
+
+def test_no_user_from_an_empty_or_odd_session():
+    for odd in (None, {}, {"oauth_info": None}, {"oauth_info": "alice"}, {"oauth_info": {"userinfo": None}},
+                {"oauth_info": {"userinfo": {"preferred_username": 7}}}, session(""), session("alice", sub=None),
+                session("alice", sub="")):
+        assert session_user(odd, now=1_000.0) is None, odd
 
 
 def test_signing_out_ends_every_session_signed_in_before():
     """The session lives in the cookie: a copy taken before the sign-out must not work after it."""
     issued = 2_000_000_000.0 - 28_800
-    signed_out = {"alice": issued + 60}.get
-    assert username(session("Alice"), now=1_000.0, signed_out=signed_out) is None
-    assert username(session("bob"), now=1_000.0, signed_out=signed_out) == "bob"
-    assert username(session("alice", expires_at=2_000_000_100.0), now=1_000.0, signed_out=signed_out) == "alice"
-    assert username(session("alice", expires_in=None), now=1_000.0, signed_out=signed_out) is None
+    user = SessionUser("alice", "id-1", issued)
+    assert refusal(user, None) is None and refusal(user, HfRecord("id-1", None)) is None
+    assert refusal(user, HfRecord("id-1", issued + 60)) == "signed out"
+    assert refusal(user, HfRecord("id-1", issued + 0.5)) == "signed out"  # in the second it was issued in
+    assert refusal(user, HfRecord("id-1", issued - 1)) is None  # signed in again since
+    assert refusal(SessionUser("alice", "id-1", float("-inf")), HfRecord("id-1", issued)) == "signed out"
 
 
-def test_no_username_from_an_empty_or_odd_session():
-    for odd in (None, {}, {"oauth_info": None}, {"oauth_info": "alice"}, {"oauth_info": {"userinfo": None}},
-                {"oauth_info": {"userinfo": {"preferred_username": 7}}}, session("")):
-        assert username(odd, now=1_000.0) is None, odd
+def test_a_name_another_account_holds_is_refused():
+    """A staff member renamed themselves and someone else took the old name, which is still on the lists."""
+    assert refusal(SessionUser("alice", "id-2", 0.0), HfRecord("id-1", None)) == "taken"
+    assert refusal(SessionUser("alice", "id-2", 0.0), HfRecord(None, None)) is None  # released: nobody holds it
 
 
-def test_staff_user_names_only_listed_users(monkeypatch):
+def test_staff_user_names_only_listed_users_with_a_good_session(monkeypatch):
     monkeypatch.setenv("CHATBOT_HF_AGENTS", "carol")
     monkeypatch.delenv("CHATBOT_HF_ADMINS", raising=False)
-    assert staff_user(SimpleNamespace(scope={"session": session("carol")})) == "hf:carol"
-    assert staff_user(SimpleNamespace(scope={"session": session("mallory")})) is None
-    assert staff_user(SimpleNamespace(scope={})) is None  # no session middleware: nobody
+
+    def staff(session, lookup=None):
+        return asyncio.run(staff_user(SimpleNamespace(scope=session), lookup))
+
+    assert staff({"session": session("Carol")}) == "hf:Carol"
+    assert staff({"session": session("mallory")}) is None
+    assert staff({}) is None  # no session middleware: nobody
+    asked = []
+    assert staff({"session": session("Carol")}, lambda name: asked.append(name) or HfRecord("id-1", None)) == "hf:Carol"
+    assert staff({"session": session("mallory")}, lambda name: asked.append(name)) is None
+    assert asked == ["Carol"]  # the database is asked only about listed users
+    assert staff({"session": session("Carol")}, lambda name: HfRecord("id-9", None)) is None
+    assert staff({"session": session("Carol")}, lambda name: HfRecord("id-1", 2_000_000_000.0)) is None
