@@ -184,9 +184,10 @@ class HfSessions:
     """What the server keeps of Hugging Face staff sessions, whose content lives in the browser's signed
     cookie, in the database (so a restart of the app, or another of its processes, acts as this one):
 
-    * the account that holds each username, from its first sign-in: a later sign-in under that name by
-      another account (the owner renamed themselves and someone took the old name, which is still on
-      the lists) is refused until an admin releases the name (``python -m chatbot users hf-release NAME``);
+    * the account that holds each username, from its first sign-in: only its sessions are let in, and a
+      sign-in under that name by another account (the owner renamed themselves and someone took the
+      old name, which is still on the lists) is refused until an admin gives the name to it
+      (``python -m chatbot users hf-release NAME [--hf-id ID]``);
     * when each user last signed out, which ends every session they had signed in before;
     * the audit entries of their sign-ins and sign-outs (actor ``hf:<username>``)."""
 
@@ -222,12 +223,19 @@ class HfSessions:
                 row.signed_out_at = moment
             self.audit.record(f"{HF_PREFIX}{username}", "sign_out", f"{HF_PREFIX}{username}", None, client, session=s)
 
-    def release(self, username: str, actor: str = "cli") -> bool:
-        """Forget which account holds ``username`` (its next sign-in holds it); False if none did."""
+    def release(self, username: str, actor: str = "cli", sub: str | None = None) -> str | None:
+        """Give ``username`` (``hf:`` in front or not) to the account ``sub``, or with None to the next account
+        that signs in under it; the id that held it before, or None (nothing written when no account held
+        it and none is given)."""
+        if username[:len(HF_PREFIX)].lower() == HF_PREFIX:
+            username = username[len(HF_PREFIX):]
+        if sub is None and (self.record(username) or HfRecord(None, None)).sub is None:
+            return None
         with self._row(username) as (s, row):
-            held, row.sub = row.sub, None
-            self.audit.record(actor, "hf_release", f"{HF_PREFIX}{username}", f"was id {held}", session=s)
-            return held is not None
+            held, row.sub = row.sub, sub
+            self.audit.record(actor, "hf_release", f"{HF_PREFIX}{username}",
+                              f"held by id {held}; now {sub or 'the next account to sign in'}", session=s)
+            return held
 
     @contextmanager
     def _row(self, username: str):

@@ -360,12 +360,14 @@ def _actor() -> str:
 @dataclass
 class UsersArgs:
     action: str
-    """add, list, disable, enable, passwd, or hf-release (forget which Hugging Face account holds the
-    username NAME: its next sign-in holds it)."""
+    """add, list, disable, enable, passwd, or hf-release (give the Hugging Face username NAME to the
+    account --hf-id, or to the next account that signs in under it)."""
     name: str | None = None
     """The account, or the Hugging Face username for hf-release (all but list)."""
     role: str = "agent"
     """agent or admin (add)."""
+    hf_id: str | None = None
+    """hf-release: the Hugging Face account id to give the name to (its owner finds it on the refusal page)."""
     password_stdin: bool = False
     """Read the password from the first line of standard input instead of asking (scripts, tests)."""
     database: str | None = None
@@ -378,6 +380,8 @@ class UsersArgs:
             raise ValueError(f"users {self.action} needs a NAME")
         if self.role not in ("agent", "admin"):
             raise ValueError("role must be agent or admin")
+        if self.hf_id is not None and (self.action != "hf-release" or not self.hf_id.strip()):
+            raise ValueError("--hf-id gives a name to a Hugging Face account id: only with hf-release, not empty")
 
 
 def _read_password(args: UsersArgs) -> str:
@@ -410,9 +414,11 @@ def run_users(args: UsersArgs) -> list[dict] | None:
         accounts.set_password(args.name, _read_password(args), actor=_actor())
         print(f"password of {args.name} changed (and any lockout lifted)")
     elif args.action == "hf-release":
-        held = accounts.hf_sessions.release(args.name, actor=_actor())
-        print(f"Hugging Face username {args.name}: " + ("released; the next account to sign in under it holds it"
-                                                       if held else "held by no account yet (nothing to release)"))
+        held = accounts.hf_sessions.release(args.name, actor=_actor(), sub=args.hf_id and args.hf_id.strip())
+        before = f"held by account id {held}" if held else "held by no account"
+        after = f"now held by account id {args.hf_id.strip()}" if args.hf_id else (
+            "released: the next account to sign in under it holds it" if held else "nothing changed")
+        print(f"Hugging Face username {args.name}: was {before}; {after}")
     else:
         accounts.set_disabled(args.name, args.action == "disable", actor=_actor())
         print(f"user {args.name} {args.action}d")

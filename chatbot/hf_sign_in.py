@@ -13,8 +13,11 @@ The way in, step by step:
    send the browser to Hugging Face and, at ``/login/callback``, keep what it answers in a signed
    session cookie (Starlette's ``SessionMiddleware``; the key is derived from the OAuth secret).
 3. The first sign-in of a listed username notes which Hugging Face account holds it (``sub``, an id that
-   never changes); a later sign-in under the name by another account is refused (someone took a
-   renamed staff member's old name) until an admin releases it (``users hf-release NAME``).
+   never changes), before the cookie goes out; only that account's sessions are let in. Another
+   account signing in under the name (someone took a renamed staff member's old name) gets a refusal
+   page showing its id; an admin gives the name to an id, or to the next account that signs in, with
+   ``users hf-release NAME [--hf-id ID]``. A session of a name no account holds (first use, released,
+   or issued before names were held) is sent to sign in again, which takes it.
    ``GET /staff/`` again: the gate lets it through, and :func:`staff_user`, the staff app's
    ``auth_dependency``, names the user ``hf:<username>`` when a list gives them a role. Gradio hands
    that name to every handler as ``request.username``; ``Service.caller`` maps it to a role at each
@@ -23,11 +26,12 @@ The way in, step by step:
    way to sign out; Gradio answers 401 to the staff app's config and to every handler, since
    :func:`staff_user` names nobody.
 5. ``/logout`` (Gradio's) forgets the session in the browser and goes back to the customer chat;
-   for a listed user :class:`StaffGate` notes the time first (:class:`chatbot.accounts.HfSessions`,
-   in the database), and
-   every session of that user signed in before it is refused from then on, by every process of the
-   app and after a restart (the session lives in the cookie, so without this a copy of it would
-   outlive the sign-out).
+   for a listed user with a good session :class:`StaffGate` notes the time first
+   (:class:`chatbot.accounts.HfSessions`, in the database), and every session of that user issued
+   before it or in the same second is refused from then on, by every process of the app and after a
+   restart that keeps the database (the session lives in the cookie, so without this a copy of it
+   would outlive the sign-out). If the database fails, the browser is signed out all the same and the
+   failure is logged.
 
 Listed users' sign-ins (seen when ``/login/callback`` has put them in the session), refused sign-ins
 and sign-outs go to the audit trail; other Hugging Face users leave nothing in the database.
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +54,7 @@ import anyio
 from chatbot.accounts import HF_PREFIX, HfRecord, HfSessions, hf_role
 from chatbot.web import client_address
 
+log = logging.getLogger(__name__)
 LOGIN = "/login/huggingface"
 LOGOUT = "/logout"
 CALLBACK = "/login/callback"
@@ -85,11 +91,13 @@ def session_user(session: Mapping | None, now: float | None = None) -> SessionUs
 
 
 def refusal(user: SessionUser, record: HfRecord | None) -> str | None:
-    """Why the database refuses a session of ``user``: ``"taken"`` when another Hugging Face account
-    holds the name, ``"signed out"`` when its user signed out after it was issued; else None."""
-    if record is None:
-        return None
-    if record.sub is not None and record.sub != user.sub:
+    """Why the database refuses a session of ``user``: ``"not held"`` when no account holds the name yet
+    (first use, released, or a session from before names were held: a fresh sign-in takes it),
+    ``"taken"`` when another Hugging Face account holds it, ``"signed out"`` when its user signed out
+    since it was issued; else None."""
+    if record is None or record.sub is None:
+        return "not held"
+    if record.sub != user.sub:
         return "taken"
     if record.signed_out_at is not None and user.issued <= record.signed_out_at:
         return "signed out"  # Hugging Face's times are whole seconds: one issued in the second of a sign-out is older
@@ -133,16 +141,27 @@ class StaffGate:
             return await self.app(scope, receive, self._noting_sign_in(scope, send))
         user = session_user(scope.get("session"))
         listed = user is not None and hf_role(user.name) is not None
-        why = refusal(user, await anyio.to_thread.run_sync(self.sessions.record, user.name)) if listed else None
         if path == LOGOUT:
-            if listed and why is None:  # not for whoever took a staff member's old name
-                await anyio.to_thread.run_sync(self.sessions.sign_out, user.name, client_address.get())
+            if listed:
+                await self._note_sign_out(user)
             return await self.app(scope, receive, send)
-        if user is None or why == "signed out":
+        why = refusal(user, await anyio.to_thread.run_sync(self.sessions.record, user.name)) if listed else None
+        if user is None or why in ("not held", "signed out"):
             return await respond(send, 302, b"", [(b"location", f"{LOGIN}?_target_url={self.page}".encode())])
         if why == "taken" or not listed:
-            return await respond(send, 403, refused_page(user.name, why), [(b"content-type", b"text/html; charset=utf-8")])
+            return await respond(send, 403, refused_page(user, why), [(b"content-type", b"text/html; charset=utf-8")])
         return await self.app(scope, receive, send)
+
+    async def _note_sign_out(self, user: SessionUser) -> None:
+        """Note the sign-out of a listed user whose session is good (not of a copy signed out already, nor
+        of whoever took a staff member's old name). When the database fails, that is logged and the
+        browser's session is forgotten all the same."""
+        try:
+            if refusal(user, await anyio.to_thread.run_sync(self.sessions.record, user.name)) is None:
+                await anyio.to_thread.run_sync(self.sessions.sign_out, user.name, client_address.get())
+        except Exception:  # noqa: BLE001 - the sign-out in the browser must still happen
+            log.exception("could not note the sign-out of %s%s; its browser is signed out all the same", HF_PREFIX,
+                          user.name)
 
     def _noting_sign_in(self, scope, send):
         """``send`` for Gradio's callback: as its answer starts, a new listed user in the session is noted
@@ -161,17 +180,18 @@ class StaffGate:
         return send_noting
 
 
-def refused_page(name: str, why: str | None) -> bytes:
+def refused_page(user: SessionUser, why: str | None) -> bytes:
     """The staff page for a Hugging Face user the console does not take (``why``: ``"taken"`` or None)."""
     if why == "taken":
         reason = ("but the staff console knows this name as another Hugging Face account's (a member of staff "
-                  "renamed themselves and the name was taken again?). An admin who knows it is you releases "
-                  "the name with <code>python -m chatbot users hf-release NAME</code>.")
+                  "renamed themselves and the name was taken again?). If the name is yours, give an admin your "
+                  f"account id, <code>{html.escape(user.sub)}</code>: they give you the name with "
+                  "<code>python -m chatbot users hf-release NAME --hf-id ID</code>.")
     else:
         reason = ("who is not on this deployment's staff lists. An admin adds staff to "
                   "<code>CHATBOT_HF_ADMINS</code> or <code>CHATBOT_HF_AGENTS</code>.")
     return (f"<!doctype html><meta charset='utf-8'><title>Not let in to the staff console</title>"
-            f"<p>You are signed in with Hugging Face as <b>{html.escape(name)}</b>, {reason}</p>"
+            f"<p>You are signed in with Hugging Face as <b>{html.escape(user.name)}</b>, {reason}</p>"
             f"<p><a href='{LOGOUT}'>Sign out</a> · <a href='/'>the customer chat</a></p>").encode()
 
 

@@ -355,21 +355,26 @@ def test_hugging_face_sign_in_lets_in_whom_the_lists_name_with_their_role(hf_ser
             assert stale.get("/staff/", follow_redirects=False).status_code == 302
             assert stale.get("/staff/config").status_code == 401
 
-    for user in ("alice", "mallory"):  # back from Hugging Face: a listed user's sign-in is audited
+    with httpx.Client(base_url=url, timeout=60, cookies=hf_session("alice")) as early:  # no account holds the name
+        assert early.get("/staff/", follow_redirects=False).status_code == 302  # yet: signing in takes it
+        assert early.get("/staff/config").status_code == 401
+    for user in ("alice", "bob", "mallory"):  # back from Hugging Face: a listed user's sign-in is audited
         with httpx.Client(base_url=url, timeout=60) as browser:
             back = browser.get(f"/login/callback?code={user}&state=s", follow_redirects=False)
             assert back.status_code in (302, 307) and "session=" in back.headers["set-cookie"]
-    assert [(e["actor"], e["action"]) for e in service.audit.entries(action="sign_in")] == [("hf:alice", "sign_in")]
+    signed_in = service.audit.entries(action="sign_in")
+    assert [(e["actor"], e["action"], e["client"]) for e in signed_in] == [("hf:bob", "sign_in", "127.0.0.1"),
+                                                                         ("hf:alice", "sign_in", "127.0.0.1")]
     with httpx.Client(base_url=url, timeout=60, cookies=hf_session("alice")) as again:  # a callback that fails
         assert again.get("/login/callback?code=alice&state=bad", follow_redirects=False).status_code in (302, 307)
-    assert len(service.audit.entries(action="sign_in")) == 1  # is no sign-in
+    assert len(service.audit.entries(action="sign_in")) == 2  # is no sign-in
     # alice renamed herself and someone else took "alice", still on the list: the first account holds the name
     with httpx.Client(base_url=url, timeout=60) as browser:
         browser.get("/login/callback?code=alice&sub=id-thief&state=s", follow_redirects=False)
     assert "another Hugging Face account" in service.audit.entries(action="sign_in_failed")[0]["detail"]
     with httpx.Client(base_url=url, timeout=60, cookies=hf_session("alice", sub="id-thief")) as thief:
         page = thief.get("/staff/", follow_redirects=False)
-        assert page.status_code == 403 and "hf-release" in page.text
+        assert page.status_code == 403 and "hf-release" in page.text and "id-thief" in page.text
         assert thief.get("/staff/config").status_code == 401
         thief.get("/logout", follow_redirects=False)  # ends nobody's sessions: the name is not theirs
     assert not service.audit.entries(action="sign_out")
@@ -394,6 +399,8 @@ def test_hugging_face_sign_in_lets_in_whom_the_lists_name_with_their_role(hf_ser
     with httpx.Client(base_url=url, timeout=60, cookies=copied) as replay:  # her cookie, copied before
         assert replay.get("/staff/config").status_code == 401
         assert replay.get("/staff/", follow_redirects=False).status_code == 302
+        replay.get("/logout", follow_redirects=False)  # a signed-out copy notes no new sign-out
+    assert len(service.audit.entries(action="sign_out")) == 1
     with httpx.Client(base_url=url, timeout=60, cookies=hf_session("bob")) as bob:  # the lists ignore case
         refused = call(bob, deps["admin_refresh"], [], "/staff/")
         assert not refused["success"] and "Only admins" in refused["text"]
@@ -409,6 +416,9 @@ def test_hugging_face_sign_in_lets_in_whom_the_lists_name_with_their_role(hf_ser
         assert page.status_code == 403 and "&lt;b&gt;mallory&lt;/b&gt;" in page.text and "<b>mallory" not in page.text
         assert mallory.get("/staff/config").status_code == 401
         assert call(mallory, deps["staff_load"], [], "/staff/")["status"] == 401
+        mallory.get("/logout", follow_redirects=False)  # not on the lists: nothing of hers in the database
+    assert [e["actor"] for e in service.audit.entries(action="sign_out")] == ["hf:BOB", "hf:alice"]
+    assert service.accounts.hf_sessions.record("<b>mallory</b>") is None
 
 
 def test_hugging_face_sign_in_is_refused_outside_a_space(tmp_path, tiny_model, monkeypatch):

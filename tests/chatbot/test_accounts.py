@@ -182,11 +182,15 @@ def test_a_hugging_face_name_is_held_by_the_account_that_first_signed_in(databas
     assert sessions.record("alice").sub == "id-1"
     failed = Audit(store).entries(action="sign_in_failed")[0]
     assert failed["actor"] == "hf:alice" and "another Hugging Face account" in failed["detail"]
-    assert sessions.release("Alice", actor="cli:root") and not sessions.release("carol")
+    assert sessions.release("hf:Alice", actor="cli:root") == "id-1"
     assert sessions.record("alice").sub is None
+    assert sessions.release("carol") is None and sessions.record("carol") is None  # never held: nothing written
     assert sessions.sign_in("alice", "id-2") and sessions.record("alice").sub == "id-2"
     assert not sessions.sign_in("alice", "id-1")
-    assert Audit(store).entries(action="hf_release")[1]["actor"] == "cli:root"
+    assert sessions.release("alice", sub="id-1") == "id-2" and sessions.record("alice").sub == "id-1"
+    assert sessions.release("dave", sub="id-4") is None and sessions.record("dave").sub == "id-4"
+    released = Audit(store).entries(action="hf_release")
+    assert [e["actor"] for e in released] == ["cli", "cli", "cli:root"] and "id-1" in released[2]["detail"]
 
 
 def test_hugging_face_sign_ins_at_several_processes_hold_one_row(postgres_url):

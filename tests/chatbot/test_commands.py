@@ -208,7 +208,10 @@ def test_users_purge_and_erase_commands(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["users", "hf-release", "Alice", "--database", url]) == 0
     assert "released" in capsys.readouterr().out and accounts.hf_sessions.record("alice").sub is None
+    assert main(["users", "hf-release", "alice", "--hf-id", "id-7", "--database", url]) == 0
+    assert accounts.hf_sessions.record("alice").sub == "id-7"
     assert main(["users", "hf-release", "--database", url]) == 2  # which name?
+    assert main(["users", "disable", "marie", "--hf-id", "id-7", "--database", url]) == 2
 
     old, kept = store.new_conversation(), store.new_conversation()
     with store.session() as s, s.begin():

@@ -1,10 +1,11 @@
 """Reading a Hugging Face sign-in from the session cookie (the whole way in is tested in tests/test_app.py)."""
 
 import asyncio
+import threading
 from types import SimpleNamespace
 
 from chatbot.accounts import HfRecord
-from chatbot.hf_sign_in import SessionUser, refusal, session_user, staff_user
+from chatbot.hf_sign_in import SessionUser, StaffGate, refusal, session_user, staff_user
 
 
 def session(name, expires_at=2_000_000_000.0, expires_in=28_800, sub="id-1"):
@@ -31,17 +32,20 @@ def test_signing_out_ends_every_session_signed_in_before():
     """The session lives in the cookie: a copy taken before the sign-out must not work after it."""
     issued = 2_000_000_000.0 - 28_800
     user = SessionUser("alice", "id-1", issued)
-    assert refusal(user, None) is None and refusal(user, HfRecord("id-1", None)) is None
+    assert refusal(user, HfRecord("id-1", None)) is None
     assert refusal(user, HfRecord("id-1", issued + 60)) == "signed out"
+    assert refusal(user, HfRecord("id-1", issued)) == "signed out"
     assert refusal(user, HfRecord("id-1", issued + 0.5)) == "signed out"  # in the second it was issued in
     assert refusal(user, HfRecord("id-1", issued - 1)) is None  # signed in again since
     assert refusal(SessionUser("alice", "id-1", float("-inf")), HfRecord("id-1", issued)) == "signed out"
 
 
-def test_a_name_another_account_holds_is_refused():
-    """A staff member renamed themselves and someone else took the old name, which is still on the lists."""
+def test_only_the_account_that_holds_a_name_is_let_in():
+    """A staff member renamed themselves and someone else took the old name, which is still on the lists;
+    a name no account holds (first use, released, a session from before) needs a fresh sign-in."""
     assert refusal(SessionUser("alice", "id-2", 0.0), HfRecord("id-1", None)) == "taken"
-    assert refusal(SessionUser("alice", "id-2", 0.0), HfRecord(None, None)) is None  # released: nobody holds it
+    assert refusal(SessionUser("alice", "id-2", 0.0), HfRecord(None, None)) == "not held"
+    assert refusal(SessionUser("alice", "id-2", 0.0), None) == "not held"
 
 
 def test_staff_user_names_only_listed_users_with_a_good_session(monkeypatch):
@@ -55,8 +59,33 @@ def test_staff_user_names_only_listed_users_with_a_good_session(monkeypatch):
     assert staff({"session": session("mallory")}) is None
     assert staff({}) is None  # no session middleware: nobody
     asked = []
-    assert staff({"session": session("Carol")}, lambda name: asked.append(name) or HfRecord("id-1", None)) == "hf:Carol"
-    assert staff({"session": session("mallory")}, lambda name: asked.append(name)) is None
-    assert asked == ["Carol"]  # the database is asked only about listed users
+
+    def lookup(name):
+        asked.append((name, threading.current_thread() is threading.main_thread()))
+        return HfRecord("id-1", None)
+
+    assert staff({"session": session("Carol")}, lookup) == "hf:Carol"
+    assert staff({"session": session("mallory")}, lookup) is None
+    assert asked == [("Carol", False)]  # only about listed users, and off the event loop's thread
     assert staff({"session": session("Carol")}, lambda name: HfRecord("id-9", None)) is None
+    assert staff({"session": session("Carol")}, lambda name: None) is None
     assert staff({"session": session("Carol")}, lambda name: HfRecord("id-1", 2_000_000_000.0)) is None
+
+
+def test_a_sign_out_the_database_cannot_note_still_signs_the_browser_out(monkeypatch, caplog):
+    monkeypatch.setenv("CHATBOT_HF_ADMINS", "alice")
+
+    class DatabaseDown:
+        def record(self, name):
+            raise ConnectionError("database down")
+
+        sign_out = record
+
+    reached = []
+
+    async def gradio(scope, receive, send):  # Gradio's /logout, which forgets the session in the browser
+        reached.append(scope["path"])
+
+    gate = StaffGate(gradio, DatabaseDown())
+    asyncio.run(gate({"type": "http", "method": "GET", "path": "/logout", "session": session("alice")}, None, None))
+    assert reached == ["/logout"] and "could not note the sign-out of hf:alice" in caplog.text
