@@ -194,18 +194,26 @@ def upgrade(engine: Engine) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
+SQLITE_BUSY_S = 30.0
+"""How long a SQLite writer waits for the database's one write lock before its transaction fails. Under a
+burst of turns on a small machine, pysqlite's default of 5 s cost customers their turn ("database is
+locked"); the chat's own timeouts are longer than this."""
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``: ``postgresql://`` and ``postgres://`` go through psycopg 3; connections are
-    checked before use (a restarted database server costs no turn); SQLite gets its pragmas."""
+    checked before use (a restarted database server costs no turn); SQLite gets its pragmas, and its
+    writers wait up to :data:`SQLITE_BUSY_S` for the write lock."""
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "postgresql":
         return create_engine(parsed, pool_pre_ping=True, pool_recycle=1800)
-    engine = create_engine(parsed)
-    if engine.dialect.name == "sqlite":
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_S})
         event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
+        return engine
+    return create_engine(parsed)
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

@@ -329,3 +329,14 @@ def test_out_of_scope_messages_per_day(store):
     assert [m["text"] for m in found["messages"]] == ["do you sell bikes", "capital of France?", "tell me a joke"]
     assert all(m["conversation_id"] == cid for m in found["messages"])
     assert len(store.out_of_scope(now() - timedelta(days=14), limit=1)["messages"]) == 1
+
+
+def test_a_sqlite_writer_waits_for_the_write_lock_longer_than_pysqlite_would(tmp_path):
+    """A burst of turns on a small machine queues writers; pysqlite's 5 s default failed some turns
+    ("database is locked"), so the store's connections wait SQLITE_BUSY_S, with WAL for readers."""
+    from chatbot.store import SQLITE_BUSY_S
+
+    store = Store(f"sqlite:///{tmp_path / 'busy.db'}")
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == int(SQLITE_BUSY_S * 1000) > 5000
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
