@@ -242,14 +242,10 @@ class HfSessions:
         """``(session, row)`` of ``username`` in one transaction, the row created when missing and locked."""
         key = _hf_key(username)
         with self.store.session() as s, s.begin():
-            sqlite_write_lock(s, HfStaff.__table__)
-            dialect = s.get_bind().dialect.name
-            if dialect in ("postgresql", "sqlite"):  # another process inserting the same name is no error
-                insert = {"postgresql": postgresql, "sqlite": sqlite}[dialect].insert
-                s.execute(insert(HfStaff).values(name=key).on_conflict_do_nothing())
-            elif s.get(HfStaff, key) is None:
-                s.add(HfStaff(name=key))
-                s.flush()
+            # The store runs on PostgreSQL or SQLite. Another process inserting the same name is no
+            # error, and on SQLite this write (even when it inserts nothing) takes the write lock first.
+            insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[s.get_bind().dialect.name]
+            s.execute(insert(HfStaff).values(name=key).on_conflict_do_nothing())
             yield s, s.get(HfStaff, key, with_for_update=True)
 
 

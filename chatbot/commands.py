@@ -380,8 +380,10 @@ class UsersArgs:
             raise ValueError(f"users {self.action} needs a NAME")
         if self.role not in ("agent", "admin"):
             raise ValueError("role must be agent or admin")
-        if self.hf_id is not None and (self.action != "hf-release" or not self.hf_id.strip()):
-            raise ValueError("--hf-id gives a name to a Hugging Face account id: only with hf-release, not empty")
+        if self.hf_id is not None:
+            self.hf_id = self.hf_id.strip()
+            if self.action != "hf-release" or not self.hf_id:
+                raise ValueError("--hf-id gives a name to a Hugging Face account id: only with hf-release, not empty")
 
 
 def _read_password(args: UsersArgs) -> str:
@@ -414,9 +416,9 @@ def run_users(args: UsersArgs) -> list[dict] | None:
         accounts.set_password(args.name, _read_password(args), actor=_actor())
         print(f"password of {args.name} changed (and any lockout lifted)")
     elif args.action == "hf-release":
-        held = accounts.hf_sessions.release(args.name, actor=_actor(), sub=args.hf_id and args.hf_id.strip())
+        held = accounts.hf_sessions.release(args.name, actor=_actor(), sub=args.hf_id)
         before = f"held by account id {held}" if held else "held by no account"
-        after = f"now held by account id {args.hf_id.strip()}" if args.hf_id else (
+        after = f"now held by account id {args.hf_id}" if args.hf_id else (
             "released: the next account to sign in under it holds it" if held else "nothing changed")
         print(f"Hugging Face username {args.name}: was {before}; {after}")
     else:

@@ -193,11 +193,11 @@ def test_a_hugging_face_name_is_held_by_the_account_that_first_signed_in(databas
     assert [e["actor"] for e in released] == ["cli", "cli", "cli:root"] and "id-1" in released[2]["detail"]
 
 
-def test_hugging_face_sign_ins_at_several_processes_hold_one_row(postgres_url):
+def test_hugging_face_sign_ins_at_several_processes_hold_one_row(database_url):
     """Two processes seeing a name's first sign-in at once: one row, held by one account."""
     import threading
 
-    processes = [Accounts(Store(postgres_url)).hf_sessions for _ in range(4)]
+    processes = [Accounts(Store(database_url)).hf_sessions for _ in range(4)]
     results = []
     threads = [threading.Thread(target=lambda p=p, i=i: results.append(p.sign_in("dave", f"id-{i % 2}")))
                for i, p in enumerate(processes)]
