@@ -9,7 +9,7 @@
   403 (:func:`cross_site`): the browser sends the staff member's sign-in cookie with it (Gradio sets it
   ``SameSite=None``) and Gradio's own CORS layer lets any origin read the answer off a public host, so
   without this any web page a signed-in agent opens could read conversations or act as them; and
-  no page elsewhere may sign staff out (``…/logout`` with ``Sec-Fetch-Site: cross-site``);
+  no page elsewhere may sign staff out (``…/logout``, :func:`sign_out_from_elsewhere`);
 * sign-in attempts (``POST …/login``) are limited per client address (:class:`Throttle`, 429 beyond),
   on top of the per-account-and-address lockout of :mod:`chatbot.accounts`;
 * a call of a *batched* handler (the customers' chat turns) gets exactly as many input values as the
@@ -96,13 +96,31 @@ def cross_site(headers: dict, scheme: str = "http") -> bool:
     to the console from elsewhere still opens it). ``headers``: the ASGI scope's, as a dict of bytes."""
     origin = headers.get(b"origin")
     if origin is not None:
-        parts = urlsplit(origin.decode("latin-1").strip())
-        if not parts.scheme or not parts.netloc:
-            return True  # "null" (a sandboxed frame, a file) or nonsense
-        hosts = [h.decode("latin-1") for h in (headers.get(b"host"), headers.get(b"x-forwarded-host")) if h]
-        mine = {_netloc(name, parts.scheme) for h in hosts for name in h.split(",")}
-        return _netloc(parts.netloc, parts.scheme) not in mine
+        return _elsewhere(origin, headers)
     return headers.get(b"sec-fetch-site") == b"cross-site" and headers.get(b"sec-fetch-mode") != b"navigate"
+
+
+def sign_out_from_elsewhere(headers: dict) -> bool:
+    """Whether a sign-out (``…/logout``, a GET any page can make, an image say) comes from another site:
+    the browser says ``Sec-Fetch-Site: cross-site`` (links from elsewhere too); a browser too old to
+    say it, by an ``Origin`` or ``Referer`` naming another host than the request's. Typed in the
+    address bar, or from a page that sends no referrer, it is this site's."""
+    site = headers.get(b"sec-fetch-site")
+    if site is not None:
+        return site == b"cross-site"
+    page = headers.get(b"origin") or headers.get(b"referer")
+    return page is not None and _elsewhere(page, headers)
+
+
+def _elsewhere(page: bytes, headers: dict) -> bool:
+    """Whether the page URL ``page`` (an ``Origin`` or ``Referer``) is on another host than the request's
+    ``Host`` (or ``X-Forwarded-Host``, behind a proxy); ``null`` or nonsense counts as elsewhere."""
+    parts = urlsplit(page.decode("latin-1").strip())
+    if not parts.scheme or not parts.netloc:
+        return True  # "null" (a sandboxed frame, a file) or nonsense
+    hosts = [h.decode("latin-1") for h in (headers.get(b"host"), headers.get(b"x-forwarded-host")) if h]
+    mine = {_netloc(name, parts.scheme) for h in hosts for name in h.split(",")}
+    return _netloc(parts.netloc, parts.scheme) not in mine
 
 
 class Guard:
@@ -131,7 +149,7 @@ class Guard:
         mounted = any(path == p or path.startswith(p + "/") for p in self.same_origin)
         if mounted and cross_site(headers, scope.get("scheme", "http")):
             return await _refuse(send, 403, "Requests from other sites to the staff console are refused.")
-        if path.rstrip("/").endswith("/logout") and headers.get(b"sec-fetch-site") == b"cross-site":
+        if path.rstrip("/").endswith("/logout") and sign_out_from_elsewhere(headers):
             return await _refuse(send, 403, "Sign out from this site's own pages.")  # no page elsewhere signs staff out
         if path.rstrip("/").endswith("/gradio_api/upload"):
             return await _refuse(send, 403, "File uploads are disabled.")

@@ -99,6 +99,21 @@ async def test_other_sites_pages_cannot_call_the_staff_console():
         assert (await c.get("/staffing", headers=evil)).status_code == 200
 
 
+@pytest.mark.anyio
+async def test_a_browser_too_old_for_fetch_metadata_is_not_signed_out_by_another_site():
+    """Without ``Sec-Fetch-Site``, the ``Origin`` or ``Referer`` of a sign-out says which page asked."""
+    guard = Guard(echo, same_origin=("/staff",))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="https://bot.example") as c:
+        for path in ("/logout", "/staff/logout"):
+            for headers in ({"referer": "https://evil.example/page"}, {"origin": "https://evil.example"},
+                            {"referer": "https://bot.example.evil.example/"}):
+                assert (await c.get(path, headers=headers)).status_code == 403, (path, headers)
+            for headers in ({"referer": "https://bot.example/staff/"}, {}, {"sec-fetch-site": "same-origin",
+                                                                           "referer": "https://evil.example/"}):
+                assert (await c.get(path, headers=headers)).status_code == 200, (path, headers)
+        assert (await c.get("/", headers={"referer": "https://evil.example/"})).status_code == 200  # only sign-outs
+
+
 def test_what_counts_as_another_site():
     assert not cross_site({b"origin": b"http://localhost:7860", b"host": b"localhost:7860"})
     assert cross_site({b"origin": b"http://localhost:7861", b"host": b"localhost:7860"})
