@@ -134,7 +134,9 @@ class StaffGate:
         self.sessions = sessions
 
     async def __call__(self, scope, receive, send):
-        path = scope.get("path")
+        path, root = scope.get("path", ""), scope.get("root_path", "").rstrip("/")
+        if root and path.startswith(root):  # served under a prefix (uvicorn --root-path): routes see the rest
+            path = path[len(root):]
         if scope["type"] != "http" or scope.get("method") != "GET" or path not in (self.page, LOGOUT, CALLBACK):
             return await self.app(scope, receive, send)
         if path == CALLBACK:
@@ -147,9 +149,9 @@ class StaffGate:
             return await self.app(scope, receive, send)
         why = refusal(user, await anyio.to_thread.run_sync(self.sessions.record, user.name)) if listed else None
         if user is None or why in ("not held", "signed out"):
-            return await respond(send, 302, b"", [(b"location", f"{LOGIN}?_target_url={self.page}".encode())])
+            return await respond(send, 302, b"", [(b"location", f"{root}{LOGIN}?_target_url={root}{self.page}".encode())])
         if why == "taken" or not listed:
-            return await respond(send, 403, refused_page(user, why), [(b"content-type", b"text/html; charset=utf-8")])
+            return await respond(send, 403, refused_page(user, why, root), [(b"content-type", b"text/html; charset=utf-8")])
         return await self.app(scope, receive, send)
 
     async def _note_sign_out(self, user: SessionUser) -> None:
@@ -180,8 +182,9 @@ class StaffGate:
         return send_noting
 
 
-def refused_page(user: SessionUser, why: str | None) -> bytes:
-    """The staff page for a Hugging Face user the console does not take (``why``: ``"taken"`` or None)."""
+def refused_page(user: SessionUser, why: str | None, root: str = "") -> bytes:
+    """The staff page for a Hugging Face user the console does not take (``why``: ``"taken"`` or None;
+    ``root``: the prefix the app is served under, if any)."""
     if why == "taken":
         reason = ("but the staff console knows this name as another Hugging Face account's (a member of staff "
                   "renamed themselves and the name was taken again?). If the name is yours, give an admin your "
@@ -192,7 +195,8 @@ def refused_page(user: SessionUser, why: str | None) -> bytes:
                   "<code>CHATBOT_HF_ADMINS</code> or <code>CHATBOT_HF_AGENTS</code>.")
     return (f"<!doctype html><meta charset='utf-8'><title>Not let in to the staff console</title>"
             f"<p>You are signed in with Hugging Face as <b>{html.escape(user.name)}</b>, {reason}</p>"
-            f"<p><a href='{LOGOUT}'>Sign out</a> · <a href='/'>the customer chat</a></p>").encode()
+            f"<p><a href='{html.escape(root)}{LOGOUT}'>Sign out</a> · <a href='{html.escape(root)}/'>the customer chat</a></p>"
+            ).encode()
 
 
 async def respond(send, status: int, body: bytes, headers: list) -> None:

@@ -89,3 +89,38 @@ def test_a_sign_out_the_database_cannot_note_still_signs_the_browser_out(monkeyp
     gate = StaffGate(gradio, DatabaseDown())
     asyncio.run(gate({"type": "http", "method": "GET", "path": "/logout", "session": session("alice")}, None, None))
     assert reached == ["/logout"] and "could not note the sign-out of hf:alice" in caplog.text
+
+
+def test_the_gate_guards_the_staff_page_under_a_root_path(monkeypatch):
+    """Served under a prefix (``uvicorn --root-path /bot``), the path in the scope starts with it."""
+    monkeypatch.setenv("CHATBOT_HF_ADMINS", "alice")
+
+    class Sessions:
+        def __init__(self):
+            self.signed_out = []
+
+        def record(self, name):
+            return HfRecord(sub="id-1", signed_out_at=None)
+
+        def sign_out(self, name, client=None):
+            self.signed_out.append(name)
+
+    async def gradio(scope, receive, send):
+        reached.append(scope["path"])
+
+    sent, reached, sessions = [], [], Sessions()
+
+    async def send(message):
+        sent.append(message)
+
+    gate = StaffGate(gradio, sessions)
+    base = {"type": "http", "method": "GET", "root_path": "/bot"}
+    asyncio.run(gate({**base, "path": "/bot/staff/", "session": {}}, None, send))
+    assert reached == [] and sent[0]["status"] == 302  # to Hugging Face's sign-in, not to the console
+    assert dict(sent[0]["headers"])[b"location"] == b"/bot/login/huggingface?_target_url=/bot/staff/"
+    monkeypatch.setenv("CHATBOT_HF_ADMINS", "")
+    asyncio.run(gate({**base, "path": "/bot/staff/", "session": session("alice")}, None, send))
+    assert sent[2]["status"] == 403 and b"href='/bot/logout'" in sent[3]["body"]
+    monkeypatch.setenv("CHATBOT_HF_ADMINS", "alice")
+    asyncio.run(gate({**base, "path": "/bot/logout", "session": session("alice")}, None, send))
+    assert sessions.signed_out == ["alice"] and reached == ["/bot/logout"]
