@@ -40,7 +40,7 @@ from chatbot.serving import classifier_opener
 from chatbot.settings import (ADMIN_PASSWORD_ENV, DENSE_MODEL_DIR, database_url, default_model_dir, home,
                               staff_sign_in, training_files)
 from chatbot.store import Store, now, valid_conversation_id
-from chatbot.versions import DEFAULT_VERSION, Registry
+from chatbot.versions import DEFAULT_VERSION, Registry, open_first
 
 if TYPE_CHECKING:
     from chatbot.build import BuildPolicy
@@ -119,9 +119,10 @@ class Service:
         self._jobs: dict[str, Job] = {}
         self._job_lock = threading.Lock()
         self.open_classifier = classifier_opener()  # in this process, or served ($CHATBOT_CLASSIFIER_URL)
-        live = self.registry.live
-        self.assistant = Assistant(self.open_classifier(self.registry.folder(live)), self.store,
-                                   Catalogue.load(), LanguageDetector().warm_up(), version=live)
+        live, classifier = open_first(self.registry, lambda v: self.open_classifier(self.registry.folder(v)),
+                                      "the app")
+        self.assistant = Assistant(classifier, self.store, Catalogue.load(), LanguageDetector().warm_up(),
+                                   version=live)
 
     def _live(self) -> Assistant:
         with self._swap:
@@ -344,8 +345,7 @@ class Service:
 
     def promote(self, caller: Caller | None, name: str) -> None:
         require(caller, "admin")
-        self._promote(name)
-        self._record(caller, "promote", name)
+        self._audited(caller, "promote", name, lambda: self._promote(name))
 
     def _promote(self, name: str) -> None:
         # in this process: fully loaded before the swap; served: the replicas follow the live pointer
@@ -360,14 +360,25 @@ class Service:
         previous = self.registry.previous
         if not previous or previous == self.registry.live or not self.registry.exists(previous):
             raise ValueError("there is no previous version to roll back to")
-        self._promote(previous)
-        self._record(caller, "rollback", previous)
+        self._audited(caller, "rollback", previous, lambda: self._promote(previous))
         return previous
 
     def delete(self, caller: Caller | None, name: str) -> None:
         require(caller, "admin")
-        self.registry.delete(name)
-        self._record(caller, "delete", name)
+        self._audited(caller, "delete", name, lambda: self.registry.delete(name))
+
+    def _audited(self, caller: Caller, action: str, name: str, act) -> None:
+        """``act()`` on version ``name`` written to the audit trail first (an action that cannot be
+        audited does not happen), and its failure after it, with why."""
+        self._record(caller, action, name)
+        try:
+            act()
+        except Exception as err:
+            try:
+                self._record(caller, action, name, f"failed: {type(err).__name__}: {err}"[:500])
+            except Exception:  # noqa: BLE001 - the admin sees the action's own error
+                log.exception("could not audit the failure of %s %s", action, name)
+            raise
 
     # -- admin builds ---------------------------------------------------------------------------
     def start_build(self, caller: Caller | None, ratio: float, method: str, targets: str, epochs: int | None = None,

@@ -16,7 +16,9 @@ promotion writes): every replica reads it every ``reload_check_s`` seconds and, 
 the new folder *beside* the old one while the old one keeps answering, then swaps both in one step;
 no request is dropped or answered by half a model. Each answer says which version made it, and the
 turn is stored with that version. A version that fails to load leaves the replica on the one it had
-(logged), so a broken folder never takes the service down.
+(logged, and tried again with a growing wait), and so does a damaged pointer, so a broken folder never
+takes the service down; a replica that starts on a version that does not load starts on the previous
+one, or the default.
 
 The replica's logic (:class:`Replica`) is plain Python; Ray is imported only to deploy it
 (:func:`build_app`), so app processes never need Ray.
@@ -38,9 +40,11 @@ import httpx
 from chatbot.predictor import Prediction
 from chatbot.runtime import RUNTIME_ENV, load_serving
 from chatbot.settings import CACHE_ENV, MAX_MESSAGE_CHARS, ROOT, classifier_url, default_model_dir, home
-from chatbot.versions import DEFAULT_VERSION, Registry
+from chatbot.versions import DEFAULT_VERSION, Registry, open_first
 
 log = logging.getLogger(__name__)
+FIRST_RETRY_S, LAST_RETRY_S = 30.0, 600.0
+"""A live version a replica could not load is tried again after this long, then twice as long, up to the last."""
 
 MAX_TEXTS = 256
 """Most messages one request may carry (an app process sends at most one Gradio batch, 16)."""
@@ -112,23 +116,12 @@ class Replica:
                  loader=load_serving, name: str = ""):
         self.registry = Registry(home_dir, default_model)
         self.device, self.loader, self.name = device, loader, name
-        self.current = self._first()
+        self.current = open_first(self.registry, self._load, f"replica {name}")
         self._reloading = threading.Lock()
+        self._failed: tuple[tuple, float, float] | None = None
+        """(the pointer that failed to load, when to try it again, the wait after that)."""
         self.batches = {"batches": 0, "messages": 0, "largest": 0}
         """How full the forward passes were (the batching across app processes), since the start."""
-
-    def _first(self) -> tuple[str, object]:
-        """(version, classifier) to start with: the live version, or when it does not load (a broken
-        version promoted from an app that does not load models itself) the previous one, then the
-        shipped default, so that a new or restarted replica serves rather than fails."""
-        tried = []
-        for version in dict.fromkeys(v for v in (self.registry.live, self.registry.previous, DEFAULT_VERSION) if v):
-            try:
-                return version, self._load(version)
-            except Exception:  # noqa: BLE001 - the next candidate is tried; the last failure is raised
-                log.exception("replica %s could not load version %s", self.name, version)
-                tried.append(version)
-        raise RuntimeError(f"replica {self.name}: no version loads (tried {', '.join(tried)})")
 
     def _load(self, version: str):
         started = time.perf_counter()
@@ -157,18 +150,31 @@ class Replica:
 
     def follow(self) -> bool:
         """Load the live version if it is not the one served; True when it was swapped in. Requests go
-        on being answered by the old model while the new one loads (call this off the request path)."""
-        live = self.registry.live
-        if live == self.version or not self._reloading.acquire(blocking=False):
+        on being answered by the old model while the new one loads (call this off the request path).
+        The replica keeps what it serves while the pointer is damaged (not switching to the default),
+        and when the live version does not load: it tries that promotion again after 30 s, then after
+        twice as long each time (at most 10 min), not at every check."""
+        try:
+            pointer = self.registry.pointed()
+        except ValueError as err:
+            log.warning("replica %s keeps serving %s: %s", self.name, self.version, err)
+            return False
+        live, mark = pointer.get("live") or DEFAULT_VERSION, (pointer.get("live"), pointer.get("promoted_at"))
+        failed = self._failed if self._failed and self._failed[0] == mark else None
+        if live == self.version or (failed and time.monotonic() < failed[1]) \
+                or not self._reloading.acquire(blocking=False):
             return False
         try:
             classifier = self._load(live)
         except Exception:  # noqa: BLE001 - a broken version must not take the replica down
-            log.exception("replica %s could not load version %s; it keeps serving %s", self.name, live, self.version)
+            wait = failed[2] if failed else FIRST_RETRY_S
+            self._failed = (mark, time.monotonic() + wait, min(2 * wait, LAST_RETRY_S))
+            log.exception("replica %s could not load version %s; it keeps serving %s and tries again in %.0f s",
+                          self.name, live, self.version, wait)
             return False
         finally:
             self._reloading.release()
-        self.current = (live, classifier)
+        self.current, self._failed = (live, classifier), None
         return True
 
 

@@ -2,22 +2,36 @@
 
 Versions live in ``<home>/versions/<name>/`` (model folders with an ``evaluation.json``); the shipped
 default (``assets/model``) is the read-only version ``default``. ``live.json`` names the live
-version and the previous one; it is replaced atomically (write, fsync, rename), so a crash leaves
-either the old or the new pointer, never a broken one.
+version and the previous one; it is replaced atomically (written to a file of its own, fsync, rename),
+so a crash leaves either the old or the new pointer, never a broken one. Every change of it (promote,
+rollback, a delete that clears ``previous``) reads and writes it holding ``versions/.lock``
+(``flock``), so processes sharing ``versions/`` change it one at a time and none undoes another's.
+A deleted version is first renamed out of the listing (``versions/.trash/``), then removed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import re
 import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from chatbot.folder import ModelFolder
 
+log = logging.getLogger(__name__)
 DEFAULT_VERSION = "default"
+_IN_PROCESS = threading.Lock()  # flock excludes open files, but NFS emulates it by per-process locks
+T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -88,20 +102,32 @@ class Registry:
         return next(n for n in (name, *(f"{name}-{i}" for i in range(2, 10_000))) if not used(n))
 
     # -- the live pointer ----------------------------------------------------------------------
-    def _read_pointer(self) -> dict:
-        """``live`` and ``previous`` as the pointer names them; the shipped default when it is missing
-        or damaged (not JSON, not an object, names that are not strings)."""
+    def _read_pointer(self, strict: bool = False) -> dict:
+        """``live`` and ``previous`` as the pointer names them (and ``promoted_at``); the shipped default
+        when there is no pointer yet. A damaged one (unreadable, not JSON, not an object, names that
+        are not strings) reads as the default too, logged; with ``strict`` it raises ValueError instead
+        (a replica then keeps serving what it serves rather than switch to the default)."""
         fallback = {"live": DEFAULT_VERSION, "previous": None}
         try:
             pointer = json.loads(self.pointer.read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return fallback
-        if not isinstance(pointer, dict):
-            return fallback
-        names = {k: pointer.get(k) for k in ("live", "previous")}
-        if not all(v is None or isinstance(v, str) for v in names.values()):
-            return fallback
-        return {**pointer, **names}
+        except (OSError, ValueError) as err:
+            pointer, problem = None, f"{type(err).__name__}: {err}"
+        else:
+            problem = "not an object naming versions"
+        names = {k: pointer.get(k) for k in ("live", "previous")} if isinstance(pointer, dict) else None
+        if names is not None and all(v is None or isinstance(v, str) for v in names.values()):
+            return {**pointer, **names}
+        if strict:
+            raise ValueError(f"{self.pointer} is damaged ({problem})")
+        log.warning("%s is damaged (%s): the shipped default reads as live", self.pointer, problem)
+        return fallback
+
+    def pointed(self) -> dict:
+        """The pointer as written (``live``, ``previous``, ``promoted_at``), not checked against the
+        folders; ValueError when it is damaged. What replicas follow."""
+        return self._read_pointer(strict=True)
 
     @property
     def live(self) -> str:
@@ -113,31 +139,53 @@ class Registry:
         return self._read_pointer().get("previous")
 
     def set_live(self, name: str) -> None:
-        if not self.exists(name):
-            raise ValueError(f"no version {name!r}")
-        current = self.live
-        self._write_pointer({"live": name, "previous": current if current != name else self.previous,
-                             "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        with self._locked():
+            if not self.exists(name):
+                raise ValueError(f"no version {name!r}")
+            current = self.live
+            self._write_pointer({"live": name, "previous": current if current != name else self.previous,
+                                 "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    @contextmanager
+    def _locked(self):
+        """Hold the pointer's lock: this process's threads, then every process sharing ``versions/``."""
+        with _IN_PROCESS, open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _write_pointer(self, payload: dict) -> None:
-        tmp = self.pointer.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.pointer)
+        """Replace the pointer atomically, through a temporary file no other writer uses."""
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".live-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.pointer)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def delete(self, name: str) -> None:
+        """Remove a version that is neither the default nor live (checked holding the pointer's lock, so
+        a promote of it at the same time either wins, and the delete is refused, or finds it gone)."""
         if name == DEFAULT_VERSION:
             raise ValueError("the shipped default version cannot be deleted")
-        if name == self.live:
-            raise ValueError("the live version cannot be deleted; promote another one first")
         folder = self.folder(name)
-        if not folder.exists():
-            raise ValueError(f"no version {name!r}")
-        if name == self.previous:  # rollback would name a folder that is gone
-            self._write_pointer({**self._read_pointer(), "previous": None})
-        shutil.rmtree(folder)
+        trash = self.root / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
+        with self._locked():
+            if name == self.live:
+                raise ValueError("the live version cannot be deleted; promote another one first")
+            if not folder.exists():
+                raise ValueError(f"no version {name!r}")
+            trash.parent.mkdir(exist_ok=True)
+            folder.rename(trash)  # out of the listing at once; removing the files can take a while
+            if name == self.previous:  # rollback would name a folder that is gone
+                self._write_pointer({**self._read_pointer(), "previous": None})
+        shutil.rmtree(trash, ignore_errors=True)
 
     # -- what the admin table and plot show ----------------------------------------------------
     def summaries(self) -> list[dict]:
@@ -149,6 +197,21 @@ class Registry:
             rows.append({"name": name, "live": name == live, "created": ModelFolder.read(folder).created,
                          **{k: v for k, v in evaluation.items() if k not in ("folder",)}})
         return rows
+
+
+def open_first(registry: Registry, load: Callable[[str], T], who: str) -> tuple[str, T]:
+    """``(version, load(version))`` of the first of the live version, the previous one and the shipped
+    default that loads: a version promoted broken (by a process that does not load models itself), or
+    whose folder cannot be used on this machine, must not keep ``who`` (the app, a replica) from
+    serving. Each failure is logged; RuntimeError when none loads."""
+    tried = []
+    for version in dict.fromkeys(v for v in (registry.live, registry.previous, DEFAULT_VERSION) if v):
+        try:
+            return version, load(version)
+        except Exception:  # noqa: BLE001 - the next candidate is tried; all failing is raised
+            log.exception("%s could not load version %s", who, version)
+            tried.append(version)
+    raise RuntimeError(f"{who}: no version loads (tried {', '.join(tried)})")
 
 
 def summary_of(evaluation: dict) -> dict:

@@ -115,6 +115,39 @@ def test_customers_read_only_their_own_conversation(shared):
     assert isinstance(AccessDenied("x"), PermissionError)
 
 
+def test_the_app_starts_on_the_previous_version_when_the_live_one_does_not_load(tmp_path, tiny_model, tiny_data):
+    """A version promoted broken (from an app that does not load models itself), or whose folder no longer
+    loads on this machine: customers still get the chat, on the previous version."""
+    import shutil
+
+    service = make_service(tmp_path, tiny_model, tiny_data)
+    shutil.copytree(tiny_model, service.registry.folder("v2"))
+    service.registry.set_live("v2")
+    (service.registry.folder("v2") / "adapter" / "adapter_model.safetensors").write_bytes(b"not weights")
+    restarted = Service(home_dir=tmp_path, default_model=tiny_model, data=[str(tiny_data)])
+    assert restarted.assistant.version == "default" and restarted.registry.live == "v2"
+    assert restarted.respond_batch([{"conversation_id": None, "text": "cancel order stop 1"}])[0].model_version == "default"
+
+
+def test_promote_rollback_and_delete_are_audited_before_they_happen(service, monkeypatch):
+    caller = admin(service)
+    with pytest.raises(Exception, match="not a model folder"):
+        service.promote(caller, "v-missing")
+    tried, failed = service.audit.entries()[:2][::-1]
+    assert (tried["action"], tried["detail"], failed["action"]) == ("promote", None, "promote")
+    assert failed["detail"].startswith("failed: ModelLoadError") and "not a model folder" in failed["detail"]
+
+    def audit_down(*args, **kwargs):
+        raise ConnectionError("database down")
+
+    monkeypatch.setattr(service.audit, "record", audit_down)
+    deleted = []
+    monkeypatch.setattr(service.registry, "delete", deleted.append)
+    with pytest.raises(ConnectionError):
+        service.delete(caller, "v1")
+    assert deleted == []  # an action that cannot be audited does not happen
+
+
 def test_build_promote_rollback_delete(service):
     turn = service.respond_batch([{"conversation_id": None, "text": "cancel order stop 1"}])[0]
     job = wait(service.start_build(admin(service), 0.5, "whitened", "attn+mlp", epochs=1, max_per_intent=4))

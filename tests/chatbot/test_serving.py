@@ -78,6 +78,40 @@ def test_a_version_that_fails_to_load_leaves_the_replica_serving(versions):
     assert restarted.classify(["x"])[0] == "default"
 
 
+def test_a_replica_tries_a_broken_version_again_only_after_a_wait_and_keeps_serving_through_a_damaged_pointer(
+        versions, monkeypatch):
+    home, default = versions
+    shutil.copytree(default, home / "versions" / "v3")
+    attempts, clock = [], [1000.0]
+    monkeypatch.setattr("chatbot.serving.time.monotonic", lambda: clock[0])
+
+    def loader(folder, device=None):
+        attempts.append("default" if folder == default else folder.name)
+        if folder.name == "v2":
+            raise RuntimeError("broken folder")
+        return Fake(folder)
+
+    replica = Replica(home, default, loader=loader)
+    registry = Registry(home, default)
+    registry.set_live("v2")
+    for _ in range(5):  # five reload checks: one load
+        assert not replica.follow()
+    clock[0] += 31
+    for _ in range(3):  # then once more after 30 s, and the next wait is longer
+        assert not replica.follow()
+    clock[0] += 31
+    assert not replica.follow() and attempts == ["default", "v2", "v2"]
+    clock[0] += 30
+    assert not replica.follow() and attempts == ["default", "v2", "v2", "v2"]
+    registry.set_live("v3")  # a new promotion is loaded at once
+    assert replica.follow() and replica.version == "v3"
+    good = registry.pointer.read_text()
+    registry.pointer.write_text(good[:10])  # damaged, or read while an NFS server hiccups
+    assert not replica.follow() and replica.version == "v3" and attempts[-1] == "v3"
+    registry.pointer.write_text(good)
+    assert not replica.follow() and replica.version == "v3" and attempts.count("v3") == 1
+
+
 @pytest.mark.parametrize("body", [None, [], {"texts": "hello"}, {"texts": [1]}, {"texts": ["x"], "k": 0},
                                   {"texts": ["x"], "k": True}, {"texts": ["x" * 5000]}, {"texts": ["x"] * 257}])
 def test_bad_requests_are_refused_with_a_reason(body):

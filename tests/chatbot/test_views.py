@@ -176,6 +176,49 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
     assert healed[views.VERSION_COLUMNS.index("targets")] == "attn · LoRA r16 on attn+mlp"
 
 
+def test_a_promote_and_a_delete_at_once_both_hold(tmp_path, tiny_model, monkeypatch):
+    """Two admins (two processes sharing ``versions/``, or two threads): one promotes C while the other
+    deletes A, the version rollback would go back to. Each reads and writes the pointer under its lock,
+    so the promote is not undone and the pointer stays whole, even on a slow disk."""
+    import os
+    import threading
+    import time
+
+    registry, other = Registry(tmp_path, tiny_model), Registry(tmp_path, tiny_model)
+    for name in ("vA", "vB", "vC"):
+        registry.folder(name).mkdir(parents=True)
+        (registry.folder(name) / "model.json").write_text((tiny_model / "model.json").read_text())
+    registry.set_live("vA")
+    registry.set_live("vB")
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.2), fsync(fd)))  # a slow disk: a wide window
+    errors = []
+
+    def delete():
+        time.sleep(0.05)
+        try:
+            other.delete("vA")
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=registry.set_live, args=("vC",)), threading.Thread(target=delete)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and json.loads(registry.pointer.read_text())["live"] == "vC"
+    assert registry.live == "vC" and registry.previous == "vB" and registry.names() == [DEFAULT_VERSION, "vB", "vC"]
+    assert sorted(p.name for p in registry.root.iterdir() if p.is_file()) == [".lock", "live.json"]  # no temporary left
+    with pytest.raises(ValueError, match="live"):
+        other.delete("vC")
+    registry.pointer.write_text('{"live": "vC", "prev')  # damaged: the listing says default, replicas are told
+    assert registry.live == DEFAULT_VERSION
+    with pytest.raises(ValueError, match="damaged"):
+        registry.pointed()
+    registry.pointer.unlink()  # no pointer yet: the default, as written
+    assert registry.pointed()["live"] == DEFAULT_VERSION
+
+
 def test_version_names_say_the_recipe_and_are_never_taken_twice(tmp_path, tiny_model, monkeypatch):
     from datetime import datetime, timezone
 
