@@ -480,12 +480,15 @@ class Service:
         after ``kind`` only when complete. ``progress`` raises :class:`Cancelled` once the job is cancelled."""
         with self._job_lock:  # one job at a time, whoever calls; and one name per job
             self._refuse_if_busy()
-            name = self.registry.stamped_name(kind, taken=self._jobs)
+            name, staging = self.registry.reserve(kind, taken=self._jobs)
             job = Job(name, params, started_by=caller.name)
-            self._record(caller, action, name, detail)  # first: a job that cannot be audited does not run
+            try:
+                self._record(caller, action, name, detail)  # first: a job that cannot be audited does not run
+            except Exception:
+                staging.rmdir()
+                raise
             self._jobs[name] = job
-        folder, staging = self.registry.folder(name), self.registry.staging(name)
-        staging.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.registry.folder(name)
 
         def progress(fraction, stage=""):
             if job.cancel.is_set():
@@ -495,8 +498,11 @@ class Service:
         def work():
             try:
                 job.result = make(staging, progress)
-                staging.rename(folder)  # only a complete version ever appears in the registry
-                job.status, job.progress, job.stage = "done", 1.0, "done"
+                with self._job_lock:  # a cancel either comes before this, and nothing is published, or finds it done
+                    if job.cancel.is_set():
+                        raise Cancelled()
+                    staging.rename(folder)  # only a complete version ever appears in the registry
+                    job.status, job.progress, job.stage = "done", 1.0, "done"
             except Cancelled:
                 job.status, job.stage = "cancelled", "cancelled"
             except Exception as err:  # noqa: BLE001 - shown to the admin; the live model is untouched
@@ -521,8 +527,9 @@ class Service:
         job = self._jobs.get(name) if isinstance(name, str) else None
         if job is None:
             raise ValueError("no such build")
-        if job.status != "running":
-            raise ValueError(f"build {name} is not running ({job.status})")
-        job.cancel.set()
+        with self._job_lock:
+            if job.status != "running":
+                raise ValueError(f"build {name} is not running ({job.status})")
+            job.cancel.set()
         self._record(caller, "cancel", job.name)
         return job.name

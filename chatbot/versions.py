@@ -101,6 +101,19 @@ class Registry:
         used = lambda n: n in taken or self.folder(n).exists() or self.staging(n).exists()  # noqa: E731
         return next(n for n in (name, *(f"{name}-{i}" for i in range(2, 10_000))) if not used(n))
 
+    def reserve(self, kind: str, taken=()) -> tuple[str, Path]:
+        """``(name, staging folder)`` for a new build of ``kind`` (:meth:`stamped_name`), the name held by
+        creating its empty staging folder: that is atomic, so two processes sharing ``versions/`` that
+        start a build of one recipe in the same second get two names, and never write one folder."""
+        (self.root / ".staging").mkdir(exist_ok=True)
+        while True:
+            name = self.stamped_name(kind, taken)
+            try:
+                self.staging(name).mkdir()
+                return name, self.staging(name)
+            except FileExistsError:  # another process took it between the look and the mkdir
+                continue
+
     # -- the live pointer ----------------------------------------------------------------------
     def _read_pointer(self, strict: bool = False) -> dict:
         """``live`` and ``previous`` as the pointer names them (and ``promoted_at``); the shipped default

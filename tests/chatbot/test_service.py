@@ -148,6 +148,25 @@ def test_promote_rollback_and_delete_are_audited_before_they_happen(service, mon
     assert deleted == []  # an action that cannot be audited does not happen
 
 
+def test_a_build_cancelled_as_it_finishes_is_not_published(service, tiny_model):
+    """The admin was told "Cancelling…" and the audit says so: the version must not appear."""
+    import shutil
+
+    caller = admin(service)
+
+    def make(staging, progress):
+        shutil.copytree(tiny_model, staging, dirs_exist_ok=True)
+        progress(1.0, "scored")
+        service.cancel_job(caller, staging.name)  # after the last progress check, before the rename
+        return {"accuracy": 1.0}
+
+    job = wait(service._start_job(caller, "dense", {}, make, "build", "test"))
+    assert job.status == "cancelled" and job.name not in service.registry.names()
+    assert not service.registry.staging(job.name).exists()
+    with pytest.raises(ValueError, match="not running"):
+        service.cancel_job(caller, job.name)
+
+
 def test_build_promote_rollback_delete(service):
     turn = service.respond_batch([{"conversation_id": None, "text": "cancel order stop 1"}])[0]
     job = wait(service.start_build(admin(service), 0.5, "whitened", "attn+mlp", epochs=1, max_per_intent=4))

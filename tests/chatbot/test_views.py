@@ -247,6 +247,11 @@ def test_version_names_say_the_recipe_and_are_never_taken_twice(tmp_path, tiny_m
     registry.folder(names[0]).mkdir()
     registry.staging(names[0] + "-2").mkdir(parents=True)  # a build in progress holds its name too
     assert registry.new_name(0.5, "plain", "attn") == names[0] + "-3"
+    # another process reserving the name between this one's look and its mkdir: the next name
+    given = iter(["v1-x", "v1-x", "v1-x-2"])
+    monkeypatch.setattr(registry, "stamped_name", lambda kind, taken=(): next(given))
+    first, second = registry.reserve("x"), registry.reserve("x")
+    assert first == ("v1-x", registry.staging("v1-x")) and second[0] == "v1-x-2" and second[1].is_dir()
 
 
 def test_audit_users_and_revealable_values():
