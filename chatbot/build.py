@@ -1,4 +1,10 @@
-"""Building a model version: compress → heal (LoRA) → evaluate, into one self-contained model folder.
+"""Building a model version: compress → heal (LoRA) → evaluate, into one model folder.
+
+The folder holds the healed adapter, the head and the compression's recipe, not the factorised
+weights: a process that loads it the first time recomputes them from the base and the calibration
+messages (``compression.compress.apply_recipe``) and caches them (``~/.cache/chatbot``). A version
+therefore needs the calibration files it was compressed with; when they changed, loading it is
+refused ("recompress it"), and the app and replicas then serve the previous version, or the default.
 
 A build starts from one of two places:
 
