@@ -408,6 +408,7 @@ def admin_view(service: Service, request: gr.Request, note: str | None = None):
         summaries = service.versions(caller)
         audit = views.audit_rows(service.audit_log(caller, 200))
         users = views.user_rows(service.users(caller))
+        serving = service.serving(caller)
     live = next((s["name"] for s in summaries if s["live"]), None)
     with tempfile.TemporaryDirectory(prefix="chatbot-plot-") as folder:  # Gradio keeps its own copy, by content
         path = views.plot_versions([{**s, "folder": s["name"]} for s in summaries], Path(folder) / "versions.png",
@@ -415,7 +416,7 @@ def admin_view(service: Service, request: gr.Request, note: str | None = None):
         plot = PIL.Image.open(path)
         plot.load()
     names = [s["name"] for s in summaries]
-    return (note or f"Live version: **{live}**", views.version_rows(summaries), plot,
+    return (views.live_note(live, serving, note), views.version_rows(summaries), plot,
             gr.update(choices=names, value=live), gr.update(choices=names), audit, users)
 
 

@@ -343,6 +343,20 @@ class Service:
         require(caller, "admin")
         return self.registry.summaries()
 
+    def serving(self, caller: Caller | None) -> str | None:
+        """The version that answers customers, as this process sees it: the one it loaded (in process;
+        not the live one when that did not load at start), or what a replica says it serves (served;
+        None when no replica answers). The Admin tab shows it beside the live pointer when they differ."""
+        require(caller, "admin")
+        classifier = self._live().classifier
+        if not hasattr(classifier, "info"):
+            return self._live().version
+        try:
+            return classifier.info()["version"]
+        except Exception:  # noqa: BLE001 - the tab says it could not ask
+            log.exception("could not ask the classifier service which version it serves")
+            return None
+
     def promote(self, caller: Caller | None, name: str) -> None:
         require(caller, "admin")
         self._audited(caller, "promote", name, lambda: self._promote(name))

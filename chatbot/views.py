@@ -321,6 +321,19 @@ VERSION_COLUMNS = (["live", "version", "rank ratio or parameter share", "method"
                     "macro-F1"] + [f"acc {lang}" for lang in LANGUAGES] + ["p50 ms"])
 
 
+def live_note(live: str | None, serving: str | None, note: str | None = None) -> str:
+    """The Admin tab's line above the versions: ``note`` (what an action did) or the live version, and a
+    warning when customers are answered by another one (the live one did not load here, replicas have
+    not loaded it yet, or none answers)."""
+    line = note or f"Live version: **{live}**"
+    if serving is None:
+        return f"{line} · ⚠ the classifier service did not say which version it serves (see its logs)"
+    if serving != live:
+        return (f"{line} · ⚠ customers are answered by **{serving}**: {live} has not loaded (yet) where the "
+                f"model runs; see the logs, or roll back")
+    return line
+
+
 def version_rows(summaries: list[dict]) -> list[list]:
     rows = []
     for s in summaries:

@@ -1,6 +1,7 @@
 import inspect
 import json
 import time
+import types
 
 import pytest
 
@@ -50,7 +51,7 @@ AGENT_METHODS = {"staff_member": (), "staff_analyse": ("hello",), "inbox": (), "
 ADMIN_METHODS = {"erase": ("CID",), "audit_log": (), "users": (), "versions": (), "promote": ("default",),
                  "rollback": (), "delete": ("nothing",), "start_build": (0.5, "plain", "attn"), "jobs": (),
                  "start_soup": (["default", "default2"],),
-                 "cancel_job": ("JOB",)}
+                 "cancel_job": ("JOB",), "serving": ()}
 
 
 def test_every_staff_method_is_listed_here():
@@ -126,6 +127,11 @@ def test_the_app_starts_on_the_previous_version_when_the_live_one_does_not_load(
     (service.registry.folder("v2") / "adapter" / "adapter_model.safetensors").write_bytes(b"not weights")
     restarted = Service(home_dir=tmp_path, default_model=tiny_model, data=[str(tiny_data)])
     assert restarted.assistant.version == "default" and restarted.registry.live == "v2"
+    assert restarted.serving(admin(restarted)) == "default" and restarted.versions(admin(restarted))[0]["name"] == "default"
+    served = restarted.assistant.classifier = types.SimpleNamespace(info=lambda: {"version": "v9"})  # Ray Serve's
+    assert restarted.serving(admin(restarted)) == "v9"
+    served.info = lambda: 1 / 0  # no replica answers
+    assert restarted.serving(admin(restarted)) is None
     assert restarted.respond_batch([{"conversation_id": None, "text": "cancel order stop 1"}])[0].model_version == "default"
 
 

@@ -254,6 +254,13 @@ def test_version_names_say_the_recipe_and_are_never_taken_twice(tmp_path, tiny_m
     assert first == ("v1-x", registry.staging("v1-x")) and second[0] == "v1-x-2" and second[1].is_dir()
 
 
+def test_the_admin_tab_says_when_customers_are_answered_by_another_version_than_the_live_one():
+    assert views.live_note("v2", "v2") == "Live version: **v2**"
+    assert views.live_note("v2", "v2", "promote v2: done") == "promote v2: done"
+    assert "customers are answered by **default**" in views.live_note("v2", "default", "promote v2: done")
+    assert "did not say which version" in views.live_note("v2", None)
+
+
 def test_audit_users_and_revealable_values():
     from chatbot.views import audit_rows, revealable_choices, user_rows
 
