@@ -10,10 +10,13 @@ detector here:
 * strips what carries no language (numbers, e-mail addresses, URLs, order ids, emoji) first, and
   never decides anything from a message that has no words left;
 * falls back on priors when the text is short or the scores are close: the language already
-  established in the conversation, then the browser's Accept-Language, then a configured default;
+  established in the conversation, then the browser's Accept-Language, then a configured default
+  (also for a short first message the detectors are unsure of, with neither of the others);
 * says ``unsupported`` when the text is written mostly in a script none of the supported languages
   uses (Japanese, Chinese, Korean, Cyrillic, Arabic, Hebrew, Greek, Thai, Indic…), however short, or
-  when the unrestricted langdetect is confident the text is another language.
+  when the unrestricted langdetect is confident the text is another language, unless the supported
+  detectors too put first the language the conversation or browser already gave (texting-style
+  French is French).
 """
 
 from __future__ import annotations
@@ -121,6 +124,10 @@ class LanguageDetector:
     """Messages with fewer words than this lean on the priors..."""
     confident_short: float = 0.98
     """...unless the detection is at least this sure."""
+    weak_first: float = 0.4
+    """A short message with nothing known about the customer (no conversation, no supported browser
+    language) detected less sure than this is answered in ``default``: one word ("hello" scores it
+    0.39, "agent" fr 0.34) is too little to pick another language from."""
     unsupported_confidence: float = 0.95
     """Unrestricted langdetect must give unsupported languages this much probability to say so."""
     unsupported_min_words: int = 4
@@ -237,12 +244,17 @@ class LanguageDetector:
         if not scores:
             return Detection(prior, 0.0, source)
         best = max(scores, key=scores.get)
-        unsupported = self._unsupported(clean, len(words), scores[best])
+        # Slang in the customer's own language ("slt jveu anulé ma cmd": langdetect says Romanian) is
+        # theirs when the supported detectors put that language first too.
+        theirs = source != "default" and best == prior and scores[best] >= 0.5
+        unsupported = None if theirs else self._unsupported(clean, len(words), scores[best])
         if unsupported:
             return Detection(prior, scores[best], source, unsupported=unsupported, scores=scores)
-        if source == "default":  # nothing known about the customer: the detection decides
-            return Detection(best, scores[best], "detected", scores=scores)
         short = len(words) < self.short_words
+        if source == "default":  # nothing known about the customer: the detection decides, if it can
+            if short and scores[best] < self.weak_first:
+                return Detection(prior, scores[best], source, scores=scores)
+            return Detection(best, scores[best], "detected", scores=scores)
         if scores[best] >= (self.confident_short if short else self.confident):
             return Detection(best, scores[best], "detected", scores=scores)
         if not short and scores[best] > 2 * scores.get(prior, 0.0):

@@ -93,3 +93,24 @@ def test_a_stray_foreign_letter_does_not_make_a_message_unsupported(detector):
 
     assert detector.detect("Where is my order, the π one?").unsupported is None
     assert foreign_script("Straße, naïve, ça, ñ, ø") is None and foreign_script("ok") is None
+
+
+@pytest.mark.parametrize("text", ["slt jveu anulé ma cmd stp", "bjr jai pa recu mon coli"])
+def test_texting_style_in_the_customers_language_is_not_another_language(detector, text):
+    """langdetect reads these as Romanian; the conversation's (or browser's) French, put first by the
+    supported detectors too, wins. Without either, an unsure message is still not answered as French."""
+    for conversation, browser in (("fr", None), (None, "fr-FR,fr;q=0.9")):
+        detection = detector.detect(text, conversation, browser)
+        assert (detection.lang, detection.unsupported) == ("fr", None), (conversation, browser)
+    assert detector.detect("Hej, jag vill avbryta min beställning", "fr").unsupported == "sv"  # another language
+    assert detector.detect("Bună ziua, vreau să anulez comanda mea", None, "fr-FR").unsupported == "ro"
+
+
+def test_a_short_first_message_the_detectors_are_unsure_of_is_answered_in_the_default(detector):
+    """Nothing known about the customer (no conversation, no supported browser language): "hello" (it 0.39)
+    and "agent" (fr 0.34) are answered in English, not in a language picked at a third of a chance."""
+    for text in ("hello", "agent", "hallo"):
+        detection = detector.detect(text, None, "pl-PL,pl;q=0.9")
+        assert (detection.lang, detection.source) == ("en", "default"), text
+    assert detector.detect("bonjour", None, None).lang == "fr"  # sure enough on its own
+    assert detector.detect("hello", None, "de-DE").lang == "de"  # the browser's language, as before
