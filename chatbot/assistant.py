@@ -317,10 +317,11 @@ class Assistant:
             turn.intent = OUT_OF_SCOPE
             turn.confidence = next((c for i, c in prediction.top if i == OUT_OF_SCOPE), None)
             turn.reply = self.catalogue.line("out_of_scope", lang)
-        elif action == "handoff":
-            reason = prediction.intent if prediction.intent in self.policy.handoff_intents else "repeated_failures"
+        elif action == "handoff":  # asked for (a hand-off intent, sure enough), or the bot failed too often
+            asked = prediction.intent in self.policy.handoff_intents and prediction.confidence >= self.policy.answer
+            reason = prediction.intent if asked else "repeated_failures"
             self._hand_off(conversation, reason)
-            turn.reply = self._handoff_reply(prediction.intent, lang, given)
+            turn.reply = self._handoff_reply(reason, lang, given)
         elif action == "clarify" and len(options := in_scope(prediction.top)[:2]) == 2:
             conversation.failures += 1
             offered = [i for i, _ in options] + [SOMETHING_ELSE] + ([PERSON] if PERSON not in dict(options) else [])

@@ -38,6 +38,8 @@ class ScriptedClassifier:
                 top = [("track_order", 0.95), ("delivery_period", 0.02), ("review", 0.01)]
             elif "weather" in text:
                 top = [("out_of_scope", 0.81), ("review", 0.1), ("track_order", 0.05)]
+            elif "grumble" in text:  # a weak guess at a complaint
+                top = [("complaint", 0.27), ("track_order", 0.25), ("review", 0.2)]
             elif "boom" in text:
                 raise RuntimeError("model crashed")
             else:
@@ -101,6 +103,18 @@ def test_repeated_failures_hand_off(assistant):
     turn = assistant.respond(cid, "still a question about a thing")
     assert turn.action == "handoff" and turn.status == "waiting"
     assert assistant.respond(cid, "hello? anyone?").action == "waiting"
+
+
+def test_a_hand_off_after_failures_is_not_filed_as_the_weak_guess_it_ends_on(assistant):
+    """Handed off because the bot failed, on a message it guessed at a complaint at 0.27: the reason is
+    the failures and the reply the plain hand-off line, not an apology for a complaint never made."""
+    cid = assistant.respond(None, "Where is my order 48213?", "en-US").conversation_id
+    assert assistant.respond(cid, "I have a question about something").action == "clarify"
+    assert assistant.respond(cid, "still a question about a thing").action == "clarify"
+    turn = assistant.respond(cid, "grumble grumble")
+    assert turn.action == "handoff" and turn.intent == "complaint"  # what the model said, for the agents
+    assert turn.reply == assistant.catalogue.line("handoff", "en")
+    assert assistant.store.queue()[0]["handoff_reason"] == "repeated_failures"
 
 
 def test_agent_reply_reaches_the_customer_and_bot_stays_quiet(assistant):
