@@ -640,14 +640,21 @@ def create_server(service: Service, login_throttle: Throttle | None = None, limi
         sign_in = {"auth_dependency": hf_sign_in.attach(app, service.accounts.hf_sessions, "/staff")}
     else:
         sign_in = {"auth": functools.partial(staff_auth, service), "auth_message": "Staff sign-in (agents and admins)."}
-    gr.mount_gradio_app(app, build_staff_app(service), "/staff", **sign_in,
+    staff = build_staff_app(service)
+    gr.mount_gradio_app(app, staff, "/staff", **sign_in,
                         footer_links=[], ssr_mode=False, css=CSS, max_file_size=1, run_history=False)
     customers = build_customer_app(service)
     gr.mount_gradio_app(app, customers, "/", footer_links=["api"], ssr_mode=False, css=CSS,
                         max_file_size=1, run_history=False, show_error=False)  # no internals shown to customers
     turns = chat_turns_per_minute() if limit is None else limit
     return Guard(app, login_throttle=login_throttle, batch_inputs=batch_inputs(customers, ""),
-                 chat_throttle=Throttle(limit=turns, window_s=60) if turns else None, same_origin=("/staff",))
+                 chat_throttle=Throttle(limit=turns, window_s=60) if turns else None, same_origin=("/staff",),
+                 handlers={"": handlers(customers), "/staff": handlers(staff)})
+
+
+def handlers(blocks: gr.Blocks) -> set:
+    """The ``fn_index`` values and API names of every handler of ``blocks`` (what the guard lets be called)."""
+    return {*blocks.fns, *(fn.api_name for fn in blocks.fns.values() if isinstance(fn.api_name, str))}
 
 
 def batch_inputs(blocks: gr.Blocks, prefix: str) -> dict:

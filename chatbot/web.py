@@ -12,6 +12,8 @@
   no page elsewhere may sign staff out (``…/logout``, :func:`sign_out_from_elsewhere`);
 * sign-in attempts (``POST …/login``) are limited per client address (:class:`Throttle`, 429 beyond),
   on top of the per-account-and-address lockout of :mod:`chatbot.accounts`;
+* a call of a handler that does not exist (an ``fn_index`` out of range, an unknown API name) is
+  refused with 404 (``handlers``: Gradio would fail it with a 500 and a traceback in the log);
 * a call of a *batched* handler (the customers' chat turns) gets exactly as many input values as the
   handler takes (missing ones are None, extra ones dropped): Gradio zips the inputs of the calls it
   batches together, so one call with too few values would otherwise fail every call of its batch; its
@@ -127,12 +129,14 @@ class Guard:
     """``batch_inputs`` maps ``(mount prefix, fn_index or api_name)`` of each batched handler to its
     number of inputs (see ``app.batch_inputs``): the customers' chat turns, which ``chat_throttle``
     (when given) also limits per client address (each turn is model time and a stored message).
-    ``same_origin``: path prefixes (mounts) that only pages of this site may call."""
+    ``same_origin``: path prefixes (mounts) that only pages of this site may call. ``handlers`` maps a
+    mount's prefix to the ``fn_index`` values and API names of all its handlers (see ``app.handlers``)."""
 
     def __init__(self, app, max_body: int = MAX_REQUEST_BYTES, login_throttle: Throttle | None = None,
                  batch_inputs: dict | None = None, chat_throttle: Throttle | None = None,
-                 same_origin: tuple[str, ...] = ()):
+                 same_origin: tuple[str, ...] = (), handlers: dict[str, set] | None = None):
         self.app = app
+        self.handlers = handlers or {}
         self.max_body = max_body
         self.login_throttle = login_throttle or Throttle()
         self.batch_inputs = batch_inputs or {}
@@ -163,7 +167,7 @@ class Guard:
                 return await _refuse(send, 400, "Bad Content-Length.")
             if too_large:
                 return await _refuse(send, 413, f"Request body over {self.max_body} bytes.")
-        call = _CALL.match(path) if method == "POST" and self.batch_inputs else None
+        call = _CALL.match(path) if method == "POST" and (self.batch_inputs or self.handlers) else None
         if call:
             try:
                 receive = await self._shaped(call, scope, receive, client)
@@ -214,6 +218,11 @@ class Guard:
                 # Gradio would turn "3" or 3.0 into 3 after this guard had looked for "3" among the
                 # batched handlers and let the call through unshaped, to break the batch it joins.
                 raise BadCall(400, "fn_index must be an integer.")
+            known = self.handlers.get(call.group("prefix"))
+            # the body's index, when given, names the handler Gradio runs; else the path's name does
+            if known is not None and (index not in known if index is not None
+                                      else call.group("name") not in (None, *known)):
+                raise BadCall(404, "No such handler.")
             # by the name in the path, else by the index in the body: Gradio runs the handler the body
             # names whatever the path says (/run/predict), so both must find a batched handler
             width = self.batch_inputs.get((call.group("prefix"), call.group("name")))

@@ -89,6 +89,13 @@ def test_bounds_before_work(server):
         assert client.post("/gradio_api/upload", files={"files": ("a.txt", b"hello")}).status_code == 403
         assert client.post("/staff/gradio_api/upload", files={"files": ("a.txt", b"hello")}).status_code == 403
         assert client.get("/staff", follow_redirects=False).status_code in (301, 302, 307)
+        for prefix in ("", "/staff"):  # a handler that does not exist: 404, not Gradio's 500
+            for index in (99, -1):
+                missing = client.post(f"{prefix}/gradio_api/queue/join",
+                                      json={"data": [], "fn_index": index, "session_hash": "abcdefghijk"})
+                assert missing.status_code == 404, (prefix, index)
+        assert client.post("/gradio_api/call/nonexistent", json={"data": []}).status_code == 404
+        assert client.post("/gradio_api/call/analyse", json={"data": ["hello"]}).status_code == 200
 
 
 def ids_in(value) -> set[str]:

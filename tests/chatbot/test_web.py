@@ -69,6 +69,24 @@ async def test_chat_turns_are_limited_per_client_address():
         assert (await other.post("/gradio_api/call/chat", json={"data": []})).status_code == 200  # another address
 
 
+@pytest.mark.anyio
+async def test_a_call_of_a_handler_that_does_not_exist_is_refused():
+    guard = Guard(echo, handlers={"": {0, 1, "chat"}, "/staff": {0, 5}})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t") as c:
+        async def status(path, body):
+            return (await c.post(path, json=body)).status_code
+
+        assert await status("/gradio_api/queue/join", {"data": [], "fn_index": 2}) == 404
+        assert await status("/staff/gradio_api/queue/join", {"data": [], "fn_index": 1}) == 404
+        assert await status("/gradio_api/call/nonexistent", {"data": []}) == 404
+        assert await status("/gradio_api/run/predict", {"data": [], "fn_index": 9}) == 404
+        assert await status("/gradio_api/queue/join", {"data": [], "fn_index": 1}) == 200
+        assert await status("/staff/gradio_api/queue/join", {"data": [], "fn_index": 5}) == 200
+        assert await status("/gradio_api/call/chat", {"data": []}) == 200
+        assert await status("/gradio_api/run/predict", {"data": [], "fn_index": 0}) == 200  # the body names it
+        assert await status("/other/gradio_api/queue/join", {"data": [], "fn_index": 99}) == 200  # not ours to know
+
+
 @pytest.fixture()
 def anyio_backend():
     return "asyncio"
