@@ -485,24 +485,27 @@ def admin_tick(service: Service, signature, request: gr.Request):
     return (html, new_signature, *(admin_view(service, request) if ended else (gr.skip(),) * 7))
 
 
-def version_action(service: Service, action: str, name, request: gr.Request):
+def version_action(service: Service, action: str, name, request: gr.Request, progress=None):
+    """Promote, roll back or delete a version; a promotion or rollback that has to prepare the serving
+    model first (minutes, once per version and machine) shows its stages in ``progress``."""
+    step = (lambda fraction, stage="": progress(fraction, desc=stage)) if progress is not None else None
     with shown_as_errors():
         caller = caller_of(service, request)
         if action == "promote":
-            service.promote(caller, name)
+            service.promote(caller, name, progress=step)
         elif action == "rollback":
-            name = service.rollback(caller)
+            name = service.rollback(caller, progress=step)
         else:
             service.delete(caller, name)
     return admin_view(service, request, f"{action} {name}: done")
 
 
-def promote(service: Service, name, request: gr.Request):
-    return version_action(service, "promote", name, request)
+def promote(service: Service, name, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio's way
+    return version_action(service, "promote", name, request, progress)
 
 
-def rollback(service: Service, name, request: gr.Request):
-    return version_action(service, "rollback", name, request)
+def rollback(service: Service, name, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+    return version_action(service, "rollback", name, request, progress)
 
 
 def delete(service: Service, name, request: gr.Request):

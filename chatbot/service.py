@@ -357,24 +357,26 @@ class Service:
             log.exception("could not ask the classifier service which version it serves")
             return None
 
-    def promote(self, caller: Caller | None, name: str) -> None:
+    def promote(self, caller: Caller | None, name: str, progress=None) -> None:
+        """Make ``name`` live; ``progress(fraction, stage)`` follows the preparation of its serving model
+        when this process loads it for the first time."""
         require(caller, "admin")
-        self._audited(caller, "promote", name, lambda: self._promote(name))
+        self._audited(caller, "promote", name, lambda: self._promote(name, progress))
 
-    def _promote(self, name: str) -> None:
+    def _promote(self, name: str, progress=None) -> None:
         # in this process: fully loaded before the swap; served: the replicas follow the live pointer
-        classifier = self.open_classifier(self.registry.folder(name))
+        classifier = self.open_classifier(self.registry.folder(name), progress=progress)
         with self._swap:
             self.registry.set_live(name)
             self.assistant = Assistant(classifier, self.store, self.assistant.catalogue, self.assistant.detector,
                                        self.assistant.policy, version=name)
 
-    def rollback(self, caller: Caller | None) -> str:
+    def rollback(self, caller: Caller | None, progress=None) -> str:
         require(caller, "admin")
         previous = self.registry.previous
         if not previous or previous == self.registry.live or not self.registry.exists(previous):
             raise ValueError("there is no previous version to roll back to")
-        self._audited(caller, "rollback", previous, lambda: self._promote(previous))
+        self._audited(caller, "rollback", previous, lambda: self._promote(previous, progress))
         return previous
 
     def delete(self, caller: Caller | None, name: str) -> None:

@@ -341,4 +341,4 @@ def classifier_opener(url: str | None = None):
     if not url:
         return load_serving
     client = ServedClassifier(url)
-    return lambda folder: client
+    return lambda folder, progress=None: client

@@ -185,8 +185,17 @@ def test_build_promote_rollback_delete(service):
 
     assert job.result["source"] == str(service.registry.folder("default"))  # the tuned model, compressed
 
-    service.promote(admin(service), job.name)
+    opener, stages = service.open_classifier, []
+
+    def first_load(folder, progress=None):  # as load_serving does when it exports a version the first time
+        if progress is not None:
+            progress(0.4, "exporting")
+        return opener(folder, progress=progress)
+
+    service.open_classifier = first_load
+    service.promote(admin(service), job.name, progress=lambda fraction, stage="": stages.append(stage))
     assert service.registry.live == job.name and service.assistant.version == job.name
+    assert stages == ["exporting"]  # what the admin's progress bar shows
     # the live model is compressed now: the next build starts from the shipped one again
     again = wait(service.start_build(admin(service), 0.5, "plain", "attn", epochs=1, max_per_intent=2))
     assert again.status == "done", again.error
