@@ -106,7 +106,7 @@ class Pending:
     client_message_id: str | None = None
     conversation_lang: str | None = None
     in_conversation: bool = False
-    """Whether ``conversation_id`` names a stored conversation."""
+    """Whether ``conversation_id`` names a stored conversation that is not closed."""
     settled: str | None = None
     """The action a step before classification decided (empty, too_long, unsupported)."""
     detection: Detection | None = None
@@ -170,12 +170,12 @@ class Assistant:
             except Exception as err:  # noqa: BLE001
                 p.error, p.settled = _error(err), "error"
         self._classify([p for p in pending if p.needs_model and p.error is None])
-        return [self._unstored(p) if not p.text.strip() and not p.choice and not p.in_conversation else self._persist_alone(p)
+        return [self._unstored(p) if p.error is None and not p.text.strip() and not p.choice and not p.in_conversation else self._persist_alone(p)
                 for p in pending]
 
     def _unstored(self, p: Pending) -> Turn:
         """The answer to a blank message (nothing but spaces and control characters: a malformed API call,
-        the UI sends none) outside any conversation: nothing is stored, so a client sending such calls in
+        the UI sends none) outside any open conversation: nothing is stored, so a client sending such calls in
         a loop fills no database. A message of digits or emoji alone (an order number) is kept as usual."""
         lang = p.detection.lang if p.detection else "en"
         return Turn("", self.catalogue.line("empty", lang), "empty", lang, status="")
@@ -201,7 +201,7 @@ class Assistant:
                     text_field("choice", limit=64), text_field("client_message_id", CLIENT_MESSAGE_ID, 64))
         conversation = self.store.conversation(p.conversation_id) if p.conversation_id else None
         if conversation:
-            p.conversation_lang, p.in_conversation = conversation["lang"], True
+            p.conversation_lang, p.in_conversation = conversation["lang"], conversation["status"] != "closed"
         if p.choice and p.choice in (*self.classifier.labels, SOMETHING_ELSE, PERSON):
             return p
         p.choice = None

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import anyio
 
 from chatbot.accounts import HF_PREFIX, HfRecord, HfSessions, hf_role
-from chatbot.web import client_address
+from chatbot.web import client_address, route_path
 
 log = logging.getLogger(__name__)
 LOGIN = "/login/huggingface"
@@ -134,9 +134,7 @@ class StaffGate:
         self.sessions = sessions
 
     async def __call__(self, scope, receive, send):
-        path, root = scope.get("path", ""), scope.get("root_path", "").rstrip("/")
-        if root and path.startswith(root):  # served under a prefix (uvicorn --root-path): routes see the rest
-            path = path[len(root):]
+        path, root = route_path(scope), scope.get("root_path", "").rstrip("/")  # under uvicorn --root-path
         if scope["type"] != "http" or scope.get("method") != "GET" or path not in (self.page, LOGOUT, CALLBACK):
             return await self.app(scope, receive, send)
         if path == CALLBACK:

@@ -15,8 +15,8 @@ detector here:
 * says ``unsupported`` when the text is written mostly in a script none of the supported languages
   uses (Japanese, Chinese, Korean, Cyrillic, Arabic, Hebrew, Greek, Thai, Indic…), however short, or
   when the unrestricted langdetect is confident the text is another language, unless the supported
-  detectors too put first the language the conversation or browser already gave (texting-style
-  French is French).
+  detectors too put first, at 0.5 or more, the language the conversation or browser already gave
+  (texting-style French is French).
 """
 
 from __future__ import annotations

@@ -116,6 +116,7 @@ class Service:
         self.policy = policy
         """How admin builds heal (:class:`chatbot.build.BuildPolicy`; its defaults when None)."""
         self._swap = threading.Lock()
+        self._promoting = threading.Lock()  # a pointer write and its swap, one promotion at a time
         self._jobs: dict[str, Job] = {}
         self._job_lock = threading.Lock()
         self.open_classifier = classifier_opener()  # in this process, or served ($CHATBOT_CLASSIFIER_URL)
@@ -364,12 +365,14 @@ class Service:
         self._audited(caller, "promote", name, lambda: self._promote(name, progress))
 
     def _promote(self, name: str, progress=None) -> None:
-        # in this process: fully loaded before the swap; served: the replicas follow the live pointer
+        # in this process: fully loaded before the swap; served: the replicas follow the live pointer.
+        # The pointer is written (a file lock other processes may hold) outside the lock every turn takes.
         classifier = self.open_classifier(self.registry.folder(name), progress=progress)
-        with self._swap:
+        with self._promoting:
             self.registry.set_live(name)
-            self.assistant = Assistant(classifier, self.store, self.assistant.catalogue, self.assistant.detector,
-                                       self.assistant.policy, version=name)
+            with self._swap:
+                self.assistant = Assistant(classifier, self.store, self.assistant.catalogue,
+                                           self.assistant.detector, self.assistant.policy, version=name)
 
     def rollback(self, caller: Caller | None, progress=None) -> str:
         require(caller, "admin")
@@ -385,7 +388,9 @@ class Service:
 
     def _audited(self, caller: Caller, action: str, name: str, act) -> None:
         """``act()`` on version ``name`` written to the audit trail first (an action that cannot be
-        audited does not happen), and its failure after it, with why."""
+        audited does not happen), and its failure after it, with why. A name that cannot be a version is
+        refused first: it is nothing to audit."""
+        self.registry.folder(name)
         self._record(caller, action, name)
         try:
             act()

@@ -120,6 +120,13 @@ class Replica:
         self._reloading = threading.Lock()
         self._failed: tuple[tuple, float, float] | None = None
         """(the pointer that failed to load, when to try it again, the wait after that)."""
+        try:
+            pointer = self.registry.pointed()
+        except ValueError:
+            pointer = None
+        if pointer is not None and (pointer.get("live") or DEFAULT_VERSION) != self.version:  # it did not load
+            self._failed = ((pointer.get("live"), pointer.get("promoted_at")), time.monotonic() + FIRST_RETRY_S,
+                            min(2 * FIRST_RETRY_S, LAST_RETRY_S))
         self.batches = {"batches": 0, "messages": 0, "largest": 0}
         """How full the forward passes were (the batching across app processes), since the start."""
 

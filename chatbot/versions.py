@@ -152,11 +152,17 @@ class Registry:
         return self._read_pointer().get("previous")
 
     def set_live(self, name: str) -> None:
+        """Make ``name`` live (and the live one previous). A damaged pointer is replaced, with no previous:
+        promoting is how an admin repairs it."""
         with self._locked():
             if not self.exists(name):
                 raise ValueError(f"no version {name!r}")
-            current = self.live
-            self._write_pointer({"live": name, "previous": current if current != name else self.previous,
+            try:
+                pointer = self._read_pointer(strict=True)
+                current = pointer["live"] if pointer["live"] and self.exists(pointer["live"]) else DEFAULT_VERSION
+            except ValueError:
+                pointer, current = {"previous": None}, None
+            self._write_pointer({"live": name, "previous": current if current != name else pointer["previous"],
                                  "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
     @contextmanager
@@ -173,6 +179,7 @@ class Registry:
         """Replace the pointer atomically, through a temporary file no other writer uses."""
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".live-", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from replicas run as other users
             with os.fdopen(fd, "w") as f:
                 json.dump(payload, f)
                 f.flush()
@@ -184,15 +191,20 @@ class Registry:
 
     def delete(self, name: str) -> None:
         """Remove a version that is neither the default nor live (checked holding the pointer's lock, so
-        a promote of it at the same time either wins, and the delete is refused, or finds it gone)."""
+        a promote of it at the same time either wins, and the delete is refused, or finds it gone).
+        Refused while the pointer is damaged: which version replicas serve is unknown then."""
         if name == DEFAULT_VERSION:
             raise ValueError("the shipped default version cannot be deleted")
         folder = self.folder(name)
         trash = self.root / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
         with self._locked():
-            if name == self.live:
+            try:
+                live = self._read_pointer(strict=True)["live"]
+            except ValueError as err:
+                raise ValueError(f"{err}: promote a version to repair it, then delete") from None
+            if name == live:
                 raise ValueError("the live version cannot be deleted; promote another one first")
-            if not folder.exists():
+            if not folder.is_dir():
                 raise ValueError(f"no version {name!r}")
             trash.parent.mkdir(exist_ok=True)
             folder.rename(trash)  # out of the listing at once; removing the files can take a while
@@ -210,6 +222,20 @@ class Registry:
             rows.append({"name": name, "live": name == live, "created": ModelFolder.read(folder).created,
                          **{k: v for k, v in evaluation.items() if k not in ("folder",)}})
         return rows
+
+
+def _umask() -> int:
+    """The process's file-creation mask: from /proc on Linux (reading it with ``os.umask`` sets it for
+    a moment, for every thread), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def open_first(registry: Registry, load: Callable[[str], T], who: str) -> tuple[str, T]:

@@ -39,6 +39,15 @@ from chatbot.settings import MAX_REQUEST_BYTES
 client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
 
 
+def route_path(scope) -> str:
+    """The request's path as the app's routes see it: without the prefix the app is served under
+    (``uvicorn --root-path /bot`` puts ``/bot`` in both ``root_path`` and ``path``)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):] or "/"
+    return path
+
+
 @dataclass
 class Throttle:
     """At most ``limit`` events per key within ``window_s`` seconds (a sliding window)."""
@@ -81,7 +90,7 @@ class BadCall(Exception):
         self.status = status
 
 
-_CALL = re.compile(r"^(?P<prefix>.*?)/gradio_api/(?:queue/join|(?:call/v2|call|run|api)/(?P<name>[\w-]+))/?$")
+_CALL = re.compile(r"^(?P<prefix>.*?)/gradio_api/(?:queue/join|(?P<kind>call/v2|call|run|api)/(?P<name>[\w-]+))/?$")
 
 
 def _netloc(value: str, scheme: str) -> str:
@@ -148,7 +157,7 @@ class Guard:
             return await self.app(scope, receive, send)
         client = (scope.get("client") or ("?", 0))[0]
         client_address.set(client)
-        path, method = scope.get("path", ""), scope.get("method", "GET")
+        path, method = route_path(scope), scope.get("method", "GET")
         headers = dict(scope.get("headers") or [])
         mounted = any(path == p or path.startswith(p + "/") for p in self.same_origin)
         if mounted and cross_site(headers, scope.get("scheme", "http")):
@@ -218,15 +227,17 @@ class Guard:
                 # Gradio would turn "3" or 3.0 into 3 after this guard had looked for "3" among the
                 # batched handlers and let the call through unshaped, to break the batch it joins.
                 raise BadCall(400, "fn_index must be an integer.")
+            # Gradio runs the handler /call/<name> names (the body's index is ignored there); on the
+            # other routes the body's index when given (/run/predict), else the path's name
+            by_name = call.group("kind") in ("call", "call/v2")
+            target = call.group("name") if by_name or index is None else index
             known = self.handlers.get(call.group("prefix"))
-            # the body's index, when given, names the handler Gradio runs; else the path's name does
-            if known is not None and (index not in known if index is not None
-                                      else call.group("name") not in (None, *known)):
+            if known is not None and target is not None and target not in known:
                 raise BadCall(404, "No such handler.")
             # by the name in the path, else by the index in the body: Gradio runs the handler the body
             # names whatever the path says (/run/predict), so both must find a batched handler
             width = self.batch_inputs.get((call.group("prefix"), call.group("name")))
-            if width is None and index is not None:
+            if width is None and index is not None and not by_name:
                 width = self.batch_inputs.get((call.group("prefix"), index))
             if width is not None and self.chat_throttle and not self.chat_throttle.allow(client):
                 raise BadCall(429, "Too many messages from this address; wait a minute.")

@@ -157,6 +157,20 @@ def test_bad_input_gets_a_clear_reply_and_loses_nothing(assistant, text, action)
         assert "DROP TABLE" in assistant.store.messages(turn.conversation_id)[0]["text"]
 
 
+def test_a_blank_message_to_a_closed_conversation_or_a_failed_request_is_not_taken_for_another(assistant, monkeypatch):
+    cid = assistant.respond(None, "I have a question about something").conversation_id
+    assistant.close(cid)
+    before = assistant.store.count_messages()
+    turn = assistant.respond(cid, "   ")  # closed: a blank message starts no new conversation either
+    assert (turn.action, turn.conversation_id, assistant.store.count_messages()) == ("empty", "", before)
+
+    def down(conversation_id):
+        raise ConnectionError("database down")
+
+    monkeypatch.setattr(assistant.store, "conversation", down)
+    assert assistant.respond(cid, "where is my parcel").action == "error"  # not "your message is empty"
+
+
 def test_card_numbers_are_masked_before_storing(assistant):
     turn = assistant.respond(None, "my card 4111 1111 1111 1111 was charged twice")
     assert "4111 1111" not in assistant.store.messages(turn.conversation_id)[0]["text"]

@@ -137,6 +137,10 @@ def test_the_app_starts_on_the_previous_version_when_the_live_one_does_not_load(
 
 def test_promote_rollback_and_delete_are_audited_before_they_happen(service, monkeypatch):
     caller = admin(service)
+    for bad in ("x" * 200, "../escape"):  # not a version name: refused before anything, audit included
+        with pytest.raises(ValueError, match="invalid version name"):
+            service.promote(caller, bad)
+    assert service.audit.entries(action="promote") == []
     with pytest.raises(Exception, match="not a model folder"):
         service.promote(caller, "v-missing")
     tried, failed = service.audit.entries()[:2][::-1]

@@ -103,6 +103,10 @@ def test_a_replica_tries_a_broken_version_again_only_after_a_wait_and_keeps_serv
     assert not replica.follow() and attempts == ["default", "v2", "v2"]
     clock[0] += 30
     assert not replica.follow() and attempts == ["default", "v2", "v2", "v2"]
+    restarted = Replica(home, default, loader=loader)  # starts on the default: v2 is tried after 30 s, not at once
+    assert restarted.version == "default" and not restarted.follow() and attempts.count("v2") == 4
+    clock[0] += 31
+    assert not restarted.follow() and attempts.count("v2") == 5
     registry.set_live("v3")  # a new promotion is loaded at once
     assert replica.follow() and replica.version == "v3"
     good = registry.pointer.read_text()

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 import pytest
 
 from chatbot import views
-from chatbot.versions import DEFAULT_VERSION, Registry
+from chatbot.versions import DEFAULT_VERSION, Registry, _umask
 
 
 def message(i, role, text, **kw):
@@ -211,10 +211,17 @@ def test_a_promote_and_a_delete_at_once_both_hold(tmp_path, tiny_model, monkeypa
     assert sorted(p.name for p in registry.root.iterdir() if p.is_file()) == [".lock", "live.json"]  # no temporary left
     with pytest.raises(ValueError, match="live"):
         other.delete("vC")
+    assert registry.pointer.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable by replicas of other users
+    with pytest.raises(ValueError, match="no version"):
+        other.delete("live.json")  # a file, not a version
     registry.pointer.write_text('{"live": "vC", "prev')  # damaged: the listing says default, replicas are told
     assert registry.live == DEFAULT_VERSION
     with pytest.raises(ValueError, match="damaged"):
         registry.pointed()
+    with pytest.raises(ValueError, match="damaged"):  # replicas may still serve vB: it stays
+        other.delete("vB")
+    registry.set_live("vB")  # promoting repairs it
+    assert registry.pointed() | {"promoted_at": None} == {"live": "vB", "previous": None, "promoted_at": None}
     registry.pointer.unlink()  # no pointer yet: the default, as written
     assert registry.pointed()["live"] == DEFAULT_VERSION
 

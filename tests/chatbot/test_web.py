@@ -5,7 +5,7 @@ import json
 import httpx
 import pytest
 
-from chatbot.web import Guard, Throttle, client_address, cross_site
+from chatbot.web import route_path, Guard, Throttle, client_address, cross_site
 
 
 async def echo(scope, receive, send):
@@ -85,6 +85,23 @@ async def test_a_call_of_a_handler_that_does_not_exist_is_refused():
         assert await status("/gradio_api/call/chat", {"data": []}) == 200
         assert await status("/gradio_api/run/predict", {"data": [], "fn_index": 0}) == 200  # the body names it
         assert await status("/other/gradio_api/queue/join", {"data": [], "fn_index": 99}) == 200  # not ours to know
+        # /call/<name> runs the handler it names, whatever index the body carries
+        assert await status("/gradio_api/call/nonexistent", {"data": [], "fn_index": 0}) == 404
+        assert await status("/gradio_api/call/v2/chat", {"data": [], "fn_index": 7}) == 200
+
+
+@pytest.mark.anyio
+async def test_the_guard_sees_the_paths_the_routes_see_under_a_root_path():
+    """``uvicorn --root-path /bot``: the scope's path starts with /bot, the mounts do not."""
+    guard = Guard(echo, same_origin=("/staff",), handlers={"/staff": {0}})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard, root_path="/bot"),
+                                 base_url="https://bot.example") as c:
+        evil = {"origin": "https://evil.example"}
+        assert (await c.post("/bot/staff/gradio_api/queue/join", json={"fn_index": 0}, headers=evil)).status_code == 403
+        assert (await c.post("/bot/staff/gradio_api/queue/join", json={"fn_index": 99})).status_code == 404
+        assert (await c.post("/bot/staff/gradio_api/queue/join", json={"fn_index": 0})).status_code == 200
+    assert route_path({"path": "/bot", "root_path": "/bot"}) == "/"
+    assert route_path({"path": "/botany/x", "root_path": "/bot"}) == "/botany/x"
 
 
 @pytest.fixture()
