@@ -353,7 +353,7 @@ class Service:
         if not hasattr(classifier, "info"):
             return self._live().version
         try:
-            return classifier.info()["version"]
+            return classifier.info(timeout=5)["version"]  # an Admin tab view waits no longer
         except Exception:  # noqa: BLE001 - the tab says it could not ask
             log.exception("could not ask the classifier service which version it serves")
             return None

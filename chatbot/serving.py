@@ -302,9 +302,10 @@ class ServedClassifier:
         self._http = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=64), transport=transport)
         self._info: dict | None = None
 
-    def info(self) -> dict:
-        """What a replica serves: ``{"version", "labels", "replica", "device", "threads", "batches", "pid"}``."""
-        response = self._http.get(self.url)
+    def info(self, timeout: float | None = None) -> dict:
+        """What a replica serves: ``{"version", "labels", "replica", "device", "threads", "batches", "pid"}``
+        (``timeout``: seconds, instead of the client's)."""
+        response = self._http.get(self.url, **({"timeout": timeout} if timeout is not None else {}))
         response.raise_for_status()
         self._info = response.json()
         return self._info

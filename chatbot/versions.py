@@ -210,7 +210,8 @@ class Registry:
             folder.rename(trash)  # out of the listing at once; removing the files can take a while
             if name == self.previous:  # rollback would name a folder that is gone
                 self._write_pointer({**self._read_pointer(), "previous": None})
-        shutil.rmtree(trash, ignore_errors=True)
+        for left in trash.parent.iterdir():  # this one, and any an earlier delete could not remove (NFS)
+            shutil.rmtree(left, ignore_errors=True)
 
     # -- what the admin table and plot show ----------------------------------------------------
     def summaries(self) -> list[dict]:

@@ -128,9 +128,9 @@ def test_the_app_starts_on_the_previous_version_when_the_live_one_does_not_load(
     restarted = Service(home_dir=tmp_path, default_model=tiny_model, data=[str(tiny_data)])
     assert restarted.assistant.version == "default" and restarted.registry.live == "v2"
     assert restarted.serving(admin(restarted)) == "default" and restarted.versions(admin(restarted))[0]["name"] == "default"
-    served = restarted.assistant.classifier = types.SimpleNamespace(info=lambda: {"version": "v9"})  # Ray Serve's
-    assert restarted.serving(admin(restarted)) == "v9"
-    served.info = lambda: 1 / 0  # no replica answers
+    served = restarted.assistant.classifier = types.SimpleNamespace(info=lambda timeout: {"version": f"v{timeout}"})
+    assert restarted.serving(admin(restarted)) == "v5"  # what Ray Serve's replica says, asked with a short wait
+    served.info = lambda timeout: 1 / 0  # no replica answers
     assert restarted.serving(admin(restarted)) is None
     assert restarted.respond_batch([{"conversation_id": None, "text": "cancel order stop 1"}])[0].model_version == "default"
 

@@ -146,7 +146,9 @@ def test_registry_pointer_promotion_rollback_and_summaries(tmp_path, tiny_model)
     (built2 / "model.json").write_text((tiny_model / "model.json").read_text())
     registry.set_live("v3")
     assert registry.previous == "v1"
+    (registry.root / ".trash" / "v0-0a1b2c3d" / "adapter").mkdir(parents=True)  # an earlier delete's leftovers
     registry.delete("v1")  # the version rollback would go back to: rollback has nowhere to go now
+    assert list((registry.root / ".trash").iterdir()) == [] and not built.exists()
     assert registry.previous is None and registry.live == "v3"
     (built / "model.json").parent.mkdir(parents=True)
     (built / "model.json").write_text((tiny_model / "model.json").read_text())
