@@ -117,6 +117,13 @@ class Pending:
     def needs_model(self) -> bool:
         return self.settled is None and not self.choice
 
+    @property
+    def starts_nothing(self) -> bool:
+        """A blank message (nothing but spaces and control characters: a malformed API call, the UI sends
+        none) outside any open conversation: it is answered, and nothing is stored, so a client sending
+        such calls in a loop fills no database. Digits or emoji alone (an order number) are kept as usual."""
+        return self.error is None and not self.text.strip() and not self.choice and not self.in_conversation
+
 
 class Assistant:
     """Classifier + language detector + policy + replies + store, for any number of conversations.
@@ -170,13 +177,10 @@ class Assistant:
             except Exception as err:  # noqa: BLE001
                 p.error, p.settled = _error(err), "error"
         self._classify([p for p in pending if p.needs_model and p.error is None])
-        return [self._unstored(p) if p.error is None and not p.text.strip() and not p.choice and not p.in_conversation else self._persist_alone(p)
-                for p in pending]
+        return [self._unstored(p) if p.starts_nothing else self._persist_alone(p) for p in pending]
 
     def _unstored(self, p: Pending) -> Turn:
-        """The answer to a blank message (nothing but spaces and control characters: a malformed API call,
-        the UI sends none) outside any open conversation: nothing is stored, so a client sending such calls in
-        a loop fills no database. A message of digits or emoji alone (an order number) is kept as usual."""
+        """The answer to a message that starts nothing (:attr:`Pending.starts_nothing`): not stored."""
         lang = p.detection.lang if p.detection else "en"
         return Turn("", self.catalogue.line("empty", lang), "empty", lang, status="")
 

@@ -349,11 +349,11 @@ class Service:
         not the live one when that did not load at start), or what a replica says it serves (served;
         None when no replica answers). The Admin tab shows it beside the live pointer when they differ."""
         require(caller, "admin")
-        classifier = self._live().classifier
-        if not hasattr(classifier, "info"):
-            return self._live().version
+        assistant = self._live()
+        if not hasattr(assistant.classifier, "info"):
+            return assistant.version
         try:
-            return classifier.info(timeout=5)["version"]  # an Admin tab view waits no longer
+            return assistant.classifier.info(timeout=5)["version"]  # an Admin tab view waits no longer
         except Exception:  # noqa: BLE001 - the tab says it could not ask
             log.exception("could not ask the classifier service which version it serves")
             return None

@@ -125,8 +125,7 @@ class Replica:
         except ValueError:
             pointer = None
         if pointer is not None and (pointer.get("live") or DEFAULT_VERSION) != self.version:  # it did not load
-            self._failed = ((pointer.get("live"), pointer.get("promoted_at")), time.monotonic() + FIRST_RETRY_S,
-                            min(2 * FIRST_RETRY_S, LAST_RETRY_S))
+            self._back_off(pointer, FIRST_RETRY_S)
         self.batches = {"batches": 0, "messages": 0, "largest": 0}
         """How full the forward passes were (the batching across app processes), since the start."""
 
@@ -166,16 +165,15 @@ class Replica:
         except ValueError as err:
             log.warning("replica %s keeps serving %s: %s", self.name, self.version, err)
             return False
-        live, mark = pointer.get("live") or DEFAULT_VERSION, (pointer.get("live"), pointer.get("promoted_at"))
-        failed = self._failed if self._failed and self._failed[0] == mark else None
+        live = pointer.get("live") or DEFAULT_VERSION
+        failed = self._failed if self._failed and self._failed[0] == _promotion(pointer) else None
         if live == self.version or (failed and time.monotonic() < failed[1]) \
                 or not self._reloading.acquire(blocking=False):
             return False
         try:
             classifier = self._load(live)
         except Exception:  # noqa: BLE001 - a broken version must not take the replica down
-            wait = failed[2] if failed else FIRST_RETRY_S
-            self._failed = (mark, time.monotonic() + wait, min(2 * wait, LAST_RETRY_S))
+            wait = self._back_off(pointer, failed[2] if failed else FIRST_RETRY_S)
             log.exception("replica %s could not load version %s; it keeps serving %s and tries again in %.0f s",
                           self.name, live, self.version, wait)
             return False
@@ -183,6 +181,16 @@ class Replica:
             self._reloading.release()
         self.current, self._failed = (live, classifier), None
         return True
+
+    def _back_off(self, pointer: dict, wait: float) -> float:
+        """Try the promotion ``pointer`` names again only after ``wait`` seconds, the time after twice that."""
+        self._failed = (_promotion(pointer), time.monotonic() + wait, min(2 * wait, LAST_RETRY_S))
+        return wait
+
+
+def _promotion(pointer: dict) -> tuple:
+    """What tells one promotion from another: the version and when it was promoted."""
+    return pointer.get("live"), pointer.get("promoted_at")
 
 
 def parse_request(body) -> tuple[list[str], int]:

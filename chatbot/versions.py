@@ -199,17 +199,17 @@ class Registry:
         trash = self.root / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
         with self._locked():
             try:
-                live = self._read_pointer(strict=True)["live"]
+                pointer = self._read_pointer(strict=True)
             except ValueError as err:
                 raise ValueError(f"{err}: promote a version to repair it, then delete") from None
-            if name == live:
+            if name == pointer["live"]:
                 raise ValueError("the live version cannot be deleted; promote another one first")
             if not folder.is_dir():
                 raise ValueError(f"no version {name!r}")
             trash.parent.mkdir(exist_ok=True)
             folder.rename(trash)  # out of the listing at once; removing the files can take a while
-            if name == self.previous:  # rollback would name a folder that is gone
-                self._write_pointer({**self._read_pointer(), "previous": None})
+            if name == pointer["previous"]:  # rollback would name a folder that is gone
+                self._write_pointer({**pointer, "previous": None})
         for left in trash.parent.iterdir():  # this one, and any an earlier delete could not remove (NFS)
             shutil.rmtree(left, ignore_errors=True)
 
