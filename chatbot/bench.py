@@ -27,6 +27,7 @@ from chatbot import machine
 from chatbot.data import Example, limit_per_intent, load_dataset, stratified_sample
 from chatbot.evaluate import latency_summary, scope_scores, score
 from chatbot.lora import LoraSettings
+from chatbot.policy import OutOfScopeBudget, PolicyConfig
 from chatbot.runtime import SERVING_RUNTIMES
 from chatbot.settings import DEFAULT_BASE, OUT_OF_SCOPE
 from chatbot.speed import serve_systems
@@ -53,10 +54,8 @@ class BenchArgs:
     """Score at most this many evaluation rows (a seeded stratified sample)."""
     tune_split: str | None = None
     """A split never trained on (e.g. dev) on which the LLM's out-of-scope threshold is tuned; default: the carved dev."""
-    max_reject: float | None = None
-    """Tune that threshold to turn away by confidence at most this share of the tune split's in-scope
-    messages (on top of those the out-of-scope label takes), instead of maximising in-scope accuracy +
-    out-of-scope recall; only for data with an out-of-scope class."""
+    budget: OutOfScopeBudget = field(default_factory=OutOfScopeBudget)
+    """How that threshold is chosen on the tune split (only for data with an out-of-scope class)."""
     fit: FitSettings = field(default_factory=FitSettings)
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"prefix": "lora_"})
     teacher: list[str] = field(default_factory=list)
@@ -86,8 +85,6 @@ class BenchArgs:
             raise ValueError("tune split must be train, dev or test")
         if self.tune_split == self.eval_split:
             raise ValueError("tune the threshold on another split than the one scored")
-        if self.max_reject is not None and not 0 <= self.max_reject < 1:
-            raise ValueError("max reject must be in [0, 1)")
         if unknown := set(self.runtimes) - set(SERVING_RUNTIMES):
             raise ValueError(f"unknown runtime(s) {', '.join(sorted(unknown))}: use {', '.join(SERVING_RUNTIMES)}")
         serve_systems(self.serve, self.runtimes)  # a clear error now for a wrong runtime or a system twice
@@ -184,18 +181,17 @@ def run_llm(splits: dict, args: BenchArgs, base: str, workdir: Path) -> dict:
     result["model_folder"] = str(folder) if args.keep_models else None
     result["dev_accuracy"] = ModelFolder.read(folder).metrics["dev_accuracy"]
     if OUT_OF_SCOPE in classifier.labels:
-        result["threshold"] = _threshold_variant(classifier, splits, args.max_reject)
+        result["threshold"] = _threshold_variant(classifier, splits, args.budget)
     return result
 
 
-def _threshold_variant(classifier, splits: dict, max_reject: float | None = None) -> dict:
+def _threshold_variant(classifier, splits: dict, budget: OutOfScopeBudget) -> dict:
     """Out of scope also below a confidence threshold on the best intent, tuned on the tune split."""
     from chatbot.evaluate import policy_verdicts, scope_scores, tune_out_of_scope
-    from chatbot.policy import PolicyConfig
 
     tune = splits["tune"]
     tuned = tune_out_of_scope(classifier.predict([e.text for e in tune]), [e.intent for e in tune],
-                              max_reject=max_reject)
+                              **asdict(budget))
     rows = splits["eval"]
     verdict, _ = policy_verdicts(classifier.predict([e.text for e in rows]), PolicyConfig(out_of_scope=tuned["threshold"]))
     return {"tuned": tuned, "tune_rows": len(tune),

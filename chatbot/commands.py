@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from chatbot.policy import OutOfScopeBudget
 from chatbot.settings import DEFAULT_BASE, DEFAULT_MODEL_DIR, OUT_OF_SCOPE, TRAINING_DATA, VOCAB_CORPORA
 from compression.compress import CompressArgs
 from compression.timing import SvdTimingArgs
@@ -234,20 +235,13 @@ class TuneArgs:
     """Split to tune on."""
     report: str | None = None
     """Write the JSON result here."""
-    max_reject: float | None = None
-    """Choose the out-of-scope threshold that turns away by confidence at most this share of the split's
-    in-scope messages, on top of those the out-of-scope label already takes (how many real requests the
-    product may turn away), instead of maximising in-scope accuracy + out-of-scope recall."""
-
-    def __post_init__(self):
-        if self.max_reject is not None and not 0 <= self.max_reject < 1:
-            raise ValueError("max reject must be in [0, 1)")
+    budget: OutOfScopeBudget = field(default_factory=OutOfScopeBudget)
 
 
 def run_tune(args: TuneArgs) -> dict:
     """Pick the policy's answer threshold on held-out data and show coverage at candidate values;
     with out_of_scope rows, also the out-of-scope threshold that maximises in-scope accuracy +
-    out-of-scope recall, or that turns away at most ``max_reject`` of the in-scope rows (answer
+    out-of-scope recall, or within the budget's share of the in-scope rows (answer
     thresholds are measured on the in-scope rows)."""
     import numpy as np
 
@@ -262,10 +256,10 @@ def run_tune(args: TuneArgs) -> dict:
     rows = [e for e in rows if e.intent in classifier.labels]
     predictions = classifier.predict([e.text for e in rows])
     scoped = OUT_OF_SCOPE in {e.intent for e in rows}
-    if args.max_reject is not None and not scoped:
-        raise ValueError(f"--max-reject tunes the out-of-scope threshold: the {args.split} split has no "
-                         f"{OUT_OF_SCOPE} rows to score it with")
-    out_of_scope = tune_out_of_scope(predictions, [e.intent for e in rows], max_reject=args.max_reject) if scoped else None
+    if args.budget.chosen and not scoped:
+        raise ValueError(f"--max-reject and --max-in-scope-loss tune the out-of-scope threshold: the {args.split} "
+                         f"split has no {OUT_OF_SCOPE} rows to score it with")
+    out_of_scope = tune_out_of_scope(predictions, [e.intent for e in rows], **asdict(args.budget)) if scoped else None
     if not any(e.intent != OUT_OF_SCOPE for e in rows):
         raise ValueError(f"the {args.split} split has no in-scope rows with an intent this model knows")
     predictions, rows = zip(*[(p, e) for p, e in zip(predictions, rows) if e.intent != OUT_OF_SCOPE])

@@ -47,6 +47,30 @@ class PolicyConfig:
             raise ValueError("gap and out-of-scope threshold must be in [0, 1), max failures ≥ 1")
 
 
+@dataclass
+class OutOfScopeBudget:
+    """How the out-of-scope threshold is chosen on labelled data (``evaluate.tune_out_of_scope``);
+    with neither field, the threshold that maximises in-scope accuracy + out-of-scope recall."""
+    max_reject: float | None = None
+    """Choose the out-of-scope threshold that turns away by confidence at most this share of the split's
+    in-scope messages, on top of those the out-of-scope label already takes (how many real requests the
+    product may turn away), instead of maximising in-scope accuracy + out-of-scope recall."""
+    max_in_scope_loss: float | None = None
+    """Choose the highest out-of-scope threshold that costs at most this share of the split's in-scope
+    accuracy (turns away at most that share of the in-scope messages the label gets right)."""
+
+    def __post_init__(self):
+        for name, budget in (("max reject", self.max_reject), ("max in-scope loss", self.max_in_scope_loss)):
+            if budget is not None and not 0 <= budget < 1:
+                raise ValueError(f"{name} must be in [0, 1)")
+        if self.max_reject is not None and self.max_in_scope_loss is not None:
+            raise ValueError("choose the threshold by max reject or by max in-scope loss, not both")
+
+    @property
+    def chosen(self) -> bool:
+        return self.max_reject is not None or self.max_in_scope_loss is not None
+
+
 def in_scope(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
     """The intents among ``top``, best first, without the out-of-scope label."""
     return [(intent, p) for intent, p in top if intent != OUT_OF_SCOPE]

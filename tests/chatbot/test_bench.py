@@ -2,6 +2,7 @@ import json
 import pytest
 
 from chatbot.bench import BenchArgs, make_splits, run_bench
+from chatbot.policy import OutOfScopeBudget
 from chatbot.train import FitSettings
 
 
@@ -46,11 +47,13 @@ def test_the_bench_trains_from_a_teacher(tiny_data, tiny_base, tiny_model, tmp_p
     assert taught["args"]["teacher"] == [str(teacher)]
 
 
-@pytest.mark.parametrize("max_reject", [None, 0.2])
-def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tmp_path, max_reject):
+@pytest.mark.parametrize("budget", [OutOfScopeBudget(), OutOfScopeBudget(max_reject=0.2),
+                                    OutOfScopeBudget(max_in_scope_loss=0.1)])
+def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tmp_path, budget):
     """Data with an out_of_scope class: every system reports in-scope accuracy and out-of-scope
     recall, and the LLM also with a threshold tuned on a split it never trained on (by the default
-    objective, or to turn away at most a share of its in-scope messages)."""
+    objective, to turn away at most a share of its in-scope messages, or to lose at most a share of
+    its in-scope accuracy)."""
     import csv
     import random
 
@@ -71,14 +74,15 @@ def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tm
         writer.writerows(rows)
     report = run_bench(BenchArgs(data=[str(path)], report=str(tmp_path / "r"), bases=[str(tiny_base)],
                                  fit=FitSettings(epochs=2, batch_size=8), dev_per_language=6, tune_split="dev",
-                                 max_reject=max_reject))
+                                 budget=budget))
     for system, result in report["results"].items():
         assert "error" not in result, result
         assert result["in_scope"]["n"] == 18 and result["out_of_scope"]["n"] == 6
     llm = report["results"][str(tiny_base)]
     assert llm["threshold"]["tune_rows"] == 20 and 0 <= llm["threshold"]["tuned"]["threshold"] < 1
     assert llm["threshold"]["out_of_scope"]["recall"] >= llm["out_of_scope"]["recall"]
-    assert llm["threshold"]["tuned"].get("max_reject") == max_reject
+    assert llm["threshold"]["tuned"].get("max_reject") == budget.max_reject
+    assert llm["threshold"]["tuned"].get("max_in_scope_loss") == budget.max_in_scope_loss
     table = (tmp_path / "r" / "bench.md").read_text()
     assert "out-of-scope recall" in table and "+ threshold" in table
 
@@ -118,7 +122,11 @@ def test_an_unknown_runtime_after_the_folder_is_refused(tiny_model, tiny_data, t
 
 def test_a_rejection_budget_must_be_a_share():
     with pytest.raises(ValueError, match="max reject"):
-        BenchArgs(data=["x.csv"], report="r", max_reject=1.0)
+        BenchArgs(data=["x.csv"], report="r", budget=OutOfScopeBudget(max_reject=1.0))
+    with pytest.raises(ValueError, match="max in-scope loss"):
+        BenchArgs(data=["x.csv"], report="r", budget=OutOfScopeBudget(max_in_scope_loss=-0.1))
+    with pytest.raises(ValueError, match="not both"):
+        OutOfScopeBudget(max_reject=0.01, max_in_scope_loss=0.001)
 
 
 def test_a_system_served_twice_is_refused(tiny_model, tiny_data, tmp_path):

@@ -79,3 +79,17 @@ def test_distillation_flags_of_train_and_build_stay_as_they_were():
     assert parse(BuildArgs, ["--data", "a.csv", "--out", "v"]).heal.distill.weight == 0.0
     with pytest.raises(ValueError, match="needs --source"):
         parse(BuildArgs, ["--data", "a.csv", "--out", "v", "--distill", "0.5"])
+
+
+def test_out_of_scope_threshold_flags_of_tune_and_bench_stay_as_they_were():
+    from chatbot.bench import BenchArgs
+    from chatbot.commands import TuneArgs
+    from chatbot.policy import OutOfScopeBudget
+
+    tune = parse(TuneArgs, ["--data", "a.csv", "--max-reject", "0.01"])
+    assert tune.budget == OutOfScopeBudget(max_reject=0.01)
+    bench = parse(BenchArgs, ["--data", "a.csv", "--report", "r", "--max-in-scope-loss", "0.001"])
+    assert bench.budget == OutOfScopeBudget(max_in_scope_loss=0.001)
+    assert parse(TuneArgs, ["--data", "a.csv"]).budget == OutOfScopeBudget()
+    with pytest.raises(ValueError, match="not both"):
+        parse(TuneArgs, ["--data", "a.csv", "--max-reject", "0.01", "--max-in-scope-loss", "0.001"])

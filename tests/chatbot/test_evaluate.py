@@ -112,3 +112,32 @@ def test_out_of_scope_threshold_from_a_budget_of_turned_away_requests():
     labelled = [Prediction("out_of_scope", 0.8, [("out_of_scope", 0.8), ("a", 0.2)]), *predictions[1:]]
     again = tune_out_of_scope(labelled, gold, max_reject=0.1)
     assert again["threshold"] == 0.4 and again["in_scope_accuracy"] == pytest.approx(0.8)
+
+
+def test_out_of_scope_threshold_from_a_budget_of_lost_accuracy():
+    """Only turning away a request the label gets right costs accuracy: the wrong ones may go free."""
+    from chatbot.evaluate import tune_out_of_scope
+
+    def said(intent, best):
+        return Prediction(intent, best, [(intent, best), ("out_of_scope", 1 - best)])
+
+    gold = ["a"] * 10 + ["out_of_scope"] * 4
+    # three in-scope requests are wrong ("b") at low confidence, seven right
+    predictions = [said("b", c) for c in (0.3, 0.35, 0.45)] + [said("a", c) for c in (0.4, 0.5, 0.8, 0.85, 0.9, 0.9, 0.95)]
+    predictions += [said("a", c) for c in (0.72, 0.48, 0.33, 0.2)]
+    # no loss allowed: the threshold rises to the lowest right one (0.4), turning away the wrong 0.3
+    # and 0.35 and catching 0.33 and 0.2, and accuracy stays where the label alone has it
+    none = tune_out_of_scope(predictions, gold, max_in_scope_loss=0.0)
+    assert none["threshold"] == 0.4 and none["max_in_scope_loss"] == 0.0
+    assert none["in_scope_accuracy"] == none["in_scope_accuracy_label_only"] == pytest.approx(0.7)
+    assert none["out_of_scope_recall"] == pytest.approx(0.5)
+    # one point in ten: the 0.4 one may go, the threshold moves to 0.5 and also catches 0.48
+    one = tune_out_of_scope(predictions, gold, max_in_scope_loss=0.1)
+    assert one["threshold"] == 0.5 and one["in_scope_accuracy"] == pytest.approx(0.6)
+    assert one["out_of_scope_recall"] == pytest.approx(0.75)
+    # the reject budget counts the wrong ones too: 1 in 10 stops at 0.35
+    assert tune_out_of_scope(predictions, gold, max_reject=0.1)["threshold"] == 0.35
+    with pytest.raises(ValueError, match="not both"):
+        tune_out_of_scope(predictions, gold, max_reject=0.1, max_in_scope_loss=0.1)
+    with pytest.raises(ValueError, match="max in-scope loss"):
+        tune_out_of_scope(predictions, gold, max_in_scope_loss=1.0)
