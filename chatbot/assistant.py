@@ -95,6 +95,11 @@ def has_letters(text: str) -> bool:
     return any(ch.isalpha() for ch in text)
 
 
+class ReusedMessageId(ValueError):
+    """A retry's client_message_id names a stored message with other text: not a retry, and not answered
+    with that message's turn (the new text would be lost without a word)."""
+
+
 @dataclass
 class Pending:
     """One customer message on its way through the steps of a turn."""
@@ -241,8 +246,11 @@ class Assistant:
     def _persist_alone(self, p: Pending) -> Turn:
         """:meth:`_persist`, with a failure costing only this turn (rolled back whole) and a concurrent
         retry of the same message answered with the turn stored first."""
+        why = "not stored"
         try:
             return self._persist(p)
+        except ReusedMessageId as err:  # the client's mistake: said as such, nothing stored or replayed
+            why = str(err)
         except IntegrityError:
             if p.client_message_id:
                 try:
@@ -256,13 +264,15 @@ class Assistant:
         lang = p.detection.lang if p.detection else "en"
         # what failed is in the log (_failed); the customer's answer names no internals
         return Turn(p.conversation_id or "", self.catalogue.line("error", lang), "error", lang,
-                    top=[{"error": "not stored"}], status="")
+                    top=[{"error": why}], status="")
 
     def _persist(self, p: Pending) -> Turn:
         with self.store.session() as s, s.begin():
             conversation = self.store.get_or_create(s, p.conversation_id)
             stored = self.store.stored_turn(s, conversation, p.client_message_id)
             if stored:
+                if p.text and Store.stored_text(mask(p.text)) != stored[0].text:
+                    raise ReusedMessageId("client_message_id already names another message of this conversation")
                 return self._replay(conversation, stored)
             if conversation.status == "closed":  # closed stays closed: this message starts a new conversation
                 conversation = self.store.get_or_create(s, None)

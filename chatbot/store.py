@@ -33,7 +33,7 @@ from sqlalchemy import (JSON, Column, DateTime, Float, ForeignKey, Index, Intege
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
-from chatbot.pii import mask
+from chatbot.pii import Masked, mask
 from chatbot.settings import OUT_OF_SCOPE, STORED_CHARS, database_url
 
 STATUSES = ("bot", "waiting", "agent", "closed")
@@ -291,11 +291,16 @@ class Store:
             raise ValueError(f"unknown role {role!r}")
         masked = mask(text)
         sealed = [{"kind": v["kind"], "token": self.vault.seal(v["value"])} for v in masked.values] or None
-        message = Message(conversation_id=conversation.id, role=role, text=masked.text[:STORED_CHARS],
+        message = Message(conversation_id=conversation.id, role=role, text=Store.stored_text(masked),
                           sealed=sealed, **fields)
         s.add(message)
         conversation.updated_at = now()
         return message
+
+    @staticmethod
+    def stored_text(masked: Masked) -> str:
+        """What is stored of a message whose :func:`mask` result is ``masked``."""
+        return masked.text[:STORED_CHARS]
 
     @staticmethod
     def given(s: Session, conversation: Conversation) -> dict:

@@ -256,6 +256,18 @@ def test_a_retried_message_is_stored_once(assistant):
     replay = assistant.respond_batch([{"conversation_id": cid, "text": SCRIPT["it"][0], "client_message_id": "m-1"}])[0]
     assert (replay.reply, replay.action, replay.intent) == (first.reply, first.action, first.intent)
     assert [m["role"] for m in assistant.store.messages(cid)] == ["customer", "bot"] * 2
+    # the same id with other text is no retry: refused and said so, not answered with m-1's turn
+    reused = assistant.respond_batch([{"conversation_id": cid, "text": "Vorrei cambiare indirizzo",
+                                       "client_message_id": "m-1"}])[0]
+    assert reused.action == "error" and reused.reply != first.reply
+    assert "already names another message" in reused.top[0]["error"]
+    assert [m["role"] for m in assistant.store.messages(cid)] == ["customer", "bot"] * 2
+    # a card number is masked before it is stored: the same text again is still the same message
+    card = assistant.respond_batch([{"conversation_id": cid, "text": "La mia carta 4111 1111 1111 1111 non va",
+                                     "client_message_id": "m-3"}] * 2)
+    assert card[0].action != "error" and (card[0].reply, card[0].action) == (card[1].reply, card[1].action)
+    huge = assistant.respond_batch([{"conversation_id": cid, "text": "parola " * 5000, "client_message_id": "m-4"}] * 2)
+    assert [t.action for t in huge] == ["too_long"] * 2  # stored cut: the retry is compared cut the same way
     # the same client id in another conversation is another message
     other = assistant.respond_batch([{"conversation_id": None, "text": SCRIPT["it"][0], "client_message_id": "m-1"}])[0]
     assert other.conversation_id != cid and len(assistant.store.messages(other.conversation_id)) == 2
