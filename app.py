@@ -49,9 +49,17 @@ LIVE_JS = (UI_DIR / "live.js").read_text(encoding="utf-8")
 log = logging.getLogger("app")
 
 
+class Click(gr.SelectData):
+    """``gr.SelectData`` for the select handlers: a call that carries no event data (an API client;
+    a browser always sends it) is a click on nothing, not a TypeError inside Gradio."""
+
+    def __init__(self, target, data):
+        super().__init__(target, {"index": None, "value": None, **(data if isinstance(data, dict) else {})})
+
+
 def bind(handler, service: Service):
     """``handler(service, *inputs)`` as an event listener of ``*inputs``, that Gradio can still inspect
-    (``gr.Request``, ``gr.Progress`` and ``gr.SelectData`` parameters are recognised by annotation)."""
+    (``gr.Request``, ``gr.Progress`` and ``gr.SelectData`` (:class:`Click`) parameters are recognised by annotation)."""
     @functools.wraps(handler)
     def listener(*args, **kwargs):
         return handler(service, *args, **kwargs)
@@ -102,7 +110,7 @@ def chat_batch(service: Service, texts, conversation_ids, accepts):
     return ids, [s[0] for s in shown], [s[1] for s in shown], ["" for _ in texts]
 
 
-def choose(service: Service, conversation_id, accept, evt: gr.SelectData):
+def choose(service: Service, conversation_id, accept, evt: Click):
     """A clarification choice clicked in the chat: taken when the conversation offers it now."""
     try:
         conversation_id = service.choose(conversation_id, evt.value if evt else None, accept).conversation_id
@@ -210,7 +218,7 @@ def shown_as_errors():
         raise gr.Error(str(err)) from None
 
 
-def picked(evt: gr.SelectData | None) -> str:
+def picked(evt: Click | None) -> str:
     """The value a click on a live view sent (``data-pick``), as a string."""
     value = getattr(evt, "value", None)
     return value if isinstance(value, str) else str(value) if isinstance(value, int) else ""
@@ -250,14 +258,14 @@ def open_conversation(service: Service, selected, request: gr.Request):
     return (*conversation_view(service, selected, request), *inbox_view(service, selected, request))
 
 
-def pick_conversation(service: Service, evt: gr.SelectData, request: gr.Request):
+def pick_conversation(service: Service, evt: Click, request: gr.Request):
     """A click in the inbox (or the out-of-scope list): the conversation it names, for the agent tab."""
     with shown_as_errors():
         service.staff_member(caller_of(service, request))
     return picked(evt), gr.Tabs(selected="agent")
 
 
-def pick_message(service: Service, selected, evt: gr.SelectData, request: gr.Request):
+def pick_message(service: Service, selected, evt: Click, request: gr.Request):
     """A click on a customer message of the open conversation: its top intents."""
     with shown_as_errors():
         view = service.conversation(caller_of(service, request), (selected or "").strip(), seen=False) \
@@ -463,7 +471,7 @@ def start_soup(service: Service, names, request: gr.Request):
             "The live model is unchanged until you promote a version.", *jobs_view(service, request))
 
 
-def cancel_build(service: Service, evt: gr.SelectData, request: gr.Request):
+def cancel_build(service: Service, evt: Click, request: gr.Request):
     """The Cancel button of one build in the list: that build, and only that one, is cancelled."""
     with shown_as_errors():
         name = service.cancel_job(caller_of(service, request), picked(evt))

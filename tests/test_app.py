@@ -187,6 +187,21 @@ def test_staff_handlers_refuse_a_disabled_account_and_agents_on_admin_handlers(s
     assert not [e for e in service.audit.entries(500) if e["action"] in admin_actions]
 
 
+def test_a_click_without_event_data_is_a_click_on_nothing(server):
+    """A select handler called without event data (an API client; a browser always sends it) answers
+    as for a click on nothing, for a customer and for staff, instead of failing inside Gradio."""
+    url = server[0]
+    with httpx.Client(base_url=url, timeout=60) as customer, closing(signed_in(url, "root")) as admin:
+        for client, prefix in ((customer, ""), (admin, "/staff/")):
+            clicks = [d for d in config(client, prefix)["dependencies"] if d.get("collects_event_data")]
+            assert clicks, prefix
+            for dep in clicks:
+                for event_data in (None, {}, "x"):
+                    result = call(client, dep["id"], [None] * len(dep["inputs"]), prefix, event_data=event_data)
+                    # the Cancel of a build that does not exist says so; every other click succeeds
+                    assert result["success"] or "no such build" in result["text"], (prefix, dep["id"], result["text"][-400:])
+
+
 def test_an_admin_reaches_the_admin_handlers(server):
     url, service, _ = server
     deps = {d.get("api_name"): d["id"] for d in staff_dependencies(url)}
