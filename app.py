@@ -113,7 +113,7 @@ def chat_batch(service: Service, texts, conversation_ids, accepts):
 def choose(service: Service, conversation_id, accept, evt: Click):
     """A clarification choice clicked in the chat: taken when the conversation offers it now."""
     try:
-        conversation_id = service.choose(conversation_id, evt.value if evt else None, accept).conversation_id
+        conversation_id = service.choose(conversation_id, evt.value, accept).conversation_id
     except ValueError:
         pass  # not offered (any more): the chat is redrawn as it is
     html, signature, _ = chat_view(service, conversation_id, accept)

@@ -255,6 +255,8 @@ class Assistant:
             if p.client_message_id:
                 try:
                     return self._persist(p)  # the other try committed first: it is found now
+                except ReusedMessageId as err:
+                    why = str(err)
                 except Exception as err:  # noqa: BLE001
                     self._failed(p, err)
             else:

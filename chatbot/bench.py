@@ -257,7 +257,7 @@ def run_bench(args: BenchArgs) -> dict:
         "name": args.name,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine.describe(),
-        "args": asdict(args),
+        "args": {**asdict(args), **asdict(args.budget)},  # max_reject where reports before the budget had it
         "rows": {k: len(v) for k, v in splits.items()},
         "languages": sorted({e.lang for e in splits["eval"]}),
         "results": results,

@@ -104,9 +104,9 @@ def tune_out_of_scope(predictions, gold: list[str], policy: PolicyConfig | None 
     accuracy and out-of-scope recall at it on the labelled data: by default the one that maximises
     their sum (steps of 0.01); with ``max_reject``, the highest one that calls at most that share of
     the in-scope messages out of scope by confidence (on top of those the label already does); with
-    ``max_in_scope_loss``, the highest one that costs at most that share of in-scope accuracy, i.e.
-    turns away at most ⌊loss·n⌋ of the n in-scope messages the label gets right. Both budgets are
-    choices made from in-scope messages alone."""
+    ``max_in_scope_loss``, the highest one that lowers in-scope accuracy by at most that much
+    (absolute): of the n in-scope messages, at most ⌊loss·n⌋ that the label gets right are turned
+    away. Both budgets are choices made from in-scope messages alone."""
     policy = policy or PolicyConfig()
 
     def at(t: float) -> dict:
@@ -118,6 +118,8 @@ def tune_out_of_scope(predictions, gold: list[str], policy: PolicyConfig | None 
 
     OutOfScopeBudget(max_reject, max_in_scope_loss)  # the same checks as on the command line
     n_inside = sum(g != OUT_OF_SCOPE for g in gold)
+    budget = max_reject if max_reject is not None else max_in_scope_loss
+    k = int(budget * n_inside + 1e-9) if budget is not None else 0  # how many in-scope messages may go
     if max_reject is not None:
         inside = [p for p, g in zip(predictions, gold) if g != OUT_OF_SCOPE]
         best = np.sort([intents[0][1] for p in inside if p.intent != OUT_OF_SCOPE and (intents := in_scope(p.top))])
@@ -125,13 +127,12 @@ def tune_out_of_scope(predictions, gold: list[str], policy: PolicyConfig | None 
             raise ValueError("no in-scope messages the label keeps in scope to choose the threshold from")
         # k = ⌊max_reject·n⌋ of the n in-scope messages may go; at most k confidences lie strictly below
         # the (k+1)-th smallest of those the label keeps
-        return {**at(float(best[min(int(max_reject * n_inside), len(best) - 1)])), "max_reject": max_reject}
+        return {**at(float(best[min(k, len(best) - 1)])), "max_reject": max_reject}
     if max_in_scope_loss is not None:
         right = np.sort([in_scope(p.top)[0][1] for p, g in zip(predictions, gold) if g != OUT_OF_SCOPE and p.intent == g])
         if not len(right):
             raise ValueError("no in-scope message is classified right: no accuracy to keep")
         # the same order statistic over the messages that are right: turning one of them away is a loss
-        k = int(max_in_scope_loss * n_inside + 1e-9)
         return {**at(float(right[min(k, len(right) - 1)])), "max_in_scope_loss": max_in_scope_loss,
                 "in_scope_accuracy_label_only": at(0.0)["in_scope_accuracy"]}
     best = None

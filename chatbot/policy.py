@@ -56,8 +56,9 @@ class OutOfScopeBudget:
     in-scope messages, on top of those the out-of-scope label already takes (how many real requests the
     product may turn away), instead of maximising in-scope accuracy + out-of-scope recall."""
     max_in_scope_loss: float | None = None
-    """Choose the highest out-of-scope threshold that costs at most this share of the split's in-scope
-    accuracy (turns away at most that share of the in-scope messages the label gets right)."""
+    """Choose the highest out-of-scope threshold that lowers the split's in-scope accuracy by at most
+    this much (absolute: of the n in-scope messages, at most ⌊loss·n⌋ that the label gets right are
+    turned away; turning away a wrong one costs nothing)."""
 
     def __post_init__(self):
         for name, budget in (("max reject", self.max_reject), ("max in-scope loss", self.max_in_scope_loss)):

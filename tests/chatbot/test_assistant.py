@@ -308,6 +308,12 @@ def test_a_retry_racing_the_first_try_is_answered_with_the_stored_turn(assistant
                                       "client_message_id": "r-1"}])[0]
     assert len(calls) == 2 and (again.reply, again.action) == (first.reply, first.action)
     assert len(assistant.store.messages(first.conversation_id)) == 2
+    # the same race with other text under that id: refused as a reused id, not as a storage failure
+    calls.clear()
+    other = assistant.respond_batch([{"conversation_id": first.conversation_id, "text": "Otra cosa distinta",
+                                      "client_message_id": "r-1"}])[0]
+    assert len(calls) == 2 and other.action == "error" and "already names another message" in other.top[0]["error"]
+    assert len(assistant.store.messages(first.conversation_id)) == 2
 
 
 ORDER_GIVEN = {

@@ -83,6 +83,8 @@ def test_out_of_scope_is_scored_as_clinc150_with_a_tuned_threshold(tiny_base, tm
     assert llm["threshold"]["out_of_scope"]["recall"] >= llm["out_of_scope"]["recall"]
     assert llm["threshold"]["tuned"].get("max_reject") == budget.max_reject
     assert llm["threshold"]["tuned"].get("max_in_scope_loss") == budget.max_in_scope_loss
+    saved = json.loads((tmp_path / "r" / "bench.json").read_text())["args"]
+    assert (saved["max_reject"], saved["max_in_scope_loss"]) == (budget.max_reject, budget.max_in_scope_loss)
     table = (tmp_path / "r" / "bench.md").read_text()
     assert "out-of-scope recall" in table and "+ threshold" in table
 
