@@ -524,11 +524,15 @@ class Service:
                         raise Cancelled()
                     staging.rename(folder)  # only a complete version ever appears in the registry
                     job.status, job.progress, job.stage = "done", 1.0, "done"
+            # an unpublished staging folder goes before the status says the job ended: whoever waits on
+            # the status finds nothing left behind
             except Cancelled:
+                shutil.rmtree(staging, ignore_errors=True)
                 job.status, job.stage = "cancelled", "cancelled"
             except Exception as err:  # noqa: BLE001 - shown to the admin; the live model is untouched
-                job.status, job.error = "failed", f"{type(err).__name__}: {err}"
                 traceback.print_exc()
+                shutil.rmtree(staging, ignore_errors=True)
+                job.status, job.error = "failed", f"{type(err).__name__}: {err}"
             finally:
                 job.finished = time.time()
                 if staging.exists():

@@ -272,6 +272,23 @@ def test_an_admin_build_takes_the_whole_compression_recipe(service):
                                                          "minimum saving 0.1, first layers 1, trimmed vocabulary True")
 
 
+def test_a_job_says_it_ended_only_once_its_staging_folder_is_gone(service, tmp_path, monkeypatch):
+    """Whoever waits on the status (the admin tab, a test) finds nothing left behind, however slow the
+    removal: a failed build's folder goes before it is reported failed."""
+    import shutil
+
+    real = shutil.rmtree
+
+    def slow(path, *args, **kwargs):
+        time.sleep(1.0)
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", slow)
+    service.data = [str(tmp_path / "missing.csv")]
+    job = wait(service.start_build(admin(service), 0.5, "whitened", "attn"))
+    assert job.status == "failed" and not list((tmp_path / "versions" / ".staging").glob("*"))
+
+
 def test_failed_and_cancelled_builds_leave_the_live_model(service, tmp_path):
     service.data = [str(tmp_path / "missing.csv")]
     job = wait(service.start_build(admin(service), 0.5, "whitened", "attn"))
