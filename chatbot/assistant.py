@@ -7,7 +7,8 @@ A turn goes through small steps, in this order, and a message stops at the first
    trusted: a conversation id the server did not hand out starts a new conversation); an empty or
    too long message is refused;
 2. **detect** the language (with the conversation's and the browser's as priors); a message in a
-   language we do not serve is told so;
+   language we do not serve is told so; a message that only greets, thanks, says goodbye or says "ok"
+   (``chatbot.small_talk``) is answered in kind, with no failure counted and no model run;
 3. **classify** (one forward pass for every message of a batch that got this far);
 4. **decide**: a conversation waiting for or handled by a person gets no bot answer (its message is
    still detected and classified, so that the agent's suggested reply and the transcript follow what
@@ -44,6 +45,7 @@ from chatbot.policy import PolicyConfig, decide, in_scope
 from chatbot.replies import Catalogue, person_name
 from chatbot.settings import MAX_MESSAGE_CHARS as MAX_CHARS  # the name the catalogue and tests use
 from chatbot.settings import OUT_OF_SCOPE, RAW_CHARS
+from chatbot.small_talk import recognise
 from chatbot.store import CLIENT_MESSAGE_ID, Store, now, valid_conversation_id
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,8 @@ class Turn:
     conversation_id: str
     reply: str
     action: str
-    """answer, clarify, fallback, out_of_scope, handoff, waiting, agent, unsupported, empty, too_long, error."""
+    """answer, clarify, fallback, out_of_scope, handoff, small_talk, waiting, agent, unsupported, empty,
+    too_long, error."""
     lang: str
     intent: str | None = None
     confidence: float | None = None
@@ -113,7 +116,9 @@ class Pending:
     in_conversation: bool = False
     """Whether ``conversation_id`` names a stored conversation that is not closed."""
     settled: str | None = None
-    """The action a step before classification decided (empty, too_long, unsupported)."""
+    """The action a step before classification decided (empty, too_long, unsupported, small_talk)."""
+    small_talk: str | None = None
+    """The kind of small talk (greeting, thanks, goodbye, ok) when that is all the message says."""
     detection: Detection | None = None
     prediction: object | None = None
     error: str | None = None
@@ -224,6 +229,8 @@ class Assistant:
         p.detection = self.detector.detect(p.text[:MAX_CHARS], p.conversation_lang, p.accept_language)
         if p.needs_model and p.detection.unsupported:
             p.settled = "unsupported"
+        elif p.needs_model and (talk := recognise(p.text)):
+            p.settled, p.small_talk = "small_talk", talk.kind
 
     def _classify(self, batch: list[Pending]) -> None:
         """One forward pass for the batch; if it fails, each message is tried alone, so one bad
@@ -328,6 +335,9 @@ class Assistant:
             turn.action, turn.reply = p.settled, self.catalogue.line(line, lang, limit=MAX_CHARS)
             return turn
         conversation.lang = lang
+        if p.settled == "small_talk":  # "thanks", "hallo", "ok bye": answered in kind; not a failure, not a success
+            turn.action, turn.reply = "small_talk", self.catalogue.line(f"small_talk_{p.small_talk}", lang)
+            return turn
         if p.prediction is None:
             turn.action, turn.reply = "error", self.catalogue.line("error", lang)
             turn.top = [{"error": "not classified"}]  # the cause is in the log

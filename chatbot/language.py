@@ -9,6 +9,10 @@ detector here:
   fitted on our own customer messages;
 * strips what carries no language (numbers, e-mail addresses, URLs, order ids, emoji) first, and
   never decides anything from a message that has no words left;
+* knows the greetings and thanks of each language (:mod:`chatbot.small_talk`): a message made only of
+  them ("danke", "vielen dank", "merci", "hoi") is in the language they are, over the browser's
+  language and the default, and "hallo" (German or Dutch) is in the browser's language if it is one of those (never over the conversation's: a Dutch customer's "thanks" stays Dutch),
+  and one of words every language uses ("ok", "hi", "super") keeps the prior;
 * falls back on priors when the text is short or the scores are close: the language already
   established in the conversation, then the browser's Accept-Language, then a configured default
   (also for a short first message the detectors are unsure of, with neither of the others);
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from chatbot.settings import INTENT_DATA, LANGUAGES, absolute
+from chatbot.small_talk import recognise
 
 _NO_LANGUAGE = re.compile(
     r"\S+@\S+|https?://\S+|www\.\S+|#?[A-Za-z]{0,3}[-#]?\d[\w\-/#.]*|[^\w\s]|_", re.UNICODE
@@ -43,7 +48,8 @@ class Detection:
     confidence: float
     """The detector's score of ``lang`` on this text (0 when a prior decided)."""
     source: str
-    """detected, conversation, browser or default: what decided ``lang``."""
+    """detected, phrase (greetings and thanks only: :mod:`chatbot.small_talk`), conversation, browser or
+    default: what decided ``lang``."""
     unsupported: str | None = None
     """The language code when the text is confidently a language we do not support."""
     scores: dict[str, float] = field(default_factory=dict)
@@ -240,6 +246,13 @@ class LanguageDetector:
                 full = {lang: p for lang, p in self._langdetect(clean, restricted=False).items() if lang in _CYRILLIC}
                 script = next((lang for lang, p in full.items() if p >= 0.9), script)
             return Detection(prior, 0.0, source, unsupported=script)
+        phrase = recognise(clean)
+        if phrase and not phrase.languages:  # "ok", "hi", "super": every language says them
+            return Detection(prior, 0.0, source)
+        if phrase and source != "conversation":
+            decided = self._by_phrase([lang for lang in phrase.languages if lang in self.supported], prior, source)
+            if decided:
+                return decided
         scores = self.scores(clean)
         if not scores:
             return Detection(prior, 0.0, source)
@@ -260,6 +273,16 @@ class LanguageDetector:
         if not short and scores[best] > 2 * scores.get(prior, 0.0):
             return Detection(best, scores[best], "detected", scores=scores)
         return Detection(prior, scores.get(prior, 0.0), source, scores=scores)
+
+    def _by_phrase(self, languages: list[str], prior: str, source: str) -> Detection | None:
+        """A message of greetings and thanks only, whose phrases can be ``languages``: the browser's
+        language if it is one of them, else the only one; None when they leave a choice ("hallo": de or
+        nl) that the browser does not settle (the detectors and the default decide, as for any message)."""
+        if source == "browser" and prior in languages:
+            return Detection(prior, 0.0, source)
+        if len(languages) == 1:
+            return Detection(languages[0], 1.0, "phrase")
+        return None
 
     def _prior(self, conversation: str | None, accept_language: str | None) -> tuple[str, str]:
         if conversation in self.supported:

@@ -245,6 +245,7 @@ def test_a_phone_sized_chat(app, browser):
     page.wait_for_timeout(500)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "chat-phone.png"))
+    assert say(page, "¡Muchas gracias!") == replies("es")["bot"]["small_talk_thanks"]  # small talk, in kind
     page.context.close()
 
 

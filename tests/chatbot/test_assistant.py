@@ -103,6 +103,7 @@ def test_repeated_failures_hand_off(assistant):
     turn = assistant.respond(cid, "still a question about a thing")
     assert turn.action == "handoff" and turn.status == "waiting"
     assert assistant.respond(cid, "hello? anyone?").action == "waiting"
+    assert assistant.respond(cid, "thanks").action == "waiting"  # small talk too goes to the person
 
 
 def test_a_hand_off_after_failures_is_not_filed_as_the_weak_guess_it_ends_on(assistant):
@@ -192,6 +193,46 @@ def test_out_of_scope_says_what_the_bot_does_counts_as_a_failure_and_never_hands
     assert assistant.store.conversation(cid)["status"] == "bot"
     # they counted as failures: the next unclear message goes to a person
     assert assistant.respond(cid, "I have a question about something").action == "handoff"
+
+
+SMALL_TALK = {  # greeting, thanks, ok, goodbye
+    "en": ("hi there", "thank you so much!", "ok", "bye"),
+    "fr": ("bonjour", "merci beaucoup", "d'accord", "au revoir"),
+    "de": ("hallo", "vielen Dank!", "alles klar", "tschüss"),
+    "nl": ("hoi", "dank je wel", "oké", "tot ziens"),
+    "es": ("hola", "muchas gracias", "vale", "adiós"),
+    "it": ("ciao", "grazie mille", "va bene", "arrivederci"),
+    "pt": ("olá", "muito obrigado", "tá bom", "tchau"),
+}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_small_talk_is_answered_in_kind_in_the_customers_language_and_is_no_failure(assistant, lang, monkeypatch):
+    """"thanks" is not an out-of-scope request: it gets a reply in kind, runs no model and counts as no
+    failure (nor as an answer: failures before it stay)."""
+    catalogue = Catalogue.load()
+    greeting, thanks, ok, bye = SMALL_TALK[lang]
+    seen = []
+    predict = assistant.classifier.predict
+    monkeypatch.setattr(assistant.classifier, "predict", lambda texts, k=3: seen.extend(texts) or predict(texts, k))
+    first = assistant.respond(None, greeting, accept_language=lang)
+    assert (first.action, first.lang, first.intent) == ("small_talk", lang, None)
+    assert first.reply == catalogue.line("small_talk_greeting", lang)
+    cid = first.conversation_id
+    unclear = SCRIPT[lang][1]
+    assert assistant.respond(cid, unclear).action == "clarify"
+    for text, kind in ((thanks, "thanks"), (ok, "ok"), (bye, "goodbye")):
+        turn = assistant.respond(cid, text)
+        assert (turn.action, turn.lang, turn.reply) == ("small_talk", lang, catalogue.line(f"small_talk_{kind}", lang))
+    assert assistant.respond(cid, unclear).action == "clarify"
+    assert assistant.store.conversation(cid)["status"] == "bot"
+    assert seen == [unclear, unclear]  # the model saw the requests only
+    assert assistant.respond(cid, unclear).action == "handoff"  # the two clarifications still count
+
+
+def test_small_talk_with_a_request_is_a_request(assistant):
+    turn = assistant.respond(None, "Hi, thanks! Where is my order 48213?")
+    assert (turn.action, turn.intent) == ("answer", "track_order")
 
 
 # --- one bad request harms no one else ------------------------------------------------------------

@@ -22,7 +22,7 @@ def test_detects_each_supported_language(detector, text, lang):
 
 
 def test_is_deterministic(detector):
-    results = {detector.detect("merci pour tout").scores["fr"] for _ in range(5)}
+    results = {detector.detect("merci pour la livraison rapide").scores["fr"] for _ in range(5)}
     assert len(results) == 1
 
 
@@ -35,9 +35,33 @@ def test_no_language_never_flips_the_conversation(detector, text):
 def test_priors_for_short_text(detector):
     assert detector.detect("ok merci", conversation="fr").lang == "fr"
     assert detector.detect("ok", accept_language="de-DE,de;q=0.9,en;q=0.5").lang == "de"
-    assert detector.detect("").source == "default" and detector.detect("ok").source == "detected"
+    assert detector.detect("").source == "default" and detector.detect("remboursement").source == "detected"
     # A confident, longer message in another language does switch.
     assert detector.detect("Können Sie mir bitte sagen, wo meine Bestellung ist?", conversation="fr").lang == "de"
+
+
+@pytest.mark.parametrize("text, lang", [
+    ("danke", "de"), ("Vielen Dank!", "de"), ("moin", "de"), ("merci", "fr"), ("salut", "fr"), ("hoi", "nl"),
+    ("dank je wel", "nl"), ("oi", "pt"), ("tchau", "pt"), ("muchas gracias", "es"), ("grazie mille", "it"),
+    ("thank you", "en"),
+])
+def test_greetings_and_thanks_name_their_language(detector, text, lang):
+    """Alone, a greeting or a thank-you is too short for the n-gram detectors ("vielen dank" scores
+    Dutch, "merci" English): the phrase decides, over the default and a browser in another language."""
+    assert detector.detect(text).lang == lang
+    assert detector.detect(text, accept_language="en" if lang != "en" else "fr").lang == lang
+
+
+def test_phrases_defer_to_what_is_known(detector):
+    # A phrase of two languages: the browser's when it is one of them, else as any short message.
+    assert detector.detect("hallo", accept_language="de-DE").lang == "de"
+    assert detector.detect("hallo", accept_language="nl").lang == "nl"
+    # The conversation's language is never overruled by a thank-you.
+    assert detector.detect("thanks", conversation="nl").lang == "nl"
+    assert detector.detect("danke", conversation="fr").lang == "fr"
+    # Words every language uses say nothing: the prior stays.
+    assert detector.detect("ok").lang == "en" and detector.detect("ok").source == "default"
+    assert detector.detect("ok super", accept_language="pt-BR").lang == "pt"
 
 
 def test_unsupported_language(detector):
@@ -109,8 +133,9 @@ def test_texting_style_in_the_customers_language_is_not_another_language(detecto
 def test_a_short_first_message_the_detectors_are_unsure_of_is_answered_in_the_default(detector):
     """Nothing known about the customer (no conversation, no supported browser language): "hello" (it 0.39)
     and "agent" (fr 0.34) are answered in English, not in a language picked at a third of a chance."""
-    for text in ("hello", "agent", "hallo"):
+    for text in ("agent", "hallo"):
         detection = detector.detect(text, None, "pl-PL,pl;q=0.9")
         assert (detection.lang, detection.source) == ("en", "default"), text
+    assert detector.detect("hello", None, "pl-PL,pl;q=0.9").lang == "en"
     assert detector.detect("bonjour", None, None).lang == "fr"  # sure enough on its own
     assert detector.detect("hello", None, "de-DE").lang == "de"  # the browser's language, as before
