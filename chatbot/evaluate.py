@@ -119,21 +119,21 @@ def tune_out_of_scope(predictions, gold: list[str], policy: PolicyConfig | None 
     OutOfScopeBudget(max_reject, max_in_scope_loss)  # the same checks as on the command line
     n_inside = sum(g != OUT_OF_SCOPE for g in gold)
     budget = max_reject if max_reject is not None else max_in_scope_loss
-    k = int(budget * n_inside + 1e-9) if budget is not None else 0  # how many in-scope messages may go
-    if max_reject is not None:
-        inside = [p for p, g in zip(predictions, gold) if g != OUT_OF_SCOPE]
-        best = np.sort([intents[0][1] for p in inside if p.intent != OUT_OF_SCOPE and (intents := in_scope(p.top))])
-        if not len(best):
-            raise ValueError("no in-scope messages the label keeps in scope to choose the threshold from")
-        # k = ⌊max_reject·n⌋ of the n in-scope messages may go; at most k confidences lie strictly below
-        # the (k+1)-th smallest of those the label keeps
-        return {**at(float(best[min(k, len(best) - 1)])), "max_reject": max_reject}
-    if max_in_scope_loss is not None:
-        right = np.sort([in_scope(p.top)[0][1] for p, g in zip(predictions, gold) if g != OUT_OF_SCOPE and p.intent == g])
-        if not len(right):
-            raise ValueError("no in-scope message is classified right: no accuracy to keep")
-        # the same order statistic over the messages that are right: turning one of them away is a loss
-        return {**at(float(right[min(k, len(right) - 1)])), "max_in_scope_loss": max_in_scope_loss,
+    k = int((budget or 0) * n_inside + 1e-9)  # how many in-scope messages may go
+    if max_reject is not None or max_in_scope_loss is not None:
+        # What may go: any in-scope message the label keeps in scope (reject budget), or one it gets
+        # right (loss budget: turning a wrong one away costs nothing). k of the n in-scope messages may
+        # go, and at most k of those that count lie strictly below the (k+1)-th smallest confidence.
+        counts = (lambda p, g: p.intent != OUT_OF_SCOPE) if max_reject is not None else (lambda p, g: p.intent == g)
+        confidences = np.sort([intents[0][1] for p, g in zip(predictions, gold)
+                               if g != OUT_OF_SCOPE and counts(p, g) and (intents := in_scope(p.top))])
+        if not len(confidences):
+            raise ValueError("no in-scope message the label keeps in scope to choose the threshold from"
+                             if max_reject is not None else "no in-scope message is classified right: no accuracy to keep")
+        chosen = at(float(confidences[min(k, len(confidences) - 1)]))
+        if max_reject is not None:
+            return {**chosen, "max_reject": max_reject}
+        return {**chosen, "max_in_scope_loss": max_in_scope_loss,
                 "in_scope_accuracy_label_only": at(0.0)["in_scope_accuracy"]}
     best = None
     for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
