@@ -11,10 +11,10 @@ A turn goes through small steps, in this order, and a message stops at the first
    (``chatbot.small_talk``) is answered in kind, with no failure counted and no model run;
 3. **classify** (one forward pass for every message of a batch that got this far);
 4. **decide**: a conversation waiting for or handled by a person gets no bot answer (its message is
-   still detected and classified, so that the agent's suggested reply and the transcript follow what
-   the customer writes now, in the language they write it in, and so that a message arriving while
-   an agent closes the conversation is answered in the new one); otherwise decide with the policy
-   (answer, clarify, fall back, hand off) and compose the reply in the
+   still detected and, unless it is small talk, classified, so that the agent's suggested reply and
+   the transcript follow what the customer writes now, in the language they write it in, and so that
+   a message arriving while an agent closes the conversation is answered in the new one); otherwise
+   decide with the policy (answer, clarify, fall back, hand off) and compose the reply in the
    customer's language, using what the message gave (``chatbot.entities``: an order number, an
    amount, a date, an e-mail address) so the bot never asks for what it was just given; a
    clarification offers the two likeliest intents, "something else" and a person;
@@ -319,8 +319,9 @@ class Assistant:
         if conversation.status in ("waiting", "agent"):  # also when a person took over meanwhile
             turn.action = conversation.status
             turn.reply = self.catalogue.line("handoff_waiting", lang) if conversation.status == "waiting" else ""
-            if p.prediction is not None:  # for the agent: what the customer asks now, in their language
+            if p.prediction is not None or p.small_talk:  # for the agent: in the language they write now
                 conversation.lang = lang
+            if p.prediction is not None:  # and what they ask now
                 turn.intent, turn.confidence = p.prediction.intent, p.prediction.confidence
                 turn.top = [{"intent": i, "confidence": round(c, 4)} for i, c in p.prediction.top]
             return turn

@@ -10,9 +10,11 @@ detector here:
 * strips what carries no language (numbers, e-mail addresses, URLs, order ids, emoji) first, and
   never decides anything from a message that has no words left;
 * knows the greetings and thanks of each language (:mod:`chatbot.small_talk`): a message made only of
-  them ("danke", "vielen dank", "merci", "hoi") is in the language they are, over the browser's
-  language and the default, and "hallo" (German or Dutch) is in the browser's language if it is one of those (never over the conversation's: a Dutch customer's "thanks" stays Dutch),
-  and one of words every language uses ("ok", "hi", "super") keeps the prior;
+  them ("danke", "vielen dank", "merci", "hoi") is in the language they are written in, over the
+  default and over a browser language whose speakers do not use them (a Flemish browser's "merci"
+  stays Dutch; "hallo", German or Dutch, is in the browser's language if it is one of those), never
+  over the conversation's (a Dutch customer's "danke" stays Dutch); one of words every language uses
+  ("ok", "hi", "super") keeps the prior;
 * falls back on priors when the text is short or the scores are close: the language already
   established in the conversation, then the browser's Accept-Language, then a configured default
   (also for a short first message the detectors are unsure of, with neither of the others);
@@ -46,7 +48,8 @@ class Detection:
     lang: str
     """The language to answer in (always a supported one)."""
     confidence: float
-    """The detector's score of ``lang`` on this text (0 when a prior decided)."""
+    """The detector's score of ``lang`` on this text (0 when a prior decided, 1 when the phrases of one
+    language did)."""
     source: str
     """detected, phrase (greetings and thanks only: :mod:`chatbot.small_talk`), conversation, browser or
     default: what decided ``lang``."""
@@ -250,7 +253,7 @@ class LanguageDetector:
         if phrase and not phrase.languages:  # "ok", "hi", "super": every language says them
             return Detection(prior, 0.0, source)
         if phrase and source != "conversation":
-            decided = self._by_phrase([lang for lang in phrase.languages if lang in self.supported], prior, source)
+            decided = self._by_phrase(phrase, prior, source)
             if decided:
                 return decided
         scores = self.scores(clean)
@@ -274,12 +277,14 @@ class LanguageDetector:
             return Detection(best, scores[best], "detected", scores=scores)
         return Detection(prior, scores.get(prior, 0.0), source, scores=scores)
 
-    def _by_phrase(self, languages: list[str], prior: str, source: str) -> Detection | None:
-        """A message of greetings and thanks only, whose phrases can be ``languages``: the browser's
-        language if it is one of them, else the only one; None when they leave a choice ("hallo": de or
-        nl) that the browser does not settle (the detectors and the default decide, as for any message)."""
-        if source == "browser" and prior in languages:
+    def _by_phrase(self, phrase, prior: str, source: str) -> Detection | None:
+        """A message of greetings and thanks only (:class:`chatbot.small_talk.SmallTalk`): the browser's
+        language if its speakers use those phrases ("merci" in Flemish), else the one language they are
+        written in; None when they leave a choice ("hallo": German or Dutch) that the browser does not
+        settle (the detectors and the default decide, as for any message)."""
+        if source == "browser" and prior in phrase.used_in:
             return Detection(prior, 0.0, source)
+        languages = [lang for lang in phrase.languages if lang in self.supported]
         if len(languages) == 1:
             return Detection(languages[0], 1.0, "phrase")
         return None

@@ -7,21 +7,28 @@ counted as a failure) is the wrong reply. A message is small talk when **every**
 to a phrase of :data:`PHRASES`; a single other word ("hi, my order is late", "thanks Anna") and it is
 not, and the classifier decides as usual.
 
-Matching, on the text lowercased, accents removed, punctuation, digits and emoji dropped, and letters
+Matching, on the text lowercased, accents removed, punctuation and emoji dropped, and letters
 repeated three times or more written once ("merciii", "thanksss"): from the first word, the longest
-phrase (up to five words) that starts there is taken, then the next, until every word is covered.
+phrase (up to five words) that starts there is taken, then the next, until every word is covered; a
+connector ("and", "und", "et", "y", "e", "en") may join two phrases. A message with a digit is never
+small talk ("ok 48213": the order number is what it says).
 
 What it gives (:class:`SmallTalk`):
 
 * ``kind``: greeting, thanks, goodbye or ok; a message with several kinds is the latest in that order
   of a conversation: goodbye, then thanks, then greeting, then ok ("ok thanks bye" says goodbye);
-* ``languages``: the languages every phrase of the message can be (phrases every language uses, such as
-  "ok", "hi", "hello", "thanks", "super", say nothing); ``danke`` is German only, ``hallo`` German or Dutch. When phrases
-  of two languages meet ("hola thanks") it is all of them. Language detection uses this for short
-  messages, where n-gram detectors guess ("vielen dank" scores Dutch, "merci" English).
+* ``languages``: the languages every phrase of the message is written in (phrases every language uses,
+  such as "ok", "hi", "hello", "thanks", "super", say nothing): ``danke`` is German, ``hallo`` German
+  or Dutch; when phrases of two languages meet ("hola, grazie") it is all of them. ``used_in`` adds
+  the languages whose speakers borrow them (Flemish "merci", "ciao" nearly everywhere). Language
+  detection uses both for short messages, where n-gram detectors guess ("vielen dank" scores Dutch,
+  "merci" English).
 
-Words no phrase list can hold are left out on purpose: "yes", "no", "si", "ja", "non" answer a
-question the bot or an agent asked, and the classifier sees them with the conversation's context.
+Bare "yes" and "no" ("ja", "non", "sí", "sim") are not small talk: what they mean depends on the
+question they answer, which this step does not know (neither does the classifier, which sees one
+message). The "ok" phrases do include agreement ("d'accord", "vale", "va bene"): after an answer they
+are the customer's "fine"; one that accepts the out-of-scope answer's offer of a person gets "anything
+else?", and the customer asks for the person in words. "no thanks" and its kin are a goodbye.
 """
 
 from __future__ import annotations
@@ -41,67 +48,93 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "greeting": ("hi", "hey", "hello"),
         "thanks": ("thanks", "thx"),
         "goodbye": ("bye", "bye bye"),
-        "ok": ("ok", "okay", "okey", "oki", "k", "kk", "super", "top", "cool"),
+        "ok": ("ok", "okay", "okey", "oki", "super", "top", "cool"),
     },
     "en": {
         "greeting": ("hiya", "howdy", "good morning", "good afternoon", "good evening", "good day", "hi there",
                      "hello there", "hey there", "hi all", "hello everyone", "greetings"),
-        "thanks": ("thank you", "thank u", "ty", "thanks a lot", "thanks so much", "thank you so much",
+        "thanks": ("thank you", "thank u", "ty", "thanks a lot", "thanks so much", "thank you so much", "thank u so much",
                    "thank you very much", "thanks very much", "many thanks", "thanks again", "thank you again",
-                   "cheers", "much appreciated", "appreciated", "thanks for your help", "thank you for your help"),
-        "goodbye": ("goodbye", "good bye", "see you", "see ya", "have a nice day", "have a good day",
-                    "take care", "good night"),
+                   "cheers", "cheers mate", "much appreciated", "appreciated", "thanks for your help",
+                   "thank you for your help"),
+        "goodbye": ("goodbye", "good bye", "see you", "see ya", "see you later", "have a nice day", "have a good day",
+                    "take care", "good night", "no thanks", "no thank you", "thats all", "that s all", "that is all",
+                    "bye then"),
         "ok": ("alright", "all right", "got it", "understood", "sounds good", "awesome", "nice", "fine", "great",
                "perfect"),
     },
     "fr": {
         "greeting": ("bonjour", "salut", "coucou", "bonsoir", "allo", "bjr", "slt", "bonjour a tous"),
-        "thanks": ("merci", "merci beaucoup", "merci bien", "mille mercis", "mille merci", "merci infiniment", "grand merci",
-                   "je vous remercie", "merci pour tout", "merci encore", "mrc", "mci"),
-        "goodbye": ("au revoir", "a bientot", "bonne journee", "bonne soiree", "a plus", "bonne nuit", "a la prochaine"),
-        "ok": ("d accord", "dacc", "parfait", "genial", "tres bien", "entendu", "compris", "nickel", "ca marche"),
+        "thanks": ("merci", "merci beaucoup", "merci bcp", "merci bien", "mille mercis", "mille merci",
+                   "merci infiniment", "grand merci", "je vous remercie", "merci pour tout", "merci encore", "mrc",
+                   "mci", "merci pour votre aide", "merci de votre aide"),
+        "goodbye": ("au revoir", "a bientot", "bonne journee", "bonne soiree", "a plus", "bonne nuit",
+                    "a la prochaine", "bonne fin de journee", "non merci", "c est tout", "ce sera tout"),
+        "ok": ("d accord", "daccord", "dacc", "parfait", "genial", "tres bien", "entendu", "compris", "nickel",
+               "ca marche", "bien recu"),
     },
     "de": {
         "greeting": ("hallo", "guten tag", "guten morgen", "guten abend", "moin", "moin moin", "servus", "gruss gott",
                      "gruß gott", "hallo zusammen", "gruezi"),
         "thanks": ("danke", "danke schon", "dankeschon", "danke sehr", "vielen dank", "besten dank", "herzlichen dank",
-                   "danke vielmals", "vielen lieben dank", "lieben dank", "danke dir", "danke ihnen"),
-        "goodbye": ("tschuss", "tschau", "auf wiedersehen", "bis bald", "schonen tag", "schonen abend", "bis dann"),
+                   "danke vielmals", "vielen lieben dank", "lieben dank", "danke dir", "danke ihnen",
+                   "danke gleichfalls"),
+        "goodbye": ("tschuss", "tschus", "tschau", "auf wiedersehen", "bis bald", "schonen tag", "schonen tag noch",
+                    "schonen abend", "bis dann", "viele grusse", "lg", "nein danke", "das wars", "das war s",
+                    "das war alles"),
         "ok": ("alles klar", "gut", "perfekt", "prima", "verstanden", "passt", "alles gut", "genial", "sehr gut"),
     },
     "nl": {
-        "greeting": ("hallo", "hoi", "goedemorgen", "goedemiddag", "goedenavond", "goeiedag", "goedendag", "dag", "hallo daar",
-                     "hey daar"),
-        "thanks": ("dank je", "dank je wel", "dank u", "dank u wel", "bedankt", "hartelijk dank", "hartelijk bedankt"),
-        "goodbye": ("doei", "doeg", "tot ziens", "tot later", "fijne dag", "fijne avond", "tot straks"),
-        "ok": ("oke", "prima", "goed", "helemaal goed", "duidelijk", "begrepen", "perfect", "top"),
+        "greeting": ("hallo", "hoi", "goedemorgen", "goedemiddag", "goedenavond", "goeiedag", "goedendag", "dag",
+                     "hallo daar", "hey daar"),
+        "thanks": ("dank je", "dank je wel", "dankjewel", "dank u", "dank u wel", "dankuwel", "bedankt",
+                   "hartelijk dank", "hartelijk bedankt"),
+        "goodbye": ("doei", "doeg", "daag", "tot ziens", "tot later", "fijne dag", "fijne dag nog", "fijne avond",
+                    "tot straks", "groetjes", "nee bedankt", "nee dank je", "nee dank u", "dat was het"),
+        "ok": ("oke", "prima", "goed", "helemaal goed", "duidelijk", "begrepen", "perfect"),
     },
     "es": {
-        "greeting": ("hola", "buenas", "buenos dias", "buenas tardes", "buenas noches", "que tal", "saludos", "hola a todos"),
+        "greeting": ("hola", "buenas", "buenos dias", "buen dia", "buenas tardes", "buenas noches", "que tal",
+                     "saludos", "hola a todos"),
         "thanks": ("gracias", "muchas gracias", "mil gracias", "muchisimas gracias", "gracias de nuevo",
-                   "te lo agradezco", "se lo agradezco", "gracias por todo", "gracias por tu ayuda"),
-        "goodbye": ("adios", "hasta luego", "hasta pronto", "chao", "nos vemos", "hasta manana", "que tengas buen dia"),
-        "ok": ("vale", "perfecto", "genial", "de acuerdo", "entendido", "muy bien", "listo", "okey"),
+                   "te lo agradezco", "se lo agradezco", "gracias por todo", "gracias por tu ayuda",
+                   "gracias por su ayuda", "muy amable"),
+        "goodbye": ("adios", "hasta luego", "hasta pronto", "chao", "chau", "nos vemos", "hasta manana",
+                    "que tengas buen dia", "no gracias", "eso es todo", "nada mas"),
+        "ok": ("vale", "perfecto", "genial", "de acuerdo", "entendido", "muy bien", "listo"),
     },
     "it": {
         "greeting": ("ciao", "buongiorno", "buonasera", "salve", "buon pomeriggio", "buona sera", "buon giorno",
-                     "ciao a tutti"),
+                     "ciao a tutti", "buonasera a tutti"),
         "thanks": ("grazie", "grazie mille", "grazie tante", "molte grazie", "ti ringrazio", "la ringrazio",
-                   "grazie ancora", "grazie di tutto", "grazie per l aiuto"),
-        "goodbye": ("arrivederci", "a presto", "buona giornata", "buona serata", "ci vediamo", "ciao ciao",
-                    "buonanotte"),
+                   "grazie ancora", "grazie di tutto", "grazie per l aiuto", "grazie a lei", "grazie a te"),
+        "goodbye": ("arrivederci", "a presto", "buona giornata", "buona serata", "ci vediamo", "ci sentiamo",
+                    "ciao ciao", "buonanotte", "no grazie", "e tutto", "niente altro"),
         "ok": ("va bene", "perfetto", "d accordo", "capito", "benissimo", "ottimo"),
     },
     "pt": {
         "greeting": ("ola", "oi", "bom dia", "boa tarde", "boa noite", "e ai", "tudo bem", "oi tudo bem",
                      "ola tudo bem"),
         "thanks": ("obrigado", "obrigada", "muito obrigado", "muito obrigada", "obg", "brigado", "brigada", "valeu",
-                   "agradeco", "obrigado pela ajuda", "obrigada pela ajuda"),
-        "goodbye": ("tchau", "adeus", "ate logo", "ate mais", "ate breve", "boa semana", "ate amanha"),
-        "ok": ("ta bom", "ta certo", "beleza", "perfeito", "otimo", "certo", "combinado", "entendi", "de acordo"),
+                   "vlw", "agradeco", "obrigado pela ajuda", "obrigada pela ajuda", "muito obrigado pela ajuda",
+                   "muito obrigada pela ajuda", "obrigado pela atencao", "obrigada pela atencao"),
+        "goodbye": ("tchau", "adeus", "ate logo", "ate mais", "ate breve", "boa semana", "ate amanha",
+                    "nao obrigado", "nao obrigada", "era so isso", "e so isso", "so isso"),
+        "ok": ("ta bom", "ta bem", "ta certo", "beleza", "blz", "perfeito", "otimo", "certo", "combinado", "entendi",
+               "de acordo"),
     },
 }
 """Phrases per language and kind, written lowercased and without accents (as matched)."""
+
+BORROWED: dict[str, tuple[str, ...]] = {
+    "merci": ("nl", "de"), "ciao": ("de", "es", "pt", "fr"), "salut": ("de",), "hoi": ("de",),
+    "certo": ("it",), "ola": ("es",), "tchau": ("es",), "perfect": ("fr",),
+}
+"""Phrases other languages' speakers use too (Flemish and Swiss "merci", Swiss "hoi" and "salut", "ciao"
+nearly everywhere, "ola" for "hola"): a browser in one of these languages keeps its language."""
+
+CONNECTORS = ("and", "et", "und", "en", "y", "e")
+"""Words that may join two phrases ("thanks and bye", "danke und tschüss"), never start or end one."""
 
 MAX_WORDS = 10
 """A longer message is never small talk, whatever its words."""
@@ -114,8 +147,10 @@ class SmallTalk:
     kind: str
     """greeting, thanks, goodbye or ok (:data:`KINDS`)."""
     languages: tuple[str, ...]
-    """The languages the message can be written in, from its phrases; empty when every phrase is one
-    that every language uses ("ok", "hi")."""
+    """The languages the message is written in, from its phrases; empty when every phrase is one that
+    every language uses ("ok", "hi")."""
+    used_in: tuple[str, ...] = ()
+    """``languages`` and those whose speakers borrow every phrase of it (:data:`BORROWED`)."""
 
 
 def normalise(text: str) -> list[str]:
@@ -136,33 +171,51 @@ def _index() -> dict[tuple[str, ...], dict[str, set[str]]]:
                 words = tuple(normalise(phrase))
                 assert 0 < len(words) <= _LONGEST, phrase
                 index.setdefault(words, {}).setdefault(kind, set()).add(lang)
+    assert all(tuple(normalise(p)) in index for p in BORROWED), "a borrowed phrase no language has"
     return index
 
 
 _INDEX = _index()
 
 
-def recognise(text: str) -> SmallTalk | None:
-    """The small talk ``text`` is, or None when any of its words is not part of a known phrase."""
-    words = normalise(text or "")
-    if not words or len(words) > MAX_WORDS:
-        return None
-    kinds: set[str] = set()
-    languages: set[str] | None = None
-    seen: set[str] = set()
-    i = 0
+def _phrases(words: list[str]) -> list[tuple[str, ...]] | None:
+    """``words`` cut into known phrases, longest first from the left (a connector may join two), or None."""
+    found, i = [], 0
     while i < len(words):
+        if 0 < i < len(words) - 1 and words[i] in CONNECTORS and found:
+            i += 1
+            continue
         size = next((n for n in range(min(_LONGEST, len(words) - i), 0, -1) if tuple(words[i:i + n]) in _INDEX), 0)
         if not size:
             return None
-        found = _INDEX[tuple(words[i:i + size])]
+        found.append(tuple(words[i:i + size]))
+        i += size
+    return found
+
+
+def recognise(text: str) -> SmallTalk | None:
+    """The small talk ``text`` is, or None when any of its words is not part of a known phrase, or it
+    has a digit ("ok 48213", "thanks #A-55123": an order number is a request)."""
+    text = text or ""
+    words = normalise(text)
+    if not words or len(words) > MAX_WORDS or any(ch.isdigit() for ch in text):
+        return None
+    phrases = _phrases(words)
+    if phrases is None:
+        return None
+    kinds: set[str] = set()
+    native: list[set[str]] = []
+    used: list[set[str]] = []
+    for phrase in phrases:
+        found = _INDEX[phrase]
         kinds.update(found)
         langs = set().union(*found.values())
         if EVERY not in langs:
-            seen |= langs
-            languages = langs if languages is None else languages & langs
-        i += size
-    if languages is not None and not languages:  # phrases of different languages met: any of them
-        languages = seen
+            native.append(langs)
+            used.append(langs | set(BORROWED.get(" ".join(phrase), ())))
+    languages = set.intersection(*native) if native else set()
+    if native and not languages:  # phrases of different languages met: any of them
+        languages = set.union(*native)
+    used_in = (set.intersection(*used) or set.union(*used)) if used else set()
     kind = next(k for k in KINDS if k in kinds)
-    return SmallTalk(kind, tuple(sorted(languages or ())))
+    return SmallTalk(kind, tuple(sorted(languages)), tuple(sorted(used_in | languages)))

@@ -233,6 +233,19 @@ def test_small_talk_is_answered_in_kind_in_the_customers_language_and_is_no_fail
 def test_small_talk_with_a_request_is_a_request(assistant):
     turn = assistant.respond(None, "Hi, thanks! Where is my order 48213?")
     assert (turn.action, turn.intent) == ("answer", "track_order")
+    assert assistant.respond(turn.conversation_id, "ok 48213").action == "answer"  # a number is a request
+
+
+def test_small_talk_in_a_batch_runs_no_model_for_itself(assistant, monkeypatch):
+    seen = []
+    predict = assistant.classifier.predict
+    monkeypatch.setattr(assistant.classifier, "predict", lambda texts, k=3: seen.extend(texts) or predict(texts, k))
+    turns = assistant.respond_batch([{"conversation_id": None, "text": "vielen Dank!"},
+                                     {"conversation_id": None, "text": "Where is my order 48213?"},
+                                     {"conversation_id": None, "text": "no thanks, bye"}])
+    assert [(t.action, t.lang) for t in turns] == [("small_talk", "de"), ("answer", "en"), ("small_talk", "en")]
+    assert turns[2].reply == assistant.catalogue.line("small_talk_goodbye", "en")
+    assert seen == ["Where is my order 48213?"]
 
 
 # --- one bad request harms no one else ------------------------------------------------------------

@@ -56,6 +56,11 @@ def test_phrases_defer_to_what_is_known(detector):
     # A phrase of two languages: the browser's when it is one of them, else as any short message.
     assert detector.detect("hallo", accept_language="de-DE").lang == "de"
     assert detector.detect("hallo", accept_language="nl").lang == "nl"
+    # A phrase the browser language's speakers borrow: the browser's ("merci" in Flemish, Swiss "hoi").
+    assert detector.detect("merci", accept_language="nl-BE").lang == "nl"
+    assert detector.detect("hoi", accept_language="de-CH").lang == "de"
+    assert detector.detect("ciao", accept_language="es-ES").lang == "es"
+    assert detector.detect("merci", accept_language="es-ES").lang == "fr"
     # The conversation's language is never overruled by a thank-you.
     assert detector.detect("thanks", conversation="nl").lang == "nl"
     assert detector.detect("danke", conversation="fr").lang == "fr"

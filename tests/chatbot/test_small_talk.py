@@ -1,7 +1,7 @@
 import pytest
 
 from chatbot.settings import LANGUAGES
-from chatbot.small_talk import EVERY, KINDS, MAX_WORDS, PHRASES, SmallTalk, normalise, recognise
+from chatbot.small_talk import BORROWED, EVERY, KINDS, MAX_WORDS, PHRASES, normalise, recognise
 
 
 @pytest.mark.parametrize("text, kind, languages", [
@@ -17,7 +17,28 @@ from chatbot.small_talk import EVERY, KINDS, MAX_WORDS, PHRASES, SmallTalk, norm
     ("adiós", "goodbye", ("es",)),
 ])
 def test_recognises_greetings_thanks_goodbyes_and_ok(text, kind, languages):
-    assert recognise(text) == SmallTalk(kind, languages)
+    talk = recognise(text)
+    assert (talk.kind, talk.languages) == (kind, languages)
+
+
+@pytest.mark.parametrize("text", ["no thanks", "non merci", "nein danke", "nee bedankt", "no gracias", "no grazie",
+                                  "não, obrigado", "Obrigado, era só isso."])
+def test_no_thanks_is_a_goodbye(text):
+    """The answer to the small-talk replies' own "anything else?"."""
+    assert recognise(text).kind == "goodbye"
+
+
+def test_a_connector_joins_two_phrases_and_nothing_else():
+    assert recognise("thanks and bye").kind == "goodbye"
+    assert recognise("danke und tschüss").languages == ("de",)
+    assert recognise("arrivederci e grazie").languages == ("it",)
+    assert recognise("and thanks") is None and recognise("thanks and") is None
+
+
+def test_borrowed_phrases_name_the_languages_that_use_them():
+    merci = recognise("merci")
+    assert merci.languages == ("fr",) and set(merci.used_in) == {"fr", "nl", "de"}
+    assert recognise("danke").used_in == ("de",)
 
 
 def test_the_latest_thing_said_wins():
@@ -28,7 +49,7 @@ def test_the_latest_thing_said_wins():
 
 
 @pytest.mark.parametrize("text", [
-    "hi, my order is late", "thanks Anna", "thanks, where is order 12345", "danke für die schnelle Lieferung",
+    "hi, my order is late", "thanks Anna", "ok 48213", "thanks #A-55123", "hi +33 6 12 34 56 78", "thanks, where is order 12345", "danke für die schnelle Lieferung",
     "yes", "no", "ja", "non", "sí", "", "   ", "12345", "😀", " ".join(["thanks"] * (MAX_WORDS + 1)),
 ])
 def test_anything_else_is_not_small_talk(text):
@@ -42,9 +63,11 @@ def test_phrases_of_two_languages_leave_both():
 
 
 def test_the_phrase_lists_are_well_formed():
-    assert set(PHRASES) == {EVERY, *LANGUAGES}
+    assert set(PHRASES) == {EVERY, *LANGUAGES} and set().union(*BORROWED.values()) <= set(LANGUAGES)
+    answers = {"yes", "no", "oui", "non", "ja", "nein", "nee", "si", "sim", "nao"}
     for lang, kinds in PHRASES.items():
         assert set(kinds) <= set(KINDS), lang
         for phrases in kinds.values():
             for phrase in phrases:  # written as they are matched
                 assert " ".join(normalise(phrase)) == phrase, phrase
+                assert phrase not in answers, phrase  # a bare yes or no answers a question
