@@ -192,8 +192,10 @@ def run_chat(args: ChatArgs) -> None:
     from chatbot.classifier import load_classifier
     from chatbot.store import Store
 
+    from chatbot.language import parse_accept_language
+
     assistant = Assistant(load_classifier(args.model), Store(args.database), version=Path(args.model).name)
-    print(assistant.greeting("en"))
+    print(assistant.greeting(parse_accept_language(args.accept_language) or "en"))  # as the widget greets
     print("(type /quit to leave, /new for a new conversation)")
     conversation_id = None
     while True:

@@ -265,3 +265,26 @@ def test_vocab_and_build_inputs_are_checked_before_work(tmp_path, capsys):
     assert "no texts in split 'nosuchsplit'" in capsys.readouterr().err
     assert main(["build", "--data", str(rows), "--out", str(tmp_path / "b"), "--eval-split", "foo"]) == 2
     assert "eval split" in capsys.readouterr().err
+
+
+def test_chat_greets_in_the_browser_language_and_shows_each_turn(monkeypatch, tmp_path, capsys):
+    from chatbot.commands import ChatArgs, run_chat
+    from chatbot.predictor import Prediction
+    from chatbot.replies import Catalogue
+
+    class Scripted:
+        labels = ["track_order", "out_of_scope"]
+
+        def predict(self, texts, k=3):
+            return [Prediction("track_order", 0.95, [("track_order", 0.95), ("out_of_scope", 0.03)]) for _ in texts]
+
+    monkeypatch.setattr("chatbot.classifier.load_classifier", lambda path: Scripted())
+    said = iter(["Wo ist meine Bestellung 4711?", "danke", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(said))
+    run_chat(ChatArgs(model=str(tmp_path / "model"), database=f"sqlite:///{tmp_path / 'chat.db'}",
+                      accept_language="de-DE,de;q=0.9"))
+    out = capsys.readouterr().out
+    catalogue = Catalogue.load()
+    assert out.startswith(catalogue.line("greeting", "de"))
+    assert "[de · answer · track_order 0.95]" in out
+    assert catalogue.line("small_talk_thanks", "de") + "\n[de · small_talk]" in out
