@@ -8,7 +8,9 @@ A turn goes through small steps, in this order, and a message stops at the first
    too long message is refused;
 2. **detect** the language (with the conversation's and the browser's as priors); a message in a
    language we do not serve is told so; a message that only greets, thanks, says goodbye or says "ok"
-   (``chatbot.small_talk``) is answered in kind, with no failure counted and no model run;
+   (``chatbot.small_talk``) is answered in kind, with no failure counted and no model run (a yes or a
+   no is classified as well: it is answered as such in step 4 only after a question the bot asked —
+   the out-of-scope answer's offer of a person, "anything else?");
 3. **classify** (one forward pass for every message of a batch that got this far);
 4. **decide**: a conversation waiting for or handled by a person gets no bot answer (its message is
    still detected and, unless it is small talk, classified, so that the agent's suggested reply and
@@ -45,7 +47,7 @@ from chatbot.policy import PolicyConfig, decide, in_scope
 from chatbot.replies import Catalogue, person_name
 from chatbot.settings import MAX_MESSAGE_CHARS as MAX_CHARS  # the name the catalogue and tests use
 from chatbot.settings import OUT_OF_SCOPE, RAW_CHARS
-from chatbot.small_talk import recognise
+from chatbot.small_talk import ANSWERS, recognise
 from chatbot.store import CLIENT_MESSAGE_ID, Store, now, valid_conversation_id
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,10 @@ class Pending:
     settled: str | None = None
     """The action a step before classification decided (empty, too_long, unsupported, small_talk)."""
     small_talk: str | None = None
-    """The kind of small talk (greeting, thanks, goodbye, ok) when that is all the message says."""
+    """The kind of small talk (greeting, thanks, goodbye, ok, yes, no) when that is all the message says."""
+    asked: str | None = None
+    """The action of the bot's turn when it is the conversation's latest (read as the turn is stored):
+    what a yes or a no answers."""
     detection: Detection | None = None
     prediction: object | None = None
     error: str | None = None
@@ -230,7 +235,9 @@ class Assistant:
         if p.needs_model and p.detection.unsupported:
             p.settled = "unsupported"
         elif p.needs_model and (talk := recognise(p.text)):
-            p.settled, p.small_talk = "small_talk", talk.kind
+            p.small_talk = talk.kind
+            if talk.kind not in ANSWERS:  # a yes or a no is classified too: it may answer no question of ours
+                p.settled = "small_talk"
 
     def _classify(self, batch: list[Pending]) -> None:
         """One forward pass for the batch; if it fails, each message is tried alone, so one bad
@@ -285,6 +292,8 @@ class Assistant:
                 return self._replay(conversation, stored)
             if conversation.status == "closed":  # closed stays closed: this message starts a new conversation
                 conversation = self.store.get_or_create(s, None)
+            if p.small_talk in ANSWERS:
+                p.asked = self.store.last_bot_action(s, conversation)
             turn = self._decide(conversation, p, self.store.given(s, conversation))
             # a served classifier says which version answered (replicas follow a promotion on their own)
             turn.model_version = getattr(p.prediction, "version", None) or self.version
@@ -339,6 +348,8 @@ class Assistant:
         if p.settled == "small_talk":  # "thanks", "hallo", "ok bye": answered in kind; not a failure, not a success
             turn.action, turn.reply = "small_talk", self.catalogue.line(f"small_talk_{p.small_talk}", lang)
             return turn
+        if p.small_talk in ANSWERS and self._answered(conversation, turn, p.small_talk, p.asked, given):
+            return turn
         if p.prediction is None:
             turn.action, turn.reply = "error", self.catalogue.line("error", lang)
             turn.top = [{"error": "not classified"}]  # the cause is in the log
@@ -370,6 +381,20 @@ class Assistant:
             conversation.failures += 1
             turn.reply = self.catalogue.line("fallback", lang)
         return turn
+
+    def _answered(self, conversation, turn: Turn, answer: str, asked: str | None, given: dict) -> bool:
+        """A yes or a no to the bot's latest turn: to the out-of-scope answer, which offers a person, a yes
+        hands off and a no is fine; to small talk ("anything else?"), a no says goodbye and a yes asks what.
+        False after anything else: the classifier decides, as for any message."""
+        if (asked, answer) == ("out_of_scope", "yes"):
+            self._hand_off(conversation, PERSON)
+            turn.action, turn.intent, turn.reply = "handoff", PERSON, self._handoff_reply(PERSON, turn.lang, given)
+            return True
+        line = {("out_of_scope", "no"): "small_talk_ok", ("small_talk", "no"): "small_talk_goodbye",
+                ("small_talk", "yes"): "small_talk_yes"}.get((asked, answer))
+        if line:
+            turn.action, turn.reply = "small_talk", self.catalogue.line(line, turn.lang)
+        return line is not None
 
     def _answer(self, conversation, turn: Turn, intent: str, confidence: float, top: list[dict],
                 given: dict | None = None) -> Turn:

@@ -15,8 +15,8 @@ small talk ("ok 48213": the order number is what it says).
 
 What it gives (:class:`SmallTalk`):
 
-* ``kind``: greeting, thanks, goodbye or ok; a message with several kinds is the latest in that order
-  of a conversation: goodbye, then thanks, then greeting, then ok ("ok thanks bye" says goodbye);
+* ``kind``: greeting, thanks, goodbye, ok, yes or no; a message with several kinds is the one of
+  :data:`KINDS` that comes first ("ok thanks bye" says goodbye, "oui merci" yes);
 * ``languages``: the languages every phrase of the message is written in (phrases every language uses,
   such as "ok", "hi", "hello", "thanks", "super", say nothing): ``danke`` is German, ``hallo`` German
   or Dutch; when phrases of two languages meet ("hola, grazie") it is all of them. ``used_in`` adds
@@ -24,11 +24,11 @@ What it gives (:class:`SmallTalk`):
   detection uses both for short messages, where n-gram detectors guess ("vielen dank" scores Dutch,
   "merci" English).
 
-Bare "yes" and "no" ("ja", "non", "sí", "sim") are not small talk: what they mean depends on the
-question they answer, which this step does not know (neither does the classifier, which sees one
-message). The "ok" phrases do include agreement ("d'accord", "vale", "va bene"): after an answer they
-are the customer's "fine"; one that accepts the out-of-scope answer's offer of a person gets "anything
-else?", and the customer asks for the person in words. "no thanks" and its kin are a goodbye.
+A yes or a no ("ja", "non", "sí", "sim", "no thanks") is an answer: what it means depends on the
+question, so the assistant acts on it only after a question it asked (the out-of-scope answer's offer
+of a person, "anything else?") and otherwise leaves it to the classifier as before. The "ok" phrases
+do include agreement ("d'accord", "vale", "va bene"): after an answer they are the customer's "fine",
+and are taken as no more than that.
 """
 
 from __future__ import annotations
@@ -37,8 +37,12 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-KINDS = ("goodbye", "thanks", "greeting", "ok")
-"""The kinds of small talk, the one that wins first: the reply follows the latest thing a message says."""
+KINDS = ("goodbye", "yes", "no", "thanks", "greeting", "ok")
+"""The kinds of small talk, the one that wins first: the reply follows the latest thing a message says
+("ok thanks bye" says goodbye), and a yes or a no is what a "yes, thanks" answers."""
+
+ANSWERS = ("yes", "no")
+"""The kinds that answer a question: they mean something only after one (:mod:`chatbot.assistant`)."""
 
 EVERY = "*"
 """The language key of phrases every language uses."""
@@ -58,8 +62,11 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                    "cheers", "cheers mate", "much appreciated", "appreciated", "thanks for your help",
                    "thank you for your help"),
         "goodbye": ("goodbye", "good bye", "see you", "see ya", "see you later", "have a nice day", "have a good day",
-                    "take care", "good night", "no thanks", "no thank you", "thats all", "that s all", "that is all",
-                    "bye then"),
+                    "take care", "good night", "thats all", "that s all", "that is all", "bye then"),
+        "yes": ("yes", "yes please", "yeah", "yep", "yup", "sure", "yes sure", "of course", "please", "please do",
+                "yes please do", "definitely", "that would be great", "yes i would", "i would like that"),
+        "no": ("no", "nope", "nah", "no thanks", "no thank you", "not now", "no need", "no it s fine",
+               "no that s fine", "no i m fine", "i m good", "im good"),
         "ok": ("alright", "all right", "got it", "understood", "sounds good", "awesome", "nice", "fine", "great",
                "perfect"),
     },
@@ -69,7 +76,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                    "merci infiniment", "grand merci", "je vous remercie", "merci pour tout", "merci encore", "mrc",
                    "mci", "merci pour votre aide", "merci de votre aide"),
         "goodbye": ("au revoir", "a bientot", "bonne journee", "bonne soiree", "a plus", "bonne nuit",
-                    "a la prochaine", "bonne fin de journee", "non merci", "c est tout", "ce sera tout"),
+                    "a la prochaine", "bonne fin de journee", "c est tout", "ce sera tout"),
+        "yes": ("oui", "oui merci", "oui svp", "oui s il vous plait", "ouais", "volontiers", "bien sur", "oui bien sur",
+                "oui volontiers", "avec plaisir", "je veux bien", "oui je veux bien"),
+        "no": ("non", "non merci", "pas besoin", "non ca ira", "ca ira", "non c est bon", "c est bon"),
         "ok": ("d accord", "daccord", "dacc", "parfait", "genial", "tres bien", "entendu", "compris", "nickel",
                "ca marche", "bien recu"),
     },
@@ -80,8 +90,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                    "danke vielmals", "vielen lieben dank", "lieben dank", "danke dir", "danke ihnen",
                    "danke gleichfalls"),
         "goodbye": ("tschuss", "tschus", "tschau", "auf wiedersehen", "bis bald", "schonen tag", "schonen tag noch",
-                    "schonen abend", "bis dann", "viele grusse", "lg", "nein danke", "das wars", "das war s",
-                    "das war alles"),
+                    "schonen abend", "bis dann", "viele grusse", "lg", "das wars", "das war s", "das war alles"),
+        "yes": ("ja", "ja bitte", "jawohl", "gerne", "gern", "ja gerne", "ja gern", "bitte", "sehr gerne", "klar",
+                "ja klar", "naturlich", "ja naturlich", "jep"),
+        "no": ("nein", "nein danke", "nee", "nicht notig", "nein nicht notig", "passt schon"),
         "ok": ("alles klar", "gut", "perfekt", "prima", "verstanden", "passt", "alles gut", "genial", "sehr gut"),
     },
     "nl": {
@@ -90,7 +102,11 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "thanks": ("dank je", "dank je wel", "dankjewel", "dank u", "dank u wel", "dankuwel", "bedankt",
                    "hartelijk dank", "hartelijk bedankt"),
         "goodbye": ("doei", "doeg", "daag", "tot ziens", "tot later", "fijne dag", "fijne dag nog", "fijne avond",
-                    "tot straks", "groetjes", "nee bedankt", "nee dank je", "nee dank u", "dat was het"),
+                    "tot straks", "groetjes", "dat was het"),
+        "yes": ("ja", "ja graag", "graag", "jazeker", "ja hoor", "ja alstublieft", "ja alsjeblieft", "zeker",
+                "natuurlijk", "ja zeker", "ja natuurlijk"),
+        "no": ("nee", "neen", "nee hoor", "nee bedankt", "nee dank je", "nee dank u", "niet nodig", "hoeft niet",
+               "nee hoeft niet"),
         "ok": ("oke", "prima", "goed", "helemaal goed", "duidelijk", "begrepen", "perfect"),
     },
     "es": {
@@ -100,7 +116,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                    "te lo agradezco", "se lo agradezco", "gracias por todo", "gracias por tu ayuda",
                    "gracias por su ayuda", "muy amable"),
         "goodbye": ("adios", "hasta luego", "hasta pronto", "chao", "chau", "nos vemos", "hasta manana",
-                    "que tengas buen dia", "no gracias", "eso es todo", "nada mas"),
+                    "que tengas buen dia", "eso es todo", "nada mas"),
+        "yes": ("si", "si por favor", "claro", "claro que si", "por favor", "si gracias", "por supuesto", "dale",
+                "vale si"),
+        "no": ("no", "no gracias", "no hace falta", "no es necesario"),
         "ok": ("vale", "perfecto", "genial", "de acuerdo", "entendido", "muy bien", "listo"),
     },
     "it": {
@@ -109,7 +128,9 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "thanks": ("grazie", "grazie mille", "grazie tante", "molte grazie", "ti ringrazio", "la ringrazio",
                    "grazie ancora", "grazie di tutto", "grazie per l aiuto", "grazie a lei", "grazie a te"),
         "goodbye": ("arrivederci", "a presto", "buona giornata", "buona serata", "ci vediamo", "ci sentiamo",
-                    "ciao ciao", "buonanotte", "no grazie", "e tutto", "niente altro"),
+                    "ciao ciao", "buonanotte", "e tutto", "niente altro"),
+        "yes": ("si", "si grazie", "si per favore", "certo", "certamente", "volentieri", "si certo", "per favore"),
+        "no": ("no", "no grazie", "non serve", "non c e bisogno", "no non serve"),
         "ok": ("va bene", "perfetto", "d accordo", "capito", "benissimo", "ottimo"),
     },
     "pt": {
@@ -119,7 +140,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                    "vlw", "agradeco", "obrigado pela ajuda", "obrigada pela ajuda", "muito obrigado pela ajuda",
                    "muito obrigada pela ajuda", "obrigado pela atencao", "obrigada pela atencao"),
         "goodbye": ("tchau", "adeus", "ate logo", "ate mais", "ate breve", "boa semana", "ate amanha",
-                    "nao obrigado", "nao obrigada", "era so isso", "e so isso", "so isso"),
+                    "era so isso", "e so isso", "so isso"),
+        "yes": ("sim", "sim por favor", "claro", "pode ser", "sim obrigado", "sim obrigada", "por favor",
+                "com certeza", "quero", "sim quero", "claro que sim"),
+        "no": ("nao", "nao obrigado", "nao obrigada", "nao precisa", "nao e preciso"),
         "ok": ("ta bom", "ta bem", "ta certo", "beleza", "blz", "perfeito", "otimo", "certo", "combinado", "entendi",
                "de acordo"),
     },
@@ -128,7 +152,7 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
 
 BORROWED: dict[str, tuple[str, ...]] = {
     "merci": ("nl", "de"), "ciao": ("de", "es", "pt", "fr"), "salut": ("de",), "hoi": ("de",),
-    "certo": ("it",), "ola": ("es",), "tchau": ("es",), "perfect": ("fr",),
+    "ola": ("es",), "tchau": ("es",), "perfect": ("fr",),
 }
 """Phrases other languages' speakers use too (Flemish and Swiss "merci", Swiss "hoi" and "salut", "ciao"
 nearly everywhere, "ola" for "hola"): a browser in one of these languages keeps its language."""

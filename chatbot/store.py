@@ -312,6 +312,14 @@ class Store:
         return found
 
     @staticmethod
+    def last_bot_action(s: Session, conversation: Conversation) -> str | None:
+        """The action of the conversation's latest message when the bot wrote it (what the customer's next
+        message answers), else None."""
+        last = s.scalars(select(Message).where(Message.conversation_id == conversation.id)
+                         .order_by(Message.id.desc()).limit(1)).first()
+        return last.action if last is not None and last.role == "bot" else None
+
+    @staticmethod
     def stored_turn(s: Session, conversation: Conversation, client_message_id: str | None) -> list[Message] | None:
         """The customer message with this client id and the messages after it up to the next customer
         message (the bot's reply), when the turn was stored already."""

@@ -279,6 +279,15 @@ def test_clarification_choices_survive_a_reload_and_send_the_choice(app, browser
     page.context.close()
 
 
+def test_out_of_scope_says_so_and_a_yes_takes_the_offer_of_a_person(app, browser):
+    page = customer_page(browser, app.url, "it-IT,it;q=0.9")
+    it = replies("it")
+    assert say(page, "Mi può consigliare una buona pizzeria qui vicino?") == it["bot"]["out_of_scope"]
+    assert say(page, "sì, grazie") == it["intents"]["contact_human_agent"]["reply"]
+    page.locator("#customer-chat [data-banner=waiting]").wait_for()  # in the queue for a person
+    page.context.close()
+
+
 @pytest.mark.parametrize("text", ["注文はどこですか", "我的订单在哪里？", "Где мой заказ?"])
 def test_other_scripts_are_told_which_languages_we_serve(app, browser, text):
     page = customer_page(browser, app.url, "en-GB,en;q=0.9")

@@ -230,6 +230,60 @@ def test_small_talk_is_answered_in_kind_in_the_customers_language_and_is_no_fail
     assert assistant.respond(cid, unclear).action == "handoff"  # the two clarifications still count
 
 
+OFF_TOPIC = {  # an out-of-scope question, yes to the offer of a person
+    "en": ("Can you recommend a good pizza place nearby?", "yes please"),
+    "fr": ("Pouvez-vous me recommander une bonne pizzeria dans le coin ?", "oui, volontiers"),
+    "de": ("Können Sie mir eine gute Pizzeria in der Nähe empfehlen?", "ja, gerne"),
+    "nl": ("Kunt u een goede pizzeria in de buurt aanraden?", "ja graag"),
+    "es": ("¿Me puede recomendar una buena pizzería cerca de aquí?", "sí, por favor"),
+    "it": ("Mi può consigliare una buona pizzeria qui vicino?", "sì grazie"),
+    "pt": ("Pode recomendar-me uma boa pizzaria aqui perto?", "sim, por favor"),
+}
+
+
+def off_topic(assistant, monkeypatch):
+    """The scripted classifier, saying out of scope for the OFF_TOPIC questions."""
+    predict = assistant.classifier.predict
+    questions = {q for q, _ in OFF_TOPIC.values()}
+
+    def scripted(texts, k=3):
+        return [Prediction("out_of_scope", 0.9, [("out_of_scope", 0.9), ("review", 0.05), ("track_order", 0.02)])
+                if t in questions else predict([t], k)[0] for t in texts]
+
+    monkeypatch.setattr(assistant.classifier, "predict", scripted)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_yes_to_the_offer_of_a_person_hands_off(assistant, lang, monkeypatch):
+    """The out-of-scope answer offers a person: "yes please" takes it, in every language."""
+    off_topic(assistant, monkeypatch)
+    question, yes = OFF_TOPIC[lang]
+    first = assistant.respond(None, question)
+    assert (first.action, first.lang) == ("out_of_scope", lang)
+    turn = assistant.respond(first.conversation_id, yes)
+    assert (turn.action, turn.intent, turn.status, turn.lang) == ("handoff", "contact_human_agent", "waiting", lang)
+    assert turn.reply == assistant.catalogue.reply("contact_human_agent", lang)
+    assert assistant.store.queue()[0]["handoff_reason"] == "contact_human_agent"
+
+
+def test_no_to_the_offer_or_to_anything_else_and_a_yes_to_no_question(assistant, monkeypatch):
+    off_topic(assistant, monkeypatch)
+    line = assistant.catalogue.line
+    cid = assistant.respond(None, OFF_TOPIC["de"][0]).conversation_id
+    no = assistant.respond(cid, "nein danke")  # to the offer of a person: fine, anything else?
+    assert (no.action, no.reply, no.status) == ("small_talk", line("small_talk_ok", "de"), "bot")
+    again = assistant.respond(cid, "ja")  # to "anything else?": what, then?
+    assert (again.action, again.reply) == ("small_talk", line("small_talk_yes", "de"))
+    thanks = assistant.respond(cid, SCRIPT["de"][0])
+    assert thanks.action == "answer"
+    # after an answer, a yes answers no question of ours: the classifier decides, as before
+    assert assistant.respond(cid, "ja").action == "clarify"
+    assert assistant.respond(cid, "danke").action == "small_talk"
+    bye = assistant.respond(cid, "nein")  # to "anything else?": goodbye
+    assert (bye.action, bye.reply) == ("small_talk", line("small_talk_goodbye", "de"))
+    assert assistant.respond(None, "yes please").action == "clarify"  # a first message asks nothing
+
+
 def test_small_talk_with_a_request_is_a_request(assistant):
     turn = assistant.respond(None, "Hi, thanks! Where is my order 48213?")
     assert (turn.action, turn.intent) == ("answer", "track_order")

@@ -54,6 +54,20 @@ def test_conversation_ids_are_server_made_and_never_chosen_by_a_client(store):
     assert store.conversation("'; drop table messages; --") is None and store.messages(12) == []
 
 
+def test_the_last_bot_action_is_what_the_next_message_answers(store):
+    with store.session() as s, s.begin():
+        conversation = store.get_or_create(s, None)
+        assert store.last_bot_action(s, conversation) is None
+        store.add_message(s, conversation, "customer", "what's the weather?", action="out_of_scope")
+        assert store.last_bot_action(s, conversation) is None  # the customer spoke last
+        store.add_message(s, conversation, "bot", "Sorry, that's not something I can help with", action="out_of_scope")
+        assert store.last_bot_action(s, conversation) == "out_of_scope"
+        cid = conversation.id
+    store.agent_message(cid, "Hello, Marie here")
+    with store.session() as s, s.begin():
+        assert store.last_bot_action(s, store.get_or_create(s, cid)) is None  # a person spoke since
+
+
 def test_values_are_masked_before_the_cut_and_kept_encrypted(store):
     cid = store.new_conversation()
     long = "x" * (STORED_CHARS - 8) + " 4111 1111 1111 1111 and mail jan@example.nl"
