@@ -1,21 +1,24 @@
 """Small talk: a message that only greets, thanks, says goodbye or acknowledges ("hi", "danke schön",
-"ok merci", "muchas gracias, adiós").
+"ok merci", "muchas gracias, adiós"), answers yes or no, or asks for help without saying with what
+("I have a problem", "Hallo, ich habe eine Frage", "problema con mi pedido").
 
 Customers write these between requests. They are not requests, so the classifier has nothing to say
-about them, and answering "thanks" with "that's not something I can help with" (out of scope,
-counted as a failure) is the wrong reply. A message is small talk when **every** word of it belongs
+about them: answering "thanks" with "that's not something I can help with" (out of scope, counted as
+a failure) is the wrong reply, and so is answering "I have a problem with my order" with whichever
+intent's canned answer the classifier leans to (payment_issue at 0.65 for "problema con mi pedido"):
+the bot asks what the problem is. A message is small talk when **every** word of it belongs
 to a phrase of :data:`PHRASES`; a single other word ("hi, my order is late", "thanks Anna") and it is
 not, and the classifier decides as usual.
 
 Matching, on the text lowercased, accents removed, punctuation and emoji dropped, and letters
 repeated three times or more written once ("merciii", "thanksss"): from the first word, the longest
-phrase (up to five words) that starts there is taken, then the next, until every word is covered; a
+phrase (up to eight words) that starts there is taken, then the next, until every word is covered; a
 connector ("and", "und", "et", "y", "e", "en") may join two phrases. A message with a digit is never
 small talk ("ok 48213": the order number is what it says).
 
 What it gives (:class:`SmallTalk`):
 
-* ``kind``: greeting, thanks, goodbye, ok, yes or no; a message with several kinds is the one of
+* ``kind``: help, greeting, thanks, goodbye, ok, yes or no; a message with several kinds is the one of
   :data:`KINDS` that comes first ("ok thanks bye" says goodbye, "oui merci" yes);
 * ``languages``: the languages every phrase of the message is written in (phrases every language uses,
   such as "ok", "hi", "hello", "thanks", "super", say nothing): ``danke`` is German, ``hallo`` German
@@ -37,9 +40,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-KINDS = ("goodbye", "yes", "no", "thanks", "greeting", "ok")
-"""The kinds of small talk, the one that wins first: the reply follows the latest thing a message says
-("ok thanks bye" says goodbye), and a yes or a no is what a "yes, thanks" answers."""
+KINDS = ("help", "goodbye", "yes", "no", "thanks", "greeting", "ok")
+"""The kinds of small talk, the one that wins first: a call for help is what "hi, I have a problem"
+says; the reply follows the latest thing a message says ("ok thanks bye" says goodbye), and a yes or a
+no is what a "yes, thanks" answers."""
 
 ANSWERS = ("yes", "no")
 """The kinds that answer a question: they mean something only after one (:mod:`chatbot.assistant`)."""
@@ -55,6 +59,12 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "ok": ("ok", "okay", "okey", "oki", "super", "top", "cool"),
     },
     "en": {
+        "help": ("help", "help me", "help please", "please help", "i need help", "need help", "can you help me",
+                 "can you help", "could you help me", "i have a problem", "i ve got a problem", "ive got a problem",
+                 "i got a problem", "i have a question", "i have an issue", "problem", "question", "issue",
+                 "problem with my order", "issue with my order", "question about my order", "a problem with my order",
+                 "i have a problem with my order", "i have an issue with my order", "i have a question about my order",
+                 "something is wrong", "there is a problem"),
         "greeting": ("hiya", "howdy", "good morning", "good afternoon", "good evening", "good day", "hi there",
                      "hello there", "hey there", "hi all", "hello everyone", "greetings"),
         "thanks": ("thank you", "thank u", "ty", "thanks a lot", "thanks so much", "thank you so much", "thank u so much",
@@ -71,6 +81,11 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                "perfect"),
     },
     "fr": {
+        "help": ("aide", "a l aide", "j ai besoin d aide", "besoin d aide", "pouvez vous m aider", "vous pouvez m aider",
+                 "tu peux m aider", "j ai un probleme", "j ai une question", "un probleme", "probleme", "question",
+                 "j ai un souci", "souci", "probleme avec ma commande", "souci avec ma commande",
+                 "j ai un probleme avec ma commande", "j ai un souci avec ma commande",
+                 "j ai une question sur ma commande", "une question sur ma commande"),
         "greeting": ("bonjour", "salut", "coucou", "bonsoir", "allo", "bjr", "slt", "bonjour a tous"),
         "thanks": ("merci", "merci beaucoup", "merci bcp", "merci bien", "mille mercis", "mille merci",
                    "merci infiniment", "grand merci", "je vous remercie", "merci pour tout", "merci encore", "mrc",
@@ -84,6 +99,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                "ca marche", "bien recu"),
     },
     "de": {
+        "help": ("hilfe", "ich brauche hilfe", "brauche hilfe", "konnen sie mir helfen", "kannst du mir helfen",
+                 "ich habe ein problem", "ich hab ein problem", "ich habe eine frage", "ich hab eine frage", "problem",
+                 "frage", "problem mit meiner bestellung", "ich habe ein problem mit meiner bestellung",
+                 "frage zu meiner bestellung", "ich habe eine frage zu meiner bestellung"),
         "greeting": ("hallo", "guten tag", "guten morgen", "guten abend", "moin", "moin moin", "servus", "gruss gott",
                      "gruß gott", "hallo zusammen", "gruezi"),
         "thanks": ("danke", "danke schon", "dankeschon", "danke sehr", "vielen dank", "besten dank", "herzlichen dank",
@@ -97,6 +116,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "ok": ("alles klar", "gut", "perfekt", "prima", "verstanden", "passt", "alles gut", "genial", "sehr gut"),
     },
     "nl": {
+        "help": ("help", "hulp", "ik heb hulp nodig", "kunt u mij helpen", "kun je me helpen", "ik heb een probleem",
+                 "ik heb een vraag", "probleem", "vraag", "probleem met mijn bestelling",
+                 "ik heb een probleem met mijn bestelling", "vraag over mijn bestelling",
+                 "ik heb een vraag over mijn bestelling"),
         "greeting": ("hallo", "hoi", "goedemorgen", "goedemiddag", "goedenavond", "goeiedag", "goedendag", "dag",
                      "hallo daar", "hey daar"),
         "thanks": ("dank je", "dank je wel", "dankjewel", "dank u", "dank u wel", "dankuwel", "bedankt",
@@ -110,6 +133,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "ok": ("oke", "prima", "goed", "helemaal goed", "duidelijk", "begrepen", "perfect"),
     },
     "es": {
+        "help": ("ayuda", "necesito ayuda", "me puede ayudar", "me puedes ayudar", "puede ayudarme", "puedes ayudarme",
+                 "tengo un problema", "tengo una pregunta", "tengo una duda", "problema", "pregunta", "duda",
+                 "problema con mi pedido", "tengo un problema con mi pedido", "una pregunta sobre mi pedido",
+                 "tengo una pregunta sobre mi pedido"),
         "greeting": ("hola", "buenas", "buenos dias", "buen dia", "buenas tardes", "buenas noches", "que tal",
                      "saludos", "hola a todos"),
         "thanks": ("gracias", "muchas gracias", "mil gracias", "muchisimas gracias", "gracias de nuevo",
@@ -123,6 +150,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "ok": ("vale", "perfecto", "genial", "de acuerdo", "entendido", "muy bien", "listo"),
     },
     "it": {
+        "help": ("aiuto", "ho bisogno di aiuto", "mi puo aiutare", "mi puoi aiutare", "puo aiutarmi", "ho un problema",
+                 "ho una domanda", "problema", "domanda", "problema con il mio ordine", "ho un problema con il mio ordine",
+                 "problema con l ordine", "ho un problema con l ordine", "una domanda sul mio ordine",
+                 "ho una domanda sul mio ordine"),
         "greeting": ("ciao", "buongiorno", "buonasera", "salve", "buon pomeriggio", "buona sera", "buon giorno",
                      "ciao a tutti", "buonasera a tutti"),
         "thanks": ("grazie", "grazie mille", "grazie tante", "molte grazie", "ti ringrazio", "la ringrazio",
@@ -134,6 +165,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "ok": ("va bene", "perfetto", "d accordo", "capito", "benissimo", "ottimo"),
     },
     "pt": {
+        "help": ("ajuda", "preciso de ajuda", "pode me ajudar", "pode ajudar me", "podem ajudar me", "tenho um problema",
+                 "tenho uma duvida", "tenho uma pergunta", "problema", "duvida", "pergunta", "problema com o meu pedido",
+                 "problema com a minha encomenda", "tenho um problema com o meu pedido",
+                 "tenho um problema com a minha encomenda", "problema com o pedido", "problema com a encomenda"),
         "greeting": ("ola", "oi", "bom dia", "boa tarde", "boa noite", "e ai", "tudo bem", "oi tudo bem",
                      "ola tudo bem"),
         "thanks": ("obrigado", "obrigada", "muito obrigado", "muito obrigada", "obg", "brigado", "brigada", "valeu",
@@ -163,7 +198,7 @@ CONNECTORS = ("and", "et", "und", "en", "y", "e")
 MAX_WORDS = 10
 """A longer message is never small talk, whatever its words."""
 
-_LONGEST = 5
+_LONGEST = 8
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,25 @@ def test_no_to_the_offer_or_to_anything_else_and_a_yes_to_no_question(assistant,
     assert assistant.respond(None, "yes please").action == "clarify"  # a first message asks nothing
 
 
+HELP = {"en": "I have a problem with my order", "fr": "Bonjour, j'ai un souci avec ma commande",
+        "de": "Problem mit meiner Bestellung", "nl": "ik heb een vraag", "es": "problema con mi pedido",
+        "it": "ho un problema", "pt": "Olá, tenho uma dúvida"}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_call_for_help_that_says_nothing_more_is_asked_what_it_is(assistant, lang, monkeypatch):
+    """"problema con mi pedido" is no intent yet: the bot asks what, instead of the canned answer the
+    classifier leans to; no model runs and no failure counts."""
+    seen = []
+    predict = assistant.classifier.predict
+    monkeypatch.setattr(assistant.classifier, "predict", lambda texts, k=3: seen.extend(texts) or predict(texts, k))
+    turn = assistant.respond(None, HELP[lang], accept_language=lang)
+    assert (turn.action, turn.lang, turn.intent) == ("small_talk", lang, None)
+    assert turn.reply == assistant.catalogue.line("small_talk_help", lang)
+    details = assistant.respond(turn.conversation_id, SCRIPT[lang][0])
+    assert (details.action, details.intent) == ("answer", "track_order") and seen == [SCRIPT[lang][0]]
+
+
 def test_small_talk_with_a_request_is_a_request(assistant):
     turn = assistant.respond(None, "Hi, thanks! Where is my order 48213?")
     assert (turn.action, turn.intent) == ("answer", "track_order")

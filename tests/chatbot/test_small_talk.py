@@ -46,15 +46,26 @@ def test_borrowed_phrases_name_the_languages_that_use_them():
     assert recognise("danke").used_in == ("de",)
 
 
+@pytest.mark.parametrize("text, lang", [
+    ("I have a problem with my order", "en"), ("Bonjour, j'ai un souci avec ma commande", "fr"),
+    ("Problem mit meiner Bestellung", "de"), ("ik heb een vraag", "nl"), ("problema con mi pedido", "es"),
+    ("ciao, ho un problema", "it"), ("Olá, tenho uma dúvida", "pt"),
+])
+def test_a_call_for_help_that_says_nothing_more(text, lang):
+    talk = recognise(text)
+    assert talk.kind == "help" and talk.languages == (lang,)
+
+
 def test_the_latest_thing_said_wins():
     assert recognise("ok thanks bye").kind == "goodbye"
     assert recognise("hallo, danke").kind == "thanks"
     assert recognise("hi ok").kind == "greeting"
     assert recognise("ciao").kind == "greeting" and recognise("ciao ciao").kind == "goodbye"
+    assert recognise("thanks, I have a question").kind == "help"  # what the customer still needs
 
 
 @pytest.mark.parametrize("text", [
-    "hi, my order is late", "thanks Anna", "ok 48213", "thanks #A-55123", "hi +33 6 12 34 56 78", "thanks, where is order 12345", "danke für die schnelle Lieferung",
+    "hi, my order is late", "thanks Anna", "problem with my payment", "I have a question about something", "ok 48213", "thanks #A-55123", "hi +33 6 12 34 56 78", "thanks, where is order 12345", "danke für die schnelle Lieferung",
     "yes, my order 48213", "no, the other one", "", "   ", "12345", "😀", " ".join(["thanks"] * (MAX_WORDS + 1)),
 ])
 def test_anything_else_is_not_small_talk(text):
