@@ -8,9 +8,11 @@ A turn goes through small steps, in this order, and a message stops at the first
    too long message is refused;
 2. **detect** the language (with the conversation's and the browser's as priors); a message in a
    language we do not serve is told so; a message that only greets, thanks, says goodbye or says "ok"
-   (``chatbot.small_talk``) is answered in kind, with no failure counted and no model run (a yes or a
-   no is classified as well: it is answered as such in step 4 only after a question the bot asked —
-   the out-of-scope answer's offer of a person, "anything else?");
+   (``chatbot.small_talk``) is answered in kind, with no failure counted and no model run; so is a
+   call for help that says nothing more ("I have a problem": the bot asks what it is about; that one
+   counts as a failure). A yes or a no is classified as well: after "do you mean X or Y?" the
+   classifier decides; elsewhere step 4 answers it (a yes to the out-of-scope answer's offer of a
+   person hands off);
 3. **classify** (one forward pass for every message of a batch that got this far);
 4. **decide**: a conversation waiting for or handled by a person gets no bot answer (its message is
    still detected and, unless it is small talk, classified, so that the agent's suggested reply and
@@ -56,6 +58,8 @@ SOMETHING_ELSE = "something_else"
 """The clarification choice for "none of these": the bot asks the customer to say it in a sentence."""
 PERSON = "contact_human_agent"
 """The clarification choice that hands the conversation to a person."""
+ANYTHING_ELSE = ("small_talk_thanks", "small_talk_ok", "small_talk_no")
+"""The small-talk lines that end with "anything else?": a no to them is a goodbye."""
 
 
 @dataclass
@@ -124,6 +128,9 @@ class Pending:
     asked: str | None = None
     """The action of the bot's turn when it is the conversation's latest (read as the turn is stored):
     what a yes or a no answers."""
+    line: str | None = None
+    """The small-talk line the bot answers with: stored as its message's action (what the next yes or
+    no answers)."""
     detection: Detection | None = None
     prediction: object | None = None
     error: str | None = None
@@ -303,7 +310,7 @@ class Assistant:
                                    action=turn.action, model_version=turn.model_version,
                                    client_message_id=p.client_message_id, entities=turn.entities or None)
             if turn.reply:
-                self.store.add_message(s, conversation, "bot", turn.reply, lang=turn.lang, action=turn.action,
+                self.store.add_message(s, conversation, "bot", turn.reply, lang=turn.lang, action=p.line or turn.action,
                                        model_version=turn.model_version, choices=turn.choices or None)
             turn.conversation_id, turn.status = conversation.id, conversation.status
         return turn
@@ -345,10 +352,7 @@ class Assistant:
             turn.action, turn.reply = p.settled, self.catalogue.line(line, lang, limit=MAX_CHARS)
             return turn
         conversation.lang = lang
-        if p.settled == "small_talk":  # "thanks", "hallo", "ok bye": answered in kind; not a failure, not a success
-            turn.action, turn.reply = "small_talk", self.catalogue.line(f"small_talk_{p.small_talk}", lang)
-            return turn
-        if p.small_talk in ANSWERS and self._answered(conversation, turn, p.small_talk, p.asked, given):
+        if p.small_talk and self._small_talk(conversation, p, turn, given):
             return turn
         if p.prediction is None:
             turn.action, turn.reply = "error", self.catalogue.line("error", lang)
@@ -382,19 +386,34 @@ class Assistant:
             turn.reply = self.catalogue.line("fallback", lang)
         return turn
 
-    def _answered(self, conversation, turn: Turn, answer: str, asked: str | None, given: dict) -> bool:
-        """A yes or a no to the bot's latest turn: to the out-of-scope answer, which offers a person, a yes
-        hands off and a no is fine; to small talk ("anything else?"), a no says goodbye and a yes asks what.
-        False after anything else: the classifier decides, as for any message."""
-        if (asked, answer) == ("out_of_scope", "yes"):
-            self._hand_off(conversation, PERSON)
-            turn.action, turn.intent, turn.reply = "handoff", PERSON, self._handoff_reply(PERSON, turn.lang, given)
+    def _small_talk(self, conversation, p: Pending, turn: Turn, given: dict) -> bool:
+        """The turn for small talk (``p.small_talk``, :mod:`chatbot.small_talk`); False when the classifier
+        decides instead: a yes or a no to "do you mean X or Y?" picks neither.
+
+        * a call for help with nothing more is asked what it is about; it is an unanswered turn, and the
+          one that reaches ``policy.max_failures`` hands off, as a clarification would;
+        * a yes to the out-of-scope answer, which offers a person, hands off;
+        * a no to a line ending with "anything else?" (:data:`ANYTHING_ELSE`) says goodbye, any other no
+          "understood, anything else?"; any other yes asks what the customer needs;
+        * greetings, thanks, goodbyes and "ok" are answered in kind.
+
+        Only a call for help counts as a failure; none counts as an answer."""
+        kind, asked, lang = p.small_talk, p.asked, turn.lang
+        if kind in ANSWERS and asked == "clarify":
+            return False
+        if kind == "help" and conversation.failures + 1 >= self.policy.max_failures:
+            self._hand_off(conversation, "repeated_failures")
+            turn.action, turn.reply = "handoff", self._handoff_reply("repeated_failures", lang, given)
             return True
-        line = {("out_of_scope", "no"): "small_talk_ok", ("small_talk", "no"): "small_talk_goodbye",
-                ("small_talk", "yes"): "small_talk_yes"}.get((asked, answer))
-        if line:
-            turn.action, turn.reply = "small_talk", self.catalogue.line(line, turn.lang)
-        return line is not None
+        if (kind, asked) == ("yes", "out_of_scope"):
+            self._hand_off(conversation, PERSON)
+            turn.action, turn.intent, turn.reply = "handoff", PERSON, self._handoff_reply(PERSON, lang, given)
+            return True
+        if kind == "help":
+            conversation.failures += 1
+        line = ("small_talk_goodbye" if asked in ANYTHING_ELSE else "small_talk_no") if kind == "no" else f"small_talk_{kind}"
+        turn.action, turn.reply, p.line = "small_talk", self.catalogue.line(line, lang), line
+        return True
 
     def _answer(self, conversation, turn: Turn, intent: str, confidence: float, top: list[dict],
                 given: dict | None = None) -> Turn:

@@ -252,7 +252,7 @@ class LanguageDetector:
         phrase = recognise(clean)
         if phrase and not phrase.languages:  # "ok", "hi", "super": every language says them
             return Detection(prior, 0.0, source)
-        if phrase and source != "conversation":
+        if phrase:
             decided = self._by_phrase(phrase, prior, source)
             if decided:
                 return decided
@@ -278,14 +278,15 @@ class LanguageDetector:
         return Detection(prior, scores.get(prior, 0.0), source, scores=scores)
 
     def _by_phrase(self, phrase, prior: str, source: str) -> Detection | None:
-        """A message of greetings and thanks only (:class:`chatbot.small_talk.SmallTalk`): the browser's
-        language if its speakers use those phrases ("merci" in Flemish), else the one language they are
-        written in; None when they leave a choice ("hallo": German or Dutch) that the browser does not
-        settle (the detectors and the default decide, as for any message)."""
-        if source == "browser" and prior in phrase.used_in:
+        """A message of small talk only (:class:`chatbot.small_talk.SmallTalk`): the conversation's or the
+        browser's language if its speakers use those phrases ("merci" in Flemish, "nee" in Dutch), else,
+        over a browser language or the default, the one language they are written in; None when the
+        detectors decide, as for any message (a conversation in another language; "hallo", German or
+        Dutch, that the browser does not settle)."""
+        if source in ("conversation", "browser") and prior in phrase.used_in:
             return Detection(prior, 0.0, source)
         languages = [lang for lang in phrase.languages if lang in self.supported]
-        if len(languages) == 1:
+        if source != "conversation" and len(languages) == 1:
             return Detection(languages[0], 1.0, "phrase")
         return None
 

@@ -30,7 +30,7 @@ BOT_LINES = ("greeting", "clarify", "fallback", "handoff", "handoff_waiting", "a
              "unsupported_language", "empty", "too_long", "error", "out_of_scope", "something_else",
              "agent_greeting", "agent_help", "agent_complaint", "agent_complaint_order",
              "small_talk_greeting", "small_talk_thanks", "small_talk_goodbye", "small_talk_ok",
-             "small_talk_yes", "small_talk_help")
+             "small_talk_yes", "small_talk_no", "small_talk_help")
 UI_WORDS = ("assistant", "agent", "placeholder", "send", "new_conversation", "something_else", "closed", "waiting",
             "no_words")
 """The customer widget's words: who speaks (assistant, agent), its controls and its notes."""

@@ -41,9 +41,8 @@ import unicodedata
 from dataclasses import dataclass
 
 KINDS = ("help", "goodbye", "yes", "no", "thanks", "greeting", "ok")
-"""The kinds of small talk, the one that wins first: a call for help is what "hi, I have a problem"
-says; the reply follows the latest thing a message says ("ok thanks bye" says goodbye), and a yes or a
-no is what a "yes, thanks" answers."""
+"""The kinds of small talk; a message with several is the first of them it has: a call for help is what
+"hi, I have a problem" says, a goodbye ends "ok thanks bye", and "yes, thanks" answers yes."""
 
 ANSWERS = ("yes", "no")
 """The kinds that answer a question: they mean something only after one (:mod:`chatbot.assistant`)."""
@@ -55,6 +54,7 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
     EVERY: {
         "greeting": ("hi", "hey", "hello"),
         "thanks": ("thanks", "thx"),
+        "yes": ("please",),
         "goodbye": ("bye", "bye bye"),
         "ok": ("ok", "okay", "okey", "oki", "super", "top", "cool"),
     },
@@ -73,11 +73,11 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                    "thank you for your help"),
         "goodbye": ("goodbye", "good bye", "see you", "see ya", "see you later", "have a nice day", "have a good day",
                     "take care", "good night", "thats all", "that s all", "that is all", "bye then"),
-        "yes": ("yes", "yes please", "yeah", "yep", "yup", "sure", "yes sure", "of course", "please", "please do",
+        "yes": ("yes", "yes please", "yeah", "yep", "yup", "sure", "yes sure", "of course", "please do",
                 "yes please do", "definitely", "that would be great", "yes i would", "i would like that"),
         "no": ("no", "nope", "nah", "no thanks", "no thank you", "not now", "no need", "no it s fine",
                "no that s fine", "no i m fine", "i m good", "im good"),
-        "ok": ("alright", "all right", "got it", "understood", "sounds good", "awesome", "nice", "fine", "great",
+        "ok": ("alright", "all right", "no problem", "no worries", "no prob", "got it", "understood", "sounds good", "awesome", "nice", "fine", "great",
                "perfect"),
     },
     "fr": {
@@ -95,7 +95,7 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "yes": ("oui", "oui merci", "oui svp", "oui s il vous plait", "ouais", "volontiers", "bien sur", "oui bien sur",
                 "oui volontiers", "avec plaisir", "je veux bien", "oui je veux bien"),
         "no": ("non", "non merci", "pas besoin", "non ca ira", "ca ira", "non c est bon", "c est bon"),
-        "ok": ("d accord", "daccord", "dacc", "parfait", "genial", "tres bien", "entendu", "compris", "nickel",
+        "ok": ("d accord", "daccord", "dacc", "pas de probleme", "pas de souci", "aucun probleme", "aucun souci", "parfait", "genial", "tres bien", "entendu", "compris", "nickel",
                "ca marche", "bien recu"),
     },
     "de": {
@@ -110,10 +110,10 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                    "danke gleichfalls"),
         "goodbye": ("tschuss", "tschus", "tschau", "auf wiedersehen", "bis bald", "schonen tag", "schonen tag noch",
                     "schonen abend", "bis dann", "viele grusse", "lg", "das wars", "das war s", "das war alles"),
-        "yes": ("ja", "ja bitte", "jawohl", "gerne", "gern", "ja gerne", "ja gern", "bitte", "sehr gerne", "klar",
+        "yes": ("ja", "ja bitte", "jawohl", "gerne", "gern", "ja gerne", "ja gern", "sehr gerne", "klar",
                 "ja klar", "naturlich", "ja naturlich", "jep"),
         "no": ("nein", "nein danke", "nee", "nicht notig", "nein nicht notig", "passt schon"),
-        "ok": ("alles klar", "gut", "perfekt", "prima", "verstanden", "passt", "alles gut", "genial", "sehr gut"),
+        "ok": ("alles klar", "kein problem", "kein thema", "gut", "perfekt", "prima", "verstanden", "passt", "alles gut", "genial", "sehr gut"),
     },
     "nl": {
         "help": ("help", "hulp", "ik heb hulp nodig", "kunt u mij helpen", "kun je me helpen", "ik heb een probleem",
@@ -130,7 +130,7 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                 "natuurlijk", "ja zeker", "ja natuurlijk"),
         "no": ("nee", "neen", "nee hoor", "nee bedankt", "nee dank je", "nee dank u", "niet nodig", "hoeft niet",
                "nee hoeft niet"),
-        "ok": ("oke", "prima", "goed", "helemaal goed", "duidelijk", "begrepen", "perfect"),
+        "ok": ("oke", "geen probleem", "geen probleem hoor", "prima", "goed", "helemaal goed", "duidelijk", "begrepen", "perfect"),
     },
     "es": {
         "help": ("ayuda", "necesito ayuda", "me puede ayudar", "me puedes ayudar", "puede ayudarme", "puedes ayudarme",
@@ -147,7 +147,7 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "yes": ("si", "si por favor", "claro", "claro que si", "por favor", "si gracias", "por supuesto", "dale",
                 "vale si"),
         "no": ("no", "no gracias", "no hace falta", "no es necesario"),
-        "ok": ("vale", "perfecto", "genial", "de acuerdo", "entendido", "muy bien", "listo"),
+        "ok": ("vale", "no hay problema", "no pasa nada", "sin problema", "perfecto", "genial", "de acuerdo", "entendido", "muy bien", "listo"),
     },
     "it": {
         "help": ("aiuto", "ho bisogno di aiuto", "mi puo aiutare", "mi puoi aiutare", "puo aiutarmi", "ho un problema",
@@ -160,9 +160,9 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                    "grazie ancora", "grazie di tutto", "grazie per l aiuto", "grazie a lei", "grazie a te"),
         "goodbye": ("arrivederci", "a presto", "buona giornata", "buona serata", "ci vediamo", "ci sentiamo",
                     "ciao ciao", "buonanotte", "e tutto", "niente altro"),
-        "yes": ("si", "si grazie", "si per favore", "certo", "certamente", "volentieri", "si certo", "per favore"),
-        "no": ("no", "no grazie", "non serve", "non c e bisogno", "no non serve"),
-        "ok": ("va bene", "perfetto", "d accordo", "capito", "benissimo", "ottimo"),
+        "yes": ("si", "si grazie", "si per favore", "certamente", "volentieri", "si certo", "per favore"),
+        "no": ("no", "no grazie", "non grazie", "non serve", "non c e bisogno", "no non serve"),
+        "ok": ("va bene", "certo", "nessun problema", "non c e problema", "perfetto", "d accordo", "capito", "benissimo", "ottimo"),
     },
     "pt": {
         "help": ("ajuda", "preciso de ajuda", "pode me ajudar", "pode ajudar me", "podem ajudar me", "tenho um problema",
@@ -179,7 +179,7 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "yes": ("sim", "sim por favor", "claro", "pode ser", "sim obrigado", "sim obrigada", "por favor",
                 "com certeza", "quero", "sim quero", "claro que sim"),
         "no": ("nao", "nao obrigado", "nao obrigada", "nao precisa", "nao e preciso"),
-        "ok": ("ta bom", "ta bem", "ta certo", "beleza", "blz", "perfeito", "otimo", "certo", "combinado", "entendi",
+        "ok": ("ta bom", "ta bem", "sem problema", "sem problemas", "nao tem problema", "ta certo", "beleza", "blz", "perfeito", "otimo", "certo", "combinado", "entendi",
                "de acordo"),
     },
 }
@@ -204,7 +204,7 @@ _LONGEST = 8
 @dataclass(frozen=True)
 class SmallTalk:
     kind: str
-    """greeting, thanks, goodbye or ok (:data:`KINDS`)."""
+    """help, goodbye, yes, no, thanks, greeting or ok (:data:`KINDS`)."""
     languages: tuple[str, ...]
     """The languages the message is written in, from its phrases; empty when every phrase is one that
     every language uses ("ok", "hi")."""

@@ -266,22 +266,43 @@ def test_yes_to_the_offer_of_a_person_hands_off(assistant, lang, monkeypatch):
     assert assistant.store.queue()[0]["handoff_reason"] == "contact_human_agent"
 
 
-def test_no_to_the_offer_or_to_anything_else_and_a_yes_to_no_question(assistant, monkeypatch):
+def failures(assistant, cid: str) -> int:
+    from chatbot.store import Conversation
+
+    with assistant.store.session() as s:
+        return s.get(Conversation, cid).failures
+
+
+def test_yes_and_no_answer_what_the_bot_said_last(assistant, monkeypatch):
     off_topic(assistant, monkeypatch)
     line = assistant.catalogue.line
-    cid = assistant.respond(None, OFF_TOPIC["de"][0]).conversation_id
-    no = assistant.respond(cid, "nein danke")  # to the offer of a person: fine, anything else?
-    assert (no.action, no.reply, no.status) == ("small_talk", line("small_talk_ok", "de"), "bot")
-    again = assistant.respond(cid, "ja")  # to "anything else?": what, then?
-    assert (again.action, again.reply) == ("small_talk", line("small_talk_yes", "de"))
-    thanks = assistant.respond(cid, SCRIPT["de"][0])
-    assert thanks.action == "answer"
-    # after an answer, a yes answers no question of ours: the classifier decides, as before
-    assert assistant.respond(cid, "ja").action == "clarify"
-    assert assistant.respond(cid, "danke").action == "small_talk"
-    bye = assistant.respond(cid, "nein")  # to "anything else?": goodbye
-    assert (bye.action, bye.reply) == ("small_talk", line("small_talk_goodbye", "de"))
-    assert assistant.respond(None, "yes please").action == "clarify"  # a first message asks nothing
+
+    def says(cid, text, action, reply_line=None):
+        turn = assistant.respond(cid, text)
+        assert turn.action == action, (text, turn.action)
+        if reply_line:
+            assert turn.reply == line(reply_line, "de"), (text, turn.reply)
+        return turn
+
+    cid = assistant.respond(None, OFF_TOPIC["de"][0]).conversation_id  # out of scope: a failure
+    says(cid, "nein danke", "small_talk", "small_talk_no")  # no to the offer of a person: anything else?
+    says(cid, "ja", "small_talk", "small_talk_yes")  # yes to "anything else?": what, then?
+    assert failures(assistant, cid) == 1  # neither counts, nor clears the out-of-scope turn
+    says(cid, SCRIPT["de"][0], "answer")
+    says(cid, "nein danke", "small_talk", "small_talk_no")  # after an answer
+    says(cid, "nein", "small_talk", "small_talk_goodbye")  # no to "anything else?": goodbye
+    says(cid, SCRIPT["de"][1], "clarify")  # "do you mean X or Y?"
+    says(cid, "ja", "clarify")  # a yes picks neither: the classifier decides, as for any message
+    assert assistant.store.conversation(cid)["status"] == "bot"
+    assert assistant.respond(None, "yes please").reply == line("small_talk_yes", "en")  # a first message
+
+
+def test_a_call_for_help_again_and_again_reaches_a_person(assistant):
+    cid = assistant.respond(None, "I have a problem").conversation_id
+    assert assistant.respond(cid, "help").action == "small_talk"
+    turn = assistant.respond(cid, "I have a problem with my order")  # the third unanswered turn
+    assert (turn.action, turn.status) == ("handoff", "waiting")
+    assert assistant.store.queue()[0]["handoff_reason"] == "repeated_failures"
 
 
 HELP = {"en": "I have a problem with my order", "fr": "Bonjour, j'ai un souci avec ma commande",
@@ -292,7 +313,7 @@ HELP = {"en": "I have a problem with my order", "fr": "Bonjour, j'ai un souci av
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_a_call_for_help_that_says_nothing_more_is_asked_what_it_is(assistant, lang, monkeypatch):
     """"problema con mi pedido" is no intent yet: the bot asks what, instead of the canned answer the
-    classifier leans to; no model runs and no failure counts."""
+    classifier leans to; no model runs (it counts as an unanswered turn, as a clarification does)."""
     seen = []
     predict = assistant.classifier.predict
     monkeypatch.setattr(assistant.classifier, "predict", lambda texts, k=3: seen.extend(texts) or predict(texts, k))

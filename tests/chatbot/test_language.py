@@ -61,12 +61,15 @@ def test_phrases_defer_to_what_is_known(detector):
     assert detector.detect("hoi", accept_language="de-CH").lang == "de"
     assert detector.detect("ciao", accept_language="es-ES").lang == "es"
     assert detector.detect("merci", accept_language="es-ES").lang == "fr"
-    # The conversation's language is never overruled by a thank-you.
+    # The conversation's language is never overruled by a thank-you, nor by a word its speakers use too.
+    assert detector.detect("nee", conversation="nl").lang == "nl" and detector.detect("no", conversation="it").lang == "it"
+    assert detector.detect("merci", conversation="nl").source == "conversation"
     assert detector.detect("thanks", conversation="nl").lang == "nl"
     assert detector.detect("danke", conversation="fr").lang == "fr"
     # Words every language uses say nothing: the prior stays.
     assert detector.detect("ok").lang == "en" and detector.detect("ok").source == "default"
     assert detector.detect("ok super", accept_language="pt-BR").lang == "pt"
+    assert detector.detect("please", accept_language="de-DE").lang == "de"
 
 
 def test_unsupported_language(detector):

@@ -62,6 +62,9 @@ def test_the_latest_thing_said_wins():
     assert recognise("hi ok").kind == "greeting"
     assert recognise("ciao").kind == "greeting" and recognise("ciao ciao").kind == "goodbye"
     assert recognise("thanks, I have a question").kind == "help"  # what the customer still needs
+    for text in ("no problem", "ok, no problem", "kein Problem", "pas de souci", "no hay problema", "nessun problema",
+                 "sem problema", "geen probleem"):
+        assert recognise(text).kind == "ok", text  # not a call for help, not a no
 
 
 @pytest.mark.parametrize("text", [
