@@ -8,11 +8,10 @@ A turn goes through small steps, in this order, and a message stops at the first
    too long message is refused;
 2. **detect** the language (with the conversation's and the browser's as priors); a message in a
    language we do not serve is told so; a message that only greets, thanks, says goodbye or says "ok"
-   (``chatbot.small_talk``) is answered in kind, with no failure counted and no model run; so is a
-   call for help that says nothing more ("I have a problem": the bot asks what it is about; that one
-   counts as a failure). A yes or a no is classified as well: after "do you mean X or Y?" the
-   classifier decides; elsewhere step 4 answers it (a yes to the out-of-scope answer's offer of a
-   person hands off);
+   (``chatbot.small_talk``) is answered in kind, with no model run and no failure counted; a call for
+   help that says nothing more ("I have a problem") is asked what it is about, as an unanswered turn.
+   A yes or a no is classified as well, and step 4 answers it by what the bot said last (a yes to an
+   offer of a person hands off; after "do you mean X or Y?" a yes goes to the classifier);
 3. **classify** (one forward pass for every message of a batch that got this far);
 4. **decide**: a conversation waiting for or handled by a person gets no bot answer (its message is
    still detected and, unless it is small talk, classified, so that the agent's suggested reply and
@@ -58,8 +57,13 @@ SOMETHING_ELSE = "something_else"
 """The clarification choice for "none of these": the bot asks the customer to say it in a sentence."""
 PERSON = "contact_human_agent"
 """The clarification choice that hands the conversation to a person."""
-ANYTHING_ELSE = ("small_talk_thanks", "small_talk_ok", "small_talk_no")
-"""The small-talk lines that end with "anything else?": a no to them is a goodbye."""
+OFFERS_A_PERSON = ("out_of_scope", "something_else")
+"""The bot's turns (actions or lines) that offer a person: a yes to them hands off."""
+STUCK = ("fallback", "something_else", "small_talk_help", "error")
+"""The bot's turns that ask the customer to say what they need: a no to them is one more unanswered turn."""
+GO_ON = ("answer", "out_of_scope")
+"""The bot's turns after which a no is not a goodbye ("understood, anything else?"); after the others
+(small talk's "anything else?", "how can I help?", a goodbye, nothing yet) it is."""
 
 
 @dataclass
@@ -124,13 +128,13 @@ class Pending:
     settled: str | None = None
     """The action a step before classification decided (empty, too_long, unsupported, small_talk)."""
     small_talk: str | None = None
-    """The kind of small talk (greeting, thanks, goodbye, ok, yes, no) when that is all the message says."""
+    """The kind of small talk (help, greeting, thanks, goodbye, ok, yes, no) when that is all the message says."""
     asked: str | None = None
     """The action of the bot's turn when it is the conversation's latest (read as the turn is stored):
     what a yes or a no answers."""
     line: str | None = None
-    """The small-talk line the bot answers with: stored as its message's action (what the next yes or
-    no answers)."""
+    """The catalogue line the bot answers with when its action says too little (small talk, "something
+    else"): stored as its message's action, what the next yes or no answers."""
     detection: Detection | None = None
     prediction: object | None = None
     error: str | None = None
@@ -241,7 +245,7 @@ class Assistant:
         p.detection = self.detector.detect(p.text[:MAX_CHARS], p.conversation_lang, p.accept_language)
         if p.needs_model and p.detection.unsupported:
             p.settled = "unsupported"
-        elif p.needs_model and (talk := recognise(p.text)):
+        elif p.needs_model and (talk := recognise(p.text, p.detection.lang)):
             p.small_talk = talk.kind
             if talk.kind not in ANSWERS:  # a yes or a no is classified too: it may answer no question of ours
                 p.settled = "small_talk"
@@ -343,7 +347,7 @@ class Assistant:
             return turn
         if p.choice == SOMETHING_ELSE:  # none of the offered intents: ask for a sentence
             conversation.failures += 1
-            turn.action, turn.reply = "fallback", self.catalogue.line("something_else", lang)
+            turn.action, turn.reply, p.line = "fallback", self.catalogue.line("something_else", lang), "something_else"
             return turn
         if p.choice:
             return self._answer(conversation, turn, p.choice, 1.0, [{"intent": p.choice, "confidence": 1.0}], given)
@@ -388,31 +392,39 @@ class Assistant:
 
     def _small_talk(self, conversation, p: Pending, turn: Turn, given: dict) -> bool:
         """The turn for small talk (``p.small_talk``, :mod:`chatbot.small_talk`); False when the classifier
-        decides instead: a yes or a no to "do you mean X or Y?" picks neither.
+        decides instead (a yes to "do you mean X or Y?" picks neither option).
 
-        * a call for help with nothing more is asked what it is about; it is an unanswered turn, and the
-          one that reaches ``policy.max_failures`` hands off, as a clarification would;
-        * a yes to the out-of-scope answer, which offers a person, hands off;
-        * a no to a line ending with "anything else?" (:data:`ANYTHING_ELSE`) says goodbye, any other no
-          "understood, anything else?"; any other yes asks what the customer needs;
-        * greetings, thanks, goodbyes and "ok" are answered in kind.
+        * greetings, thanks, goodbyes and "ok" are answered in kind;
+        * a call for help with nothing more is asked what it is about;
+        * a yes to a turn that offers a person (:data:`OFFERS_A_PERSON`) hands off; any other yes asks
+          what the customer needs;
+        * a no to "do you mean X or Y?" is "something else"; a no to a turn that asked the customer to say
+          what they need (:data:`STUCK`) gets the offer of a person; after an answer or the out-of-scope
+          answer (:data:`GO_ON`) "understood, anything else?"; after anything else a goodbye.
 
-        Only a call for help counts as a failure; none counts as an answer."""
+        A call for help, a no to :data:`STUCK` or to "do you mean X or Y?" is an unanswered turn, and the
+        one that reaches ``policy.max_failures`` hands off, as a clarification would; the rest count
+        neither as a failure nor as an answer."""
         kind, asked, lang = p.small_talk, p.asked, turn.lang
-        if kind in ANSWERS and asked == "clarify":
+        if kind == "yes" and asked == "clarify":
             return False
-        if kind == "help" and conversation.failures + 1 >= self.policy.max_failures:
+        unanswered = kind == "help" or (kind == "no" and asked in (*STUCK, "clarify"))
+        if unanswered and conversation.failures + 1 >= self.policy.max_failures:
             self._hand_off(conversation, "repeated_failures")
             turn.action, turn.reply = "handoff", self._handoff_reply("repeated_failures", lang, given)
             return True
-        if (kind, asked) == ("yes", "out_of_scope"):
+        if kind == "yes" and asked in OFFERS_A_PERSON:
             self._hand_off(conversation, PERSON)
             turn.action, turn.intent, turn.reply = "handoff", PERSON, self._handoff_reply(PERSON, lang, given)
             return True
-        if kind == "help":
+        if unanswered:
             conversation.failures += 1
-        line = ("small_talk_goodbye" if asked in ANYTHING_ELSE else "small_talk_no") if kind == "no" else f"small_talk_{kind}"
-        turn.action, turn.reply, p.line = "small_talk", self.catalogue.line(line, lang), line
+        if kind == "no":
+            line = "something_else" if unanswered else "small_talk_no" if asked in GO_ON else "small_talk_goodbye"
+        else:
+            line = f"small_talk_{kind}"
+        turn.action = "fallback" if line == "something_else" else "small_talk"
+        turn.reply, p.line = self.catalogue.line(line, lang), line
         return True
 
     def _answer(self, conversation, turn: Turn, intent: str, confidence: float, top: list[dict],

@@ -9,12 +9,13 @@ detector here:
   fitted on our own customer messages;
 * strips what carries no language (numbers, e-mail addresses, URLs, order ids, emoji) first, and
   never decides anything from a message that has no words left;
-* knows the greetings and thanks of each language (:mod:`chatbot.small_talk`): a message made only of
-  them ("danke", "vielen dank", "merci", "hoi") is in the language they are written in, over the
-  default and over a browser language whose speakers do not use them (a Flemish browser's "merci"
-  stays Dutch; "hallo", German or Dutch, is in the browser's language if it is one of those), never
-  over the conversation's (a Dutch customer's "danke" stays Dutch); one of words every language uses
-  ("ok", "hi", "super") keeps the prior;
+* knows the small talk of each language (:mod:`chatbot.small_talk`: greetings, thanks, yes, no…): a
+  message made only of it ("danke", "vielen dank", "merci", "hoi") is in the language its phrases are
+  written in, over the default and over a browser language whose speakers do not use them (a Flemish
+  browser's "merci" stays Dutch; "hallo", German or Dutch, is in the browser's language if it is one
+  of those), never over the conversation's (a Dutch customer's "danke" stays Dutch, and so do "nee"
+  and "merci", which Dutch speakers say too); words every language uses ("ok", "hi", "super") keep
+  the prior;
 * falls back on priors when the text is short or the scores are close: the language already
   established in the conversation, then the browser's Accept-Language, then a configured default
   (also for a short first message the detectors are unsure of, with neither of the others);
@@ -51,8 +52,8 @@ class Detection:
     """The detector's score of ``lang`` on this text (0 when a prior decided, 1 when the phrases of one
     language did)."""
     source: str
-    """detected, phrase (greetings and thanks only: :mod:`chatbot.small_talk`), conversation, browser or
-    default: what decided ``lang``."""
+    """detected, phrase (small talk only, :mod:`chatbot.small_talk`), conversation, browser or default:
+    what decided ``lang``."""
     unsupported: str | None = None
     """The language code when the text is confidently a language we do not support."""
     scores: dict[str, float] = field(default_factory=dict)

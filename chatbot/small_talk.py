@@ -27,11 +27,11 @@ What it gives (:class:`SmallTalk`):
   detection uses both for short messages, where n-gram detectors guess ("vielen dank" scores Dutch,
   "merci" English).
 
-A yes or a no ("ja", "non", "sí", "sim", "no thanks") is an answer: what it means depends on the
-question, so the assistant acts on it only after a question it asked (the out-of-scope answer's offer
-of a person, "anything else?") and otherwise leaves it to the classifier as before. The "ok" phrases
-do include agreement ("d'accord", "vale", "va bene"): after an answer they are the customer's "fine",
-and are taken as no more than that.
+A yes or a no ("ja", "non", "sí", "sim", "no thanks") is an answer: what it means depends on what
+the bot said last, and :mod:`chatbot.assistant` reads it so (a yes to an offer of a person hands off,
+a no to "anything else?" says goodbye, after "do you mean X or Y?" the classifier decides). The "ok"
+phrases do include agreement ("d'accord", "vale", "va bene"): after an answer they are the customer's
+"fine", and are taken as no more than that.
 """
 
 from __future__ import annotations
@@ -160,9 +160,9 @@ PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
                    "grazie ancora", "grazie di tutto", "grazie per l aiuto", "grazie a lei", "grazie a te"),
         "goodbye": ("arrivederci", "a presto", "buona giornata", "buona serata", "ci vediamo", "ci sentiamo",
                     "ciao ciao", "buonanotte", "e tutto", "niente altro"),
-        "yes": ("si", "si grazie", "si per favore", "certamente", "volentieri", "si certo", "per favore"),
+        "yes": ("si", "si grazie", "si per favore", "certo", "certamente", "volentieri", "si certo", "per favore"),
         "no": ("no", "no grazie", "non grazie", "non serve", "non c e bisogno", "no non serve"),
-        "ok": ("va bene", "certo", "nessun problema", "non c e problema", "perfetto", "d accordo", "capito", "benissimo", "ottimo"),
+        "ok": ("va bene", "nessun problema", "non c e problema", "perfetto", "d accordo", "capito", "benissimo", "ottimo"),
     },
     "pt": {
         "help": ("ajuda", "preciso de ajuda", "pode me ajudar", "pode ajudar me", "podem ajudar me", "tenho um problema",
@@ -252,9 +252,10 @@ def _phrases(words: list[str]) -> list[tuple[str, ...]] | None:
     return found
 
 
-def recognise(text: str) -> SmallTalk | None:
+def recognise(text: str, lang: str | None = None) -> SmallTalk | None:
     """The small talk ``text`` is, or None when any of its words is not part of a known phrase, or it
-    has a digit ("ok 48213", "thanks #A-55123": an order number is a request)."""
+    has a digit ("ok 48213", "thanks #A-55123": an order number is a request). A phrase of two kinds in
+    two languages is of ``lang``'s kind when given ("certo": yes in Italian, ok in Portuguese)."""
     text = text or ""
     words = normalise(text)
     if not words or len(words) > MAX_WORDS or any(ch.isdigit() for ch in text):
@@ -267,7 +268,7 @@ def recognise(text: str) -> SmallTalk | None:
     used: list[set[str]] = []
     for phrase in phrases:
         found = _INDEX[phrase]
-        kinds.update(found)
+        kinds.update([k for k, langs in found.items() if lang in langs or EVERY in langs] or found)
         langs = set().union(*found.values())
         if EVERY not in langs:
             native.append(langs)

@@ -297,6 +297,39 @@ def test_yes_and_no_answer_what_the_bot_said_last(assistant, monkeypatch):
     assert assistant.respond(None, "yes please").reply == line("small_talk_yes", "en")  # a first message
 
 
+def test_a_no_when_asked_to_say_what_is_needed_is_one_more_unanswered_turn(assistant):
+    line = assistant.catalogue.line
+    cid = assistant.respond(None, SCRIPT["fr"][1]).conversation_id  # "do you mean X or Y?"
+    no = assistant.respond(cid, "non")  # neither: as the "something else" choice
+    assert (no.action, no.reply) == ("fallback", line("something_else", "fr"))
+    assert failures(assistant, cid) == 2
+    yes = assistant.respond(cid, "oui, volontiers")  # to "... if you'd rather talk to a person, just say so"
+    assert (yes.action, yes.status) == ("handoff", "waiting")
+    cid = assistant.respond(None, "grumble grumble", "en").conversation_id  # "could you rephrase?"
+    assert assistant.respond(cid, "no").reply == line("something_else", "en") and failures(assistant, cid) == 2
+    assert assistant.respond(cid, "nope").action == "handoff"  # the third unanswered turn
+
+
+def test_a_no_is_a_goodbye_unless_the_bot_just_answered(assistant):
+    line = assistant.catalogue.line
+    cid = assistant.respond(None, "merci", "fr").conversation_id  # "you're welcome, anything else?"
+    assert assistant.respond(cid, "non merci").reply == line("small_talk_goodbye", "fr")
+    cid = assistant.respond(None, "ok", "it").conversation_id  # "all right, anything else?"
+    assert assistant.respond(cid, "no grazie").reply == line("small_talk_goodbye", "it")
+    assert assistant.respond(None, "no thanks").reply == line("small_talk_goodbye", "en")  # nothing asked yet
+    cid = assistant.respond(None, SCRIPT["en"][0]).conversation_id
+    assert assistant.respond(cid, "yes").reply == line("small_talk_yes", "en")  # after an answer
+
+
+def test_bot_lines_fit_the_stored_action():
+    """A small-talk line is stored as the bot message's action: PostgreSQL refuses a longer one."""
+    from chatbot.replies import BOT_LINES
+    from chatbot.store import Message
+
+    stored = [line for line in BOT_LINES if line.startswith("small_talk_")] + ["something_else"]
+    assert len(stored) == 8 and max(map(len, stored)) <= Message.__table__.c.action.type.length
+
+
 def test_a_call_for_help_again_and_again_reaches_a_person(assistant):
     cid = assistant.respond(None, "I have a problem").conversation_id
     assert assistant.respond(cid, "help").action == "small_talk"

@@ -75,6 +75,11 @@ def test_anything_else_is_not_small_talk(text):
     assert recognise(text) is None
 
 
+def test_a_phrase_of_two_kinds_is_of_the_kind_of_its_language():
+    assert recognise("certo", "it").kind == "yes" and recognise("certo", "pt").kind == "ok"
+    assert recognise("certo").kind == "yes"  # no language known: the first kind
+
+
 def test_phrases_of_two_languages_leave_both():
     assert set(recognise("hola thanks").languages) == {"es"}  # "thanks": every language
     assert set(recognise("hola, grazie").languages) == {"es", "it"}
