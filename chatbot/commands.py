@@ -190,9 +190,8 @@ def run_chat(args: ChatArgs) -> None:
     """A terminal chat on Assistant.respond; shows language, intent and confidence per turn."""
     from chatbot.assistant import Assistant
     from chatbot.classifier import load_classifier
-    from chatbot.store import Store
-
     from chatbot.language import parse_accept_language
+    from chatbot.store import Store
 
     assistant = Assistant(load_classifier(args.model), Store(args.database), version=Path(args.model).name)
     print(assistant.greeting(parse_accept_language(args.accept_language) or "en"))  # as the widget greets

@@ -251,12 +251,9 @@ class LanguageDetector:
                 script = next((lang for lang, p in full.items() if p >= 0.9), script)
             return Detection(prior, 0.0, source, unsupported=script)
         phrase = recognise(clean)
-        if phrase and not phrase.languages:  # "ok", "hi", "super": every language says them
-            return Detection(prior, 0.0, source)
-        if phrase:
-            decided = self._by_phrase(phrase, prior, source)
-            if decided:
-                return decided
+        decided = self._by_phrase(phrase, prior, source) if phrase else None
+        if decided:
+            return decided
         scores = self.scores(clean)
         if not scores:
             return Detection(prior, 0.0, source)
@@ -283,8 +280,8 @@ class LanguageDetector:
         browser's language if its speakers use those phrases ("merci" in Flemish, "nee" in Dutch), else,
         over a browser language or the default, the one language they are written in; None when the
         detectors decide, as for any message (a conversation in another language; "hallo", German or
-        Dutch, that the browser does not settle)."""
-        if source in ("conversation", "browser") and prior in phrase.used_in:
+        Dutch, that the browser does not settle). Words every language uses ("ok", "hi") keep the prior."""
+        if not phrase.languages or (source in ("conversation", "browser") and prior in phrase.used_in):
             return Detection(prior, 0.0, source)
         languages = [lang for lang in phrase.languages if lang in self.supported]
         if source != "conversation" and len(languages) == 1:

@@ -257,8 +257,10 @@ def recognise(text: str, lang: str | None = None) -> SmallTalk | None:
     has a digit ("ok 48213", "thanks #A-55123": an order number is a request). A phrase of two kinds in
     two languages is of ``lang``'s kind when given ("certo": yes in Italian, ok in Portuguese)."""
     text = text or ""
+    if any(ch.isdigit() for ch in text):
+        return None
     words = normalise(text)
-    if not words or len(words) > MAX_WORDS or any(ch.isdigit() for ch in text):
+    if not words or len(words) > MAX_WORDS:
         return None
     phrases = _phrases(words)
     if phrases is None:
@@ -273,9 +275,8 @@ def recognise(text: str, lang: str | None = None) -> SmallTalk | None:
         if EVERY not in langs:
             native.append(langs)
             used.append(langs | set(BORROWED.get(" ".join(phrase), ())))
-    languages = set.intersection(*native) if native else set()
-    if native and not languages:  # phrases of different languages met: any of them
-        languages = set.union(*native)
+    # phrases of different languages met ("hola, grazie"): any of them
+    languages = (set.intersection(*native) or set.union(*native)) if native else set()
     used_in = (set.intersection(*used) or set.union(*used)) if used else set()
     kind = next(k for k in KINDS if k in kinds)
     return SmallTalk(kind, tuple(sorted(languages)), tuple(sorted(used_in | languages)))
