@@ -23,8 +23,9 @@ A turn goes through small steps, in this order, and a message stops at the first
    clarification offers the two likeliest intents, "something else" and a person;
 5. **persist** the customer's message, the reply and the conversation's new state in one
    transaction (the conversation is re-read there, so an agent who took over meanwhile wins; a
-   closed conversation stays closed and the message starts a new one); a retried message (same
-   client message id) returns the stored turn instead of a second one.
+   closed conversation stays closed and the message starts a new one, unless it only thanks, says
+   goodbye or ok: that is answered in kind in the closed one); a retried message (same client
+   message id) returns the stored turn instead of a second one.
 
 Each message of a batch succeeds or fails on its own: a step that fails for one message gives that
 customer an apology (its turn rolled back whole) and the others their answers.
@@ -64,6 +65,9 @@ STUCK = ("fallback", "something_else", "small_talk_help", "error")
 GO_ON = ("answer", "out_of_scope")
 """The bot's turns after which a no is not a goodbye ("understood, anything else?"); after the others
 (small talk's "anything else?", "how can I help?", a goodbye, nothing yet) it is."""
+PARTING = ("thanks", "goodbye", "ok")
+"""Small talk that ends a conversation rather than starts one: after a close it is answered in kind
+within the closed conversation (the transcript keeps it, it stays closed) instead of opening a new one."""
 
 
 @dataclass
@@ -301,8 +305,8 @@ class Assistant:
                 if p.text and Store.stored_text(mask(p.text)) != stored[0].text:
                     raise ReusedMessageId("client_message_id already names another message of this conversation")
                 return self._replay(conversation, stored)
-            if conversation.status == "closed":  # closed stays closed: this message starts a new conversation
-                conversation = self.store.get_or_create(s, None)
+            if conversation.status == "closed" and p.small_talk not in PARTING:
+                conversation = self.store.get_or_create(s, None)  # closed stays closed: this starts a new one
             if p.small_talk in ANSWERS:
                 p.asked = self.store.last_bot_action(s, conversation)
             turn = self._decide(conversation, p, self.store.given(s, conversation))

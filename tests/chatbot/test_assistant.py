@@ -136,6 +136,21 @@ def test_agent_reply_reaches_the_customer_and_bot_stays_quiet(assistant):
     assert [m["role"] for m in assistant.store.messages(again.conversation_id)] == ["customer", "bot"]
 
 
+
+@pytest.mark.parametrize("courtesy, kind", [("merci beaucoup !", "thanks"), ("ok au revoir", "goodbye"), ("d'accord", "ok")])
+def test_a_courtesy_after_the_close_is_answered_in_the_closed_conversation(assistant, courtesy, kind):
+    cid = assistant.respond(None, SCRIPT["fr"][2]).conversation_id
+    assistant.take_over(cid)
+    assistant.close(cid)
+    before = len(assistant.store.recent(1000))
+    turn = assistant.respond(cid, courtesy)  # no new conversation that holds only "thanks"
+    assert (turn.conversation_id, turn.status, turn.action) == (cid, "closed", "small_talk")
+    assert turn.reply == assistant.catalogue.line(f"small_talk_{kind}", "fr")
+    assert len(assistant.store.recent(1000)) == before and assistant.store.conversation(cid)["status"] == "closed"
+    assert [m["text"] for m in assistant.store.messages(cid)][-2:] == [courtesy, turn.reply]
+    again = assistant.respond(cid, "bonjour, j'ai encore une question")  # anything else still starts a new one
+    assert again.conversation_id != cid and len(assistant.store.recent(1000)) == before + 1
+
 @pytest.mark.parametrize("text, action", [
     ("", "empty"), ("   \x00\x01 ", "empty"), ("12345", "empty"), ("📦📦", "empty"),
     ("x" * (MAX_CHARS + 1), "too_long"), (b"\xff\xfe binary \x00 junk", "clarify"),
