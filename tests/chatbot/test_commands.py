@@ -92,7 +92,10 @@ def test_evaluate_scores_the_served_export_when_asked(tiny_model, tiny_data, tmp
     torch_report, served = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("torch", "served"))
     assert artefact_dir(tiny_model).exists()  # the int8 export was built and scored
     assert (torch_report["runtime"], served["runtime"]) == ("torch", "openvino")
-    assert served["predicted"] == torch_report["predicted"]
+    # int8 against float32 on a tiny random model: a near-tie may flip one of the 12 rows (1 run in 3 on an AMX
+    # Xeon); a served path that scored something else agrees on about a third
+    same = [a == b for a, b in zip(served["predicted"], torch_report["predicted"], strict=True)]
+    assert len(same) >= 10 and sum(same) >= len(same) - 1
     assert main([*common, "--runtime", "onnx"]) != 0
 
     monkeypatch.setenv("CHATBOT_RUNTIME", "torch")  # auto is what the app would serve with: here PyTorch
