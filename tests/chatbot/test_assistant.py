@@ -136,7 +136,6 @@ def test_agent_reply_reaches_the_customer_and_bot_stays_quiet(assistant):
     assert [m["role"] for m in assistant.store.messages(again.conversation_id)] == ["customer", "bot"]
 
 
-
 @pytest.mark.parametrize("courtesy, kind", [("merci beaucoup !", "thanks"), ("ok au revoir", "goodbye"), ("d'accord", "ok")])
 def test_a_courtesy_after_the_close_is_answered_in_the_closed_conversation(assistant, courtesy, kind):
     cid = assistant.respond(None, SCRIPT["fr"][2]).conversation_id
@@ -150,6 +149,7 @@ def test_a_courtesy_after_the_close_is_answered_in_the_closed_conversation(assis
     assert [m["text"] for m in assistant.store.messages(cid)][-2:] == [courtesy, turn.reply]
     again = assistant.respond(cid, "bonjour, j'ai encore une question")  # anything else still starts a new one
     assert again.conversation_id != cid and len(assistant.store.recent(1000)) == before + 1
+
 
 @pytest.mark.parametrize("text, action", [
     ("", "empty"), ("   \x00\x01 ", "empty"), ("12345", "empty"), ("📦📦", "empty"),
