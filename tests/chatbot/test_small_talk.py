@@ -21,6 +21,20 @@ def test_recognises_greetings_thanks_goodbyes_and_ok(text, kind, languages):
     assert (talk.kind, talk.languages) == (kind, languages)
 
 
+HOW_ARE_YOU = {
+    "en": "Hi, how are you?", "fr": "Bonjour, comment ça va ?", "de": "Hallo, wie geht's?",
+    "nl": "Hoi, hoe gaat het met u?", "es": "Hola, ¿qué tal estás?", "it": "Ciao, come stai?", "pt": "Olá, tudo bom?",
+}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_asking_how_the_bot_is_is_a_greeting(lang):
+    """"How are you" opens a chat; it is not an out-of-scope request (which counts as a failure)."""
+    talk = recognise(HOW_ARE_YOU[lang], lang)
+    assert talk is not None and talk.kind == "greeting" and lang in talk.languages
+    assert recognise(HOW_ARE_YOU[lang] + " 48213") is None  # with an order number it is a request
+
+
 @pytest.mark.parametrize("text, kind", [
     ("no thanks", "no"), ("non merci", "no"), ("nein danke", "no"), ("nee bedankt", "no"), ("no gracias", "no"),
     ("no grazie", "no"), ("não, obrigado", "no"), ("no", "no"), ("nope", "no"),
