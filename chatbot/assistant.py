@@ -10,8 +10,8 @@ A turn goes through small steps, in this order, and a message stops at the first
    language we do not serve is told so; a message that only greets, thanks, says goodbye or says "ok"
    (``chatbot.small_talk``) is answered in kind, with no model run and no failure counted; a call for
    help that says nothing more ("I have a problem") is asked what it is about, as an unanswered turn.
-   A yes or a no is classified as well, and step 4 answers it by what the bot said last (a yes to an
-   offer of a person hands off; after "do you mean X or Y?" a yes goes to the classifier);
+   A yes or a no is answered in step 4 by what the bot said last (a yes to an offer of a person hands
+   off); only a yes to "do you mean X or Y?" is classified, since it picks neither option;
 3. **classify** (one forward pass for every message of a batch that got this far);
 4. **decide**: a conversation waiting for or handled by a person gets no bot answer (its message is
    still detected and, unless it is small talk, classified, so that the agent's suggested reply and
@@ -251,8 +251,13 @@ class Assistant:
             p.settled = "unsupported"
         elif p.needs_model and (talk := recognise(p.text, p.detection.lang)):
             p.small_talk = talk.kind
-            if talk.kind not in ANSWERS:  # a yes or a no is classified too: it may answer no question of ours
+            if not (talk.kind == "yes" and self._asked_to_choose(p)):
                 p.settled = "small_talk"
+
+    def _asked_to_choose(self, p: Pending) -> bool:
+        """Whether the bot's latest turn in ``p``'s open conversation asked "do you mean X or Y?": only then
+        does a yes need the model. What it answers is read again as the turn is stored (:meth:`_small_talk`)."""
+        return p.in_conversation and self.store.last_bot_action_of(p.conversation_id) == "clarify"
 
     def _classify(self, batch: list[Pending]) -> None:
         """One forward pass for the batch; if it fails, each message is tried alone, so one bad
@@ -410,8 +415,8 @@ class Assistant:
         one that reaches ``policy.max_failures`` hands off, as a clarification would; the rest count
         neither as a failure nor as an answer."""
         kind, asked, lang = p.small_talk, p.asked, turn.lang
-        if kind == "yes" and asked == "clarify":
-            return False
+        if kind == "yes" and asked == "clarify" and p.prediction is not None:
+            return False  # unclassified only if the bot asked meanwhile: then it is a yes like any other
         unanswered = kind == "help" or (kind == "no" and asked in (*STUCK, "clarify"))
         if unanswered and conversation.failures + 1 >= self.policy.max_failures:
             self._hand_off(conversation, "repeated_failures")

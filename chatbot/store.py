@@ -319,6 +319,12 @@ class Store:
                          .order_by(Message.id.desc()).limit(1)).first()
         return last.action if last is not None and last.role == "bot" else None
 
+    def last_bot_action_of(self, conversation_id: str) -> str | None:
+        """:meth:`last_bot_action` in a session of its own, read before the turn's transaction."""
+        with self.session() as s:
+            conversation = s.get(Conversation, conversation_id)
+            return None if conversation is None else self.last_bot_action(s, conversation)
+
     @staticmethod
     def stored_turn(s: Session, conversation: Conversation, client_message_id: str | None) -> list[Message] | None:
         """The customer message with this client id and the messages after it up to the next customer

@@ -312,6 +312,27 @@ def test_yes_and_no_answer_what_the_bot_said_last(assistant, monkeypatch):
     assert assistant.respond(None, "yes please").reply == line("small_talk_yes", "en")  # a first message
 
 
+def test_only_a_yes_to_do_you_mean_runs_the_model(assistant, monkeypatch):
+    """A yes or a no answers what the bot said last with no model run, except a yes to "do you mean X or
+    Y?": it picks neither option, so the classifier decides."""
+    line = assistant.catalogue.line
+    seen = []
+    predict = assistant.classifier.predict
+    monkeypatch.setattr(assistant.classifier, "predict", lambda texts, k=3: seen.extend(texts) or predict(texts, k))
+    cid = assistant.respond(None, SCRIPT["en"][0]).conversation_id  # an answer
+    assert [assistant.respond(cid, text).action for text in ("yes", "no thanks")] == ["small_talk", "small_talk"]
+    cid = assistant.respond(None, SCRIPT["en"][1]).conversation_id  # "do you mean X or Y?"
+    assert assistant.respond(cid, "no").action == "fallback"  # "something else"
+    cid = assistant.respond(None, SCRIPT["en"][1]).conversation_id
+    assert assistant.respond(cid, "yes").action == "clarify"
+    assert seen == [SCRIPT["en"][0], SCRIPT["en"][1], SCRIPT["en"][1], "yes"]
+    # the bot asked after the yes was looked at (another tab): unclassified, it is a yes like any other
+    monkeypatch.setattr(assistant.store, "last_bot_action_of", lambda conversation_id: None)
+    cid = assistant.respond(None, SCRIPT["en"][1]).conversation_id
+    turn = assistant.respond(cid, "yes")
+    assert (turn.action, turn.reply) == ("small_talk", line("small_talk_yes", "en"))
+
+
 def test_a_no_when_asked_to_say_what_is_needed_is_one_more_unanswered_turn(assistant):
     line = assistant.catalogue.line
     cid = assistant.respond(None, SCRIPT["fr"][1]).conversation_id  # "do you mean X or Y?"
