@@ -13,7 +13,9 @@ act as one ensemble: z_t is the mean of their log-probabilities (their geometric
 single student can learn to approximate at the cost of one model (Hinton et al.'s use of it). A teacher older than
 the data (trained before rows were added or relabelled) is wrong on some of them; with
 ``DistillSettings(teacher_errors=False)`` those rows learn from their label alone (w = 0 there), so its
-mistakes are not passed on.
+mistakes are not passed on. With ``DistillSettings(noisy_copies=n)`` the teachers also label n noisy copies
+of each training message (:mod:`chatbot.noisy`), which learn from them alone (w = 1 there): the
+transfer set on which an ensemble knows more than its members.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from chatbot.data import Dataset, Example, limit_per_intent, load_dataset
 from chatbot.folder import ModelFolder
 from chatbot.lora import LoraSettings
 from chatbot.machine import cpu_has_native_bf16
+from chatbot.noisy import NOISY, noisy_copies
 from chatbot.settings import DEFAULT_BASE, MAX_LENGTH
 
 
@@ -65,10 +68,14 @@ class DistillSettings:
     """Temperature T that softens teacher and student distributions for distillation."""
     teacher_errors: bool = True
     """Distil also on training rows whose label the teacher's top intent misses (--no-distill-teacher-errors: those rows learn from their label alone)."""
+    noisy_copies: int = 0
+    """Noisy copies of each training message (a word left out or swapped, a typo) that learn from the teacher's soft targets alone."""
 
     def __post_init__(self):
         if not 0 <= self.weight <= 1 or self.temperature <= 0:
             raise ValueError("distill must be in [0, 1] and its temperature > 0")
+        if not 0 <= self.noisy_copies <= 8:
+            raise ValueError("noisy copies must be between 0 and 8")
 
 
 @dataclass
@@ -106,6 +113,8 @@ class TrainArgs:
             raise ValueError("precision must be auto, fp32 or bf16")
         if self.max_per_intent is not None and self.max_per_intent < 1:
             raise ValueError("max-per-intent must be ≥ 1")
+        if self.distill.noisy_copies and not self.teacher:
+            raise ValueError("noisy copies learn from a teacher: give --teacher")
 
 
 def seed_everything(seed: int) -> None:
@@ -115,13 +124,15 @@ def seed_everything(seed: int) -> None:
 
 def make_batches(tokenizer, examples: list[Example], label_ids: dict[str, int], max_length: int, batch_size: int,
                  shuffle: bool, seed: int = 0, soft: dict[str, torch.Tensor] | None = None) -> DataLoader:
-    """Tokenised batches with ``labels`` (and ``teacher_logits`` from ``soft``, keyed by text)."""
+    """Tokenised batches with ``labels`` (and, from ``soft``, keyed by text, ``teacher_logits`` and
+    ``teacher_only``: which rows are noisy copies)."""
     def collate(batch):
         enc = tokenizer([e.text for e in batch], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
         enc["labels"] = torch.tensor([label_ids[e.intent] for e in batch])
         if soft is not None:
             enc["teacher_logits"] = torch.stack([soft[e.text] for e in batch])
+            enc["teacher_only"] = torch.tensor([e.split == NOISY for e in batch])
         return enc
 
     if not shuffle:
@@ -169,9 +180,11 @@ def teacher_logits(folders: list[str], examples: list[Example], labels: list[str
 
 
 def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float,
-                      temperature: float, teacher_errors: bool = True) -> torch.Tensor:
+                      temperature: float, teacher_errors: bool = True,
+                      teacher_only: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over rows of (1 − w)·CE(z, y) + w·T²·KL(softmax(z_t/T) ‖ softmax(z/T)); T² keeps the
-    gradient scale of CE. Without ``teacher_errors``, w is 0 on rows where argmax z_t ≠ y."""
+    gradient scale of CE. Without ``teacher_errors``, w is 0 on rows where argmax z_t ≠ y; on the rows
+    ``teacher_only`` marks (noisy copies) w is 1."""
     import torch.nn.functional as F
 
     logits, teacher = logits.float(), teacher.float()
@@ -181,6 +194,8 @@ def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch
     w = torch.full_like(ce, weight)
     if not teacher_errors:
         w = w * (teacher.argmax(-1) == labels)
+    if teacher_only is not None:
+        w = torch.where(teacher_only, torch.ones_like(w), w)
     return ((1 - w) * ce + w * temperature ** 2 * kl).mean()
 
 
@@ -256,6 +271,7 @@ def setup(args: TrainArgs, dataset: Dataset, start: Start | None = None) -> Setu
     dev = dataset.split("dev")
     if not train or not dev:
         raise ValueError("the data needs a train and a dev split (rows without a split are split automatically)")
+    train = train + noisy_copies(train, args.distill.noisy_copies, args.fit.seed) if args.teacher else train
     soft = teacher_logits(args.teacher, train, labels) if args.teacher else None
     fit_ = args.fit
     train_dl = make_batches(tokenizer, train, label_ids, args.max_length, fit_.batch_size, True, fit_.seed, soft)
@@ -307,12 +323,12 @@ def train_epoch(s: Setup, args: TrainArgs, epoch: int, bar, progress=None) -> fl
     running = 0.0
     total = args.fit.epochs * len(s.train)
     for step, batch in enumerate(s.train):
-        teacher = batch.pop("teacher_logits", None)
+        teacher, teacher_only = batch.pop("teacher_logits", None), batch.pop("teacher_only", None)
         with s.accelerator.autocast():
             out = s.model(**batch)
         loss = out.loss if teacher is None else distillation_loss(
             out.logits, batch["labels"], teacher, args.distill.weight, args.distill.temperature,
-            args.distill.teacher_errors)
+            args.distill.teacher_errors, teacher_only)
         s.accelerator.backward(loss)
         s.optimizer.step()
         s.scheduler.step()

@@ -119,6 +119,46 @@ def test_distillation_can_leave_the_teachers_errors_to_the_labels():
                           (both[0] + both[1]) / 2)
 
 
+def test_noisy_copies_learn_from_the_teacher_alone():
+    from chatbot.train import distillation_loss
+
+    torch.manual_seed(2)
+    logits, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    labels = torch.tensor([0, 1, 2, 3])
+    only = torch.tensor([False, True, False, True])
+    row = lambda i, w: distillation_loss(logits[i:i + 1], labels[i:i + 1], teacher[i:i + 1], w, 2.0)  # noqa: E731
+    mixed = distillation_loss(logits, labels, teacher, 0.5, 2.0, teacher_only=only)
+    assert torch.allclose(mixed, (row(0, 0.5) + row(1, 1.0) + row(2, 0.5) + row(3, 1.0)) / 4)
+    # even where the teacher's errors are left to the labels: a copy has no label to trust
+    wrong = torch.full((4, 5), -3.0)
+    wrong[range(4), [4, 4, 4, 4]] = 3.0
+    kept = distillation_loss(logits, labels, wrong, 0.5, 2.0, teacher_errors=False, teacher_only=only)
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    pure = [distillation_loss(logits[i:i + 1], labels[i:i + 1], wrong[i:i + 1], 1.0, 2.0) for i in (1, 3)]
+    assert torch.allclose(kept, (ce[0] + pure[0] + ce[2] + pure[1]) / 4)
+
+
+def test_noisy_copies_join_the_training_rows_with_the_teachers_targets(tiny_base, tiny_data, tiny_model, tmp_path):
+    from chatbot.noisy import NOISY
+
+    dataset = load_dataset([str(tiny_data)])
+    n = len(dataset.split("train"))
+    args = tiny_train_args(tiny_base, tiny_data, tmp_path / "m", teacher=[str(tiny_model)],
+                           distill=DistillSettings(noisy_copies=2))
+    s = setup(args, dataset)
+    assert 2 * n < s.train_n <= 3 * n  # a copy equal to a message (or to another copy) is left out
+    rows = s.train.dataset if hasattr(s.train, "dataset") else s.train.base_dataloader.dataset
+    assert sum(e.split == NOISY for e in rows) == s.train_n - n
+    batch = next(iter(s.train))
+    assert batch["teacher_only"].dtype == torch.bool and batch["teacher_logits"].shape[0] == len(batch["teacher_only"])
+    assert sum(b["teacher_only"].sum().item() for b in s.train) == s.train_n - n
+    assert setup(tiny_train_args(tiny_base, tiny_data, tmp_path / "p", teacher=[str(tiny_model)]), dataset).train_n == n
+    with pytest.raises(ValueError, match="teacher"):
+        tiny_train_args(tiny_base, tiny_data, tmp_path / "x", distill=DistillSettings(noisy_copies=1))
+    with pytest.raises(ValueError, match="noisy"):
+        DistillSettings(noisy_copies=-1)
+
+
 def test_a_teacher_pulls_the_student_towards_it(tiny_base, tiny_data, tiny_model, tmp_path):
     """Same seed and data, with and without a teacher that disagrees with the labels: the distilled
     student follows the teacher, the other one the labels (a loss that ignored the teacher would
