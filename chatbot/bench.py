@@ -90,6 +90,8 @@ class BenchArgs:
         serve_systems(self.serve, self.runtimes)  # a clear error now for a wrong runtime or a system twice
         if self.rounds < 1 or self.latency_messages < 1:
             raise ValueError("rounds and latency messages must be ≥ 1")
+        if self.distill.noisy_copies and not self.teacher:
+            raise ValueError("--distill-noisy-copies learns from the teachers: give --teacher")
 
 
 def make_splits(args: BenchArgs) -> dict[str, list[Example]]:
@@ -171,9 +173,13 @@ def run_llm(splits: dict, args: BenchArgs, base: str, workdir: Path) -> dict:
         for split, rows in (("train", splits["train"]), ("dev", splits["dev"])):
             for e in rows:
                 f.write(json.dumps({"text": e.text, "intent": e.intent, "lang": e.lang, "split": split}) + "\n")
+    held_out = workdir / "bench_held_out.jsonl"  # what is scored and tuned on: never a noisy copy
+    with held_out.open("w") as f:
+        for e in splits["eval"] + (splits["tune"] or []):
+            f.write(json.dumps({"text": e.text, "intent": e.intent, "lang": e.lang, "split": "test"}) + "\n")
     started = time.perf_counter()
     train(TrainArgs(data=[str(data)], out=str(folder), base=base, fit=args.fit, lora=args.lora,
-                    patience=args.fit.epochs, teacher=args.teacher, distill=args.distill))
+                    patience=args.fit.epochs, teacher=args.teacher, distill=args.distill, held_out=[str(held_out)]))
     train_time = time.perf_counter() - started
     classifier = load_classifier(folder)
     result = _score_system(lambda texts: [p.intent for p in classifier.predict(texts)], splits, train_time,

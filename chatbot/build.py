@@ -252,6 +252,8 @@ class BuildArgs:
     def __post_init__(self):
         if self.heal.distill.weight and not self.source:
             raise ValueError("--distill needs --source: the tuned classifier is the teacher")
+        if self.heal.distill.noisy_copies and not (self.source and self.heal.distill.weight):
+            raise ValueError("--distill-noisy-copies learns from the source: give --source and --distill")
         if self.eval_split not in ("train", "dev", "test"):
             raise ValueError("eval split must be train, dev or test")
 

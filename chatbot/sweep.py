@@ -56,6 +56,8 @@ class SweepArgs:
             raise ValueError("jobs must be ≥ 1")
         if self.heal.distill.weight and not self.source:
             raise ValueError("--distill needs --source: the tuned classifier is the teacher")
+        if self.heal.distill.noisy_copies and not (self.source and self.heal.distill.weight):
+            raise ValueError("--distill-noisy-copies learns from the source: give --source and --distill")
         if any(not 0 < k < 1 for k in self.params_keep):
             raise ValueError("params keep must be in (0, 1)")
         Compression(min_saving=self.min_saving)  # its range

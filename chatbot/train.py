@@ -100,6 +100,8 @@ class TrainArgs:
     """AdamW weight decay."""
     teacher: list[str] = field(default_factory=list)
     """Trained model folders with the same intents whose (averaged) log-probabilities are soft targets (distillation)."""
+    held_out: list[str] = field(default_factory=list)
+    """Data files of messages kept from training (evaluation data): no noisy copy equals one of them, nor a message of --data."""
     distill: DistillSettings = field(default_factory=DistillSettings, metadata={"prefix": "distill_"})
     """How the teacher's soft targets are used (only with a teacher)."""
     cli_aliases: ClassVar[dict[str, str]] = {"targets": "lora_targets", "distill": "distill_weight"}
@@ -271,7 +273,10 @@ def setup(args: TrainArgs, dataset: Dataset, start: Start | None = None) -> Setu
     dev = dataset.split("dev")
     if not train or not dev:
         raise ValueError("the data needs a train and a dev split (rows without a split are split automatically)")
-    train = train + noisy_copies(train, args.distill.noisy_copies, args.fit.seed) if args.teacher else train
+    if args.distill.noisy_copies:
+        unseen = {e.text for e in dataset.examples}
+        unseen |= {e.text for e in load_dataset(args.held_out, min_examples=1).examples} if args.held_out else set()
+        train = train + noisy_copies(train, args.distill.noisy_copies, args.fit.seed, exclude=unseen)
     soft = teacher_logits(args.teacher, train, labels) if args.teacher else None
     fit_ = args.fit
     train_dl = make_batches(tokenizer, train, label_ids, args.max_length, fit_.batch_size, True, fit_.seed, soft)

@@ -331,6 +331,18 @@ def test_only_a_yes_to_do_you_mean_runs_the_model(assistant, monkeypatch):
     cid = assistant.respond(None, SCRIPT["en"][1]).conversation_id
     turn = assistant.respond(cid, "yes")
     assert (turn.action, turn.reply) == ("small_talk", line("small_talk_yes", "en"))
+    # the other way round (the bot answered after the look): classified for nothing, answered by what was said
+    monkeypatch.setattr(assistant.store, "last_bot_action_of", lambda conversation_id: "clarify")
+    cid = assistant.respond(None, SCRIPT["en"][0]).conversation_id
+    seen.clear()
+    turn = assistant.respond(cid, "yes")
+    assert (turn.action, turn.reply, seen) == ("small_talk", line("small_talk_yes", "en"), ["yes"])
+
+
+def test_a_yes_to_do_you_mean_that_cannot_be_classified_gets_the_apology(assistant, monkeypatch):
+    cid = assistant.respond(None, SCRIPT["en"][1]).conversation_id  # "do you mean X or Y?"
+    monkeypatch.setattr(assistant.classifier, "predict", lambda texts, k=3: 1 / 0)
+    assert assistant.respond(cid, "yes").action == "error"
 
 
 def test_a_no_when_asked_to_say_what_is_needed_is_one_more_unanswered_turn(assistant):

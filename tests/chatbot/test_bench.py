@@ -2,6 +2,7 @@ import json
 import pytest
 
 from chatbot.bench import BenchArgs, make_splits, run_bench
+from chatbot.folder import ModelFolder
 from chatbot.policy import OutOfScopeBudget
 from chatbot.train import FitSettings
 
@@ -41,10 +42,16 @@ def test_the_bench_trains_from_a_teacher(tiny_data, tiny_base, tiny_model, tmp_p
                 dev_per_language=3)
     plain = run_bench(BenchArgs(report=str(tmp_path / "plain"), **args))
     taught = run_bench(BenchArgs(report=str(tmp_path / "taught"), teacher=[str(teacher)],
-                                 distill=DistillSettings(weight=1.0), **args))
+                                 distill=DistillSettings(weight=1.0, noisy_copies=1), keep_models=True, **args))
     accuracy = lambda report: report["results"][str(tiny_base)]["accuracy"]  # noqa: E731
     assert accuracy(taught) < 0.3 < 0.8 < accuracy(plain)
     assert taught["args"]["teacher"] == [str(teacher)]
+    # what is scored and tuned on is held out of the noisy copies
+    held = [json.loads(line)["text"] for line in (tmp_path / "taught" / "bench_held_out.jsonl").open()]
+    splits = make_splits(BenchArgs(report="x", **args))
+    assert sorted(held) == sorted(e.text for e in splits["eval"] + splits["tune"])
+    folder = next((tmp_path / "taught").glob("model-*"))
+    assert ModelFolder.read(folder).train_args["held_out"] == [str(tmp_path / "taught" / "bench_held_out.jsonl")]
 
 
 @pytest.mark.parametrize("budget", [OutOfScopeBudget(), OutOfScopeBudget(max_reject=0.2),

@@ -79,6 +79,15 @@ def test_distillation_flags_of_train_and_build_stay_as_they_were():
     assert parse(BuildArgs, ["--data", "a.csv", "--out", "v"]).heal.distill.weight == 0.0
     with pytest.raises(ValueError, match="needs --source"):
         parse(BuildArgs, ["--data", "a.csv", "--out", "v", "--distill", "0.5"])
+    # noisy copies learn from a teacher: refused before any work without one
+    assert parse(BuildArgs, ["--data", "a.csv", "--out", "v", "--source", "s", "--distill", "0.5",
+                             "--distill-noisy-copies", "1"]).heal.distill.noisy_copies == 1
+    from chatbot.bench import BenchArgs
+    from chatbot.sweep import SweepArgs
+    for args, given, needs in ((BuildArgs, ["--out", "v"], "--source"), (SweepArgs, ["--report", "r"], "--source"),
+                               (BenchArgs, ["--report", "r"], "--teacher"), (TrainArgs, ["--out", "m"], "--teacher")):
+        with pytest.raises(ValueError, match=needs):
+            parse(args, ["--data", "a.csv", *given, "--distill-noisy-copies", "1"])
 
 
 def test_out_of_scope_threshold_flags_of_tune_and_bench_stay_as_they_were():

@@ -32,7 +32,9 @@ def test_asking_how_the_bot_is_is_a_greeting(lang):
     """"How are you" opens a chat; it is not an out-of-scope request (which counts as a failure)."""
     talk = recognise(HOW_ARE_YOU[lang], lang)
     assert talk is not None and talk.kind == "greeting" and lang in talk.languages
-    assert recognise(HOW_ARE_YOU[lang] + " 48213") is None  # with an order number it is a request
+    # "fine" as well as "how are you?": after an answer it is the customer's "fine", an ok
+    fine = {"fr": "ça va", "nl": "alles goed", "es": "todo bien", "it": "tutto bene"}.get(lang)
+    assert fine is None or recognise(fine, lang).kind == "ok"
 
 
 @pytest.mark.parametrize("text, kind", [

@@ -153,6 +153,13 @@ def test_noisy_copies_join_the_training_rows_with_the_teachers_targets(tiny_base
     assert batch["teacher_only"].dtype == torch.bool and batch["teacher_logits"].shape[0] == len(batch["teacher_only"])
     assert sum(b["teacher_only"].sum().item() for b in s.train) == s.train_n - n
     assert setup(tiny_train_args(tiny_base, tiny_data, tmp_path / "p", teacher=[str(tiny_model)]), dataset).train_n == n
+    # a held-out file (the evaluation data) is never copied into training
+    copy = next(e.text for e in rows if e.split == NOISY)
+    (tmp_path / "held.csv").write_text(f"text,intent\n{copy.upper()},x\n")
+    held = setup(tiny_train_args(tiny_base, tiny_data, tmp_path / "h", teacher=[str(tiny_model)],
+                                 distill=DistillSettings(noisy_copies=2), held_out=[str(tmp_path / "held.csv")]), dataset)
+    held_rows = held.train.dataset if hasattr(held.train, "dataset") else held.train.base_dataloader.dataset
+    assert copy not in {e.text for e in held_rows} and held.train_n == s.train_n - 1
     with pytest.raises(ValueError, match="teacher"):
         tiny_train_args(tiny_base, tiny_data, tmp_path / "x", distill=DistillSettings(noisy_copies=1))
     with pytest.raises(ValueError, match="noisy"):
