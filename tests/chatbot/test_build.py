@@ -70,7 +70,7 @@ def test_healing_distils_from_the_source(tiny_data, tiny_model, tmp_path):
                   heal=quick_heal(distill=DistillSettings(weight=0.5, teacher_errors=False)), source=tiny_model)
     train_args = ModelFolder.read(tmp_path / "v").train_args
     assert train_args["teacher"] == [str(tiny_model)]
-    assert train_args["distill"] == {"weight": 0.5, "temperature": 2.0, "teacher_errors": False}
+    assert train_args["distill"] == {"weight": 0.5, "temperature": 2.0, "teacher_errors": False, "noisy_copies": 0}
     assert train_args["fit"]["lr"] == 1e-4
 
 
