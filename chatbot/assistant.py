@@ -416,8 +416,8 @@ class Assistant:
         neither as a failure nor as an answer."""
         kind, asked, lang = p.small_talk, p.asked, turn.lang
         if kind == "yes" and asked == "clarify" and (p.prediction is not None or p.error is not None):
-            return False  # the classifier decides (or its failure is said); not asked to classify it, because
-            # the bot asked after the yes was looked at, it is a yes like any other
+            return False  # the classifier decides, or its failure is said; a yes left unclassified (the bot
+            # asked after it was looked at) is a yes like any other
         unanswered = kind == "help" or (kind == "no" and asked in (*STUCK, "clarify"))
         if unanswered and conversation.failures + 1 >= self.policy.max_failures:
             self._hand_off(conversation, "repeated_failures")

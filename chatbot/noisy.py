@@ -91,7 +91,7 @@ def noisy_copies(examples: list[Example], copies: int, seed: int = 0, exclude: s
     for e in examples:
         for _ in range(copies):
             text = noisy_copy(e.text, rng)
-            if _key(text) not in seen:
-                seen.add(_key(text))
+            if (key := _key(text)) not in seen:
+                seen.add(key)
                 out.append(Example(text, e.intent, e.lang, NOISY))
     return out
